@@ -1,0 +1,56 @@
+# Two commands do everything on a fresh machine:  make demo   and   make test
+# Both create .venv/ with the pinned dependencies first (about 3-5 minutes, ~6 GB).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+DEMO_DIR := data/demo
+DEMO_WORK := work_dirs/demo
+USER_PICKLE := data/train_data_pure_depth.pkl
+DATA_ROOT := data/cephalometric
+WORK_DIR := work_dirs/cephalometric
+
+.PHONY: install demo train test bench clean-demo
+
+install: $(STAMP)
+
+# mmpose 1.3.2 and mmdet 3.3.0 go in with --no-deps: mmpose's chumpy dependency cannot build,
+# and mmdet is only needed for one module mmpose imports at start-up. requirements.txt lists the
+# real runtime dependencies with the pins that work together (see README, Installation).
+$(STAMP): requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps mmpose==1.3.2 mmdet==3.3.0
+	$(PY) -c "import cephalometric.mmcv_compat, mmpose.models, mmpose.apis; print('mmpose ready')"
+	touch $(STAMP)
+
+# The whole pipeline on a generated demo dataset: no private data, GPU or internet needed.
+# The schedule is sized to finish in about 10 minutes on a 2-core CPU: small input, short
+# warm-up, random initial weights (the AFLW checkpoint would need the internet).
+demo: install
+	$(PY) -m cephalometric.demo_data --out $(DEMO_DIR)/train_data_pure_depth.pkl --num-patients 300
+	$(PY) prepare_cephalometric_data.py --input $(DEMO_DIR)/train_data_pure_depth.pkl \
+		--out-dir $(DEMO_DIR)/cephalometric --overwrite
+	$(PY) train_cephalometric.py --data-root $(DEMO_DIR)/cephalometric --work-dir $(DEMO_WORK) \
+		--no-pretrained --epochs 12 --batch-size 8 --input-size 96 --sigma 1.5 --lr 2e-3 \
+		--workers 0 --cfg-options param_scheduler.0.end=30
+	$(PY) inference.py --checkpoint $(DEMO_WORK)/best_MRE.pth \
+		--img-path "$$($(PY) -c "import json; d=json.load(open('$(DEMO_DIR)/cephalometric/annotations/test.json')); print('$(DEMO_DIR)/cephalometric/images/' + d['images'][0]['file_name'])")" \
+		--out-file $(DEMO_WORK)/inference_example.jpg --json $(DEMO_WORK)/inference_example.json
+
+# The full schedule (100 epochs, AFLW-pretrained) on your own pickle.
+train: install
+	@test -f $(USER_PICKLE) || { echo "error: $(USER_PICKLE) not found; put your pickle there (see README, Data)"; exit 2; }
+	@test -f $(DATA_ROOT)/annotations/train.json || $(PY) prepare_cephalometric_data.py --input $(USER_PICKLE) --out-dir $(DATA_ROOT)
+	$(PY) train_cephalometric.py --data-root $(DATA_ROOT) --work-dir $(WORK_DIR)
+
+test: install
+	$(PY) -m pytest -q tests
+
+bench: install
+	$(PY) benchmark.py
+
+clean-demo:
+	rm -rf $(DEMO_DIR) $(DEMO_WORK)

@@ -1,0 +1,28 @@
+"""One clear line for a user's mistake, never a traceback.
+
+Scripts raise `UserError("what is wrong; how to fix it")` and wrap their `main` with `run_cli`, which
+prints `error: <message>` to stderr and exits with status 2. Anything else is a bug and keeps its
+traceback so it can be reported.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Callable, Optional, Sequence
+
+
+class UserError(Exception):
+    """A problem with the user's input or environment that the user can fix."""
+
+
+def run_cli(main: Callable[[Optional[Sequence[str]]], Optional[int]],
+            argv: Optional[Sequence[str]] = None) -> int:
+    """Run `main(argv)`; turn UserError into one line on stderr and exit status 2."""
+    try:
+        code = main(argv)
+    except UserError as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print('interrupted', file=sys.stderr)
+        return 130
+    return int(code or 0)
