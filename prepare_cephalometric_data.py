@@ -4,7 +4,7 @@
     python prepare_cephalometric_data.py --input data/train_data_pure_depth.pkl \
         --out-dir data/cephalometric
 
-See docs/data.md (README "Data") for the accepted layouts and every option. The work is done by
+See README.md, section "Data", for the accepted layouts and every option. The work is done by
 cephalometric.records.prepare_dataset; this file only parses the command line.
 """
 from __future__ import annotations

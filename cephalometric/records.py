@@ -17,7 +17,6 @@ Public API, reused by other scripts:
 """
 from __future__ import annotations
 
-import colorsys
 import json
 import math
 import os
@@ -35,6 +34,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from .drawing import landmark_color
 from .errors import UserError
 from .landmarks import LandmarkColumnError, is_standard_set, landmark_columns, normalize_name
 
@@ -737,15 +737,6 @@ def coco_files(records: Sequence[Record], names: Sequence[str],
     return files
 
 
-def palette(count: int) -> list[list[int]]:
-    """Distinct, fixed colours: hues spaced by the golden ratio."""
-    colours = []
-    for index in range(count):
-        red, green, blue = colorsys.hsv_to_rgb((index * 0.618033988749895) % 1.0, 0.85, 1.0)
-        colours.append([int(round(red * 255)), int(round(green * 255)), int(round(blue * 255))])
-    return colours
-
-
 def metainfo_text(names: Sequence[str]) -> str:
     """MMPose dataset meta, loaded with dict(from_file=...). Landmarks on the profile have no
     left/right partner, so `swap` is empty."""
@@ -755,7 +746,9 @@ def metainfo_text(names: Sequence[str]) -> str:
              "    dataset_name='cephalometric',",
              "    paper_info=dict(author='', title='', container='', year='', homepage=''),",
              '    keypoint_info={']
-    for index, (name, colour) in enumerate(zip(names, palette(len(names)))):
+    for index, name in enumerate(names):
+        # the same colour per landmark as in our own pictures (MMPose's visualiser uses this one)
+        colour = list(landmark_color(index))
         lines.append(f"        {index}: dict(name={name!r}, id={index}, color={colour}, "
                      "type='', swap=''),")
     lines += ['    },',
