@@ -171,10 +171,9 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=10),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    # Keep the last two epochs for --resume; the best model by MRE is saved separately and
-    # BestCheckpointHook keeps a stable copy at <work_dir>/best_MRE.pth.
-    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=2, save_best='MRE',
-                    rule='less'),
+    # Keep the last two epochs for --resume. The best model by MRE is BestCheckpointHook's job
+    # (below): a fixed path, <work_dir>/best_MRE.pth, with only what inference needs.
+    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=2),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='PoseVisualizationHook', enable=False))
 custom_hooks = [

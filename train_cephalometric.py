@@ -168,7 +168,7 @@ def select_device(device: str) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     select_device(args.device)
-    import torch
+    import torch  # only after select_device
 
     if args.device == 'cuda' and not torch.cuda.is_available():
         raise UserError('--device cuda but no CUDA GPU is visible; use --device cpu')
@@ -179,13 +179,14 @@ def main(argv=None) -> int:
                         'run without --resume to start training')
 
     from cephalometric import mmcv_compat  # noqa: F401  (must precede mmpose)
-    from cephalometric.checkpoint import allow_checkpoint_globals, load_checkpoint_file
+    from cephalometric.checkpoint import resume_globals
     from mmengine.runner import Runner
 
     cfg, names, data_root = build_config(args)
-    allow_checkpoint_globals()
     if args.resume:
-        checkpoint = load_checkpoint_file(last_checkpoint(args.work_dir))
+        with resume_globals():
+            checkpoint = torch.load(last_checkpoint(args.work_dir), map_location='cpu',
+                                    weights_only=True)
         done = checkpoint.get('meta', {}).get('epoch', 0)
         if done >= cfg.train_cfg.max_epochs:
             print(f'training in {args.work_dir} already finished ({done} of '
@@ -198,7 +199,10 @@ def main(argv=None) -> int:
     cfg.dump(osp.join(args.work_dir, RESOLVED_CONFIG))
     runner = Runner.from_cfg(cfg)
     runner.logger.info(f'{len(names)} landmarks: {", ".join(names)}')
-    runner.train()
+    # The Runner loads the run's own epoch_N.pth (--resume) or the initial weights (load_from)
+    # when training starts.
+    with resume_globals():
+        runner.train()
 
     if runner.rank == 0:
         report_result(args.work_dir, data_root)

@@ -24,13 +24,11 @@ def read_epoch_history(work_dir: str, metric: str = 'MRE') -> tuple[dict, dict]:
                     entry = json.loads(line)
                 except json.JSONDecodeError:  # a line cut short by a crash
                     continue
-                epoch = entry.get('epoch')
-                if epoch is None:
-                    continue
-                if 'loss' in entry and 'iter' in entry:
-                    run_losses[int(epoch)].append(float(entry['loss']))
-                elif metric in entry:
-                    scores[int(epoch)] = float(entry[metric])
+                # training lines carry 'epoch'; validation lines carry the epoch as 'step'
+                if 'loss' in entry and 'epoch' in entry:
+                    run_losses[int(entry['epoch'])].append(float(entry['loss']))
+                elif metric in entry and 'step' in entry:
+                    scores[int(entry['step'])] = float(entry[metric])
         for epoch, values in run_losses.items():
             losses[epoch] = values
     mean_losses = {e: sum(v) / len(v) for e, v in sorted(losses.items()) if v}
@@ -59,8 +57,10 @@ def plot_training_curves(work_dir: str, out_path: str, metric: str = 'MRE') -> O
         metric_axis.set_title(f'validation {metric} (best {scores[best_epoch]:.2f} '
                               f'at epoch {best_epoch})')
     metric_axis.set(xlabel='epoch', ylabel=f'{metric} (px)')
+    from matplotlib.ticker import MaxNLocator
     for axis in (loss_axis, metric_axis):
         axis.grid(alpha=0.3)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     figure.tight_layout()
     temporary = f'{out_path}.tmp-{os.getpid()}.png'
     figure.savefig(temporary, dpi=100)

@@ -1,13 +1,15 @@
-"""MMEngine hooks: a stable best-checkpoint path and a training-curve picture.
+"""MMEngine hooks: the published best model and a training-curve picture.
 
-MMEngine's CheckpointHook names the best checkpoint after its epoch (best_MRE_epoch_37.pth) and
-deletes the previous one, so scripts and people cannot rely on a path. BestCheckpointHook keeps
-`<work_dir>/best_<metric>.pth` pointing at the current best (a hard link: no extra disk) and writes
-`best_<metric>.json` beside it with the epoch and all validation metrics.
+MMEngine's CheckpointHook names its best checkpoint after the epoch (best_MRE_epoch_37.pth), so
+people and scripts cannot rely on a path, and it stores optimizer and message-hub state a model user
+does not need. BestCheckpointHook keeps `<work_dir>/best_<metric>.pth` (weights, config, landmark
+names: all inference needs) and `best_<metric>.json` (epoch and every validation metric) for the
+best epoch so far. The best score lives in MMEngine's message hub, so it survives --resume.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import os.path as osp
 from typing import Optional
@@ -15,18 +17,6 @@ from typing import Optional
 from . import mmcv_compat  # noqa: F401  (must precede mmpose)
 from mmengine.hooks import Hook
 from mmpose.registry import HOOKS
-
-
-def _atomic_link_or_copy(source: str, target: str) -> None:
-    temporary = f'{target}.tmp-{os.getpid()}'
-    if osp.lexists(temporary):
-        os.remove(temporary)
-    try:
-        os.link(source, temporary)
-    except OSError:  # file systems without hard links
-        import shutil
-        shutil.copyfile(source, temporary)
-    os.replace(temporary, target)
 
 
 def _atomic_write_json(path: str, data: dict) -> None:
@@ -38,34 +28,35 @@ def _atomic_write_json(path: str, data: dict) -> None:
 
 @HOOKS.register_module()
 class BestCheckpointHook(Hook):
-    """Mirror CheckpointHook's best checkpoint at `<work_dir>/best_<metric>.pth` (+ .json)."""
+    """Save the model with the lowest validation `metric` to `<work_dir>/best_<metric>.pth`."""
 
-    priority = 'LOWEST'  # after CheckpointHook has saved the new best in after_val_epoch
+    priority = 'LOW'  # after the evaluator has produced the metrics, before logging ends
 
     def __init__(self, metric: str = 'MRE') -> None:
         self.metric = metric
-        self._published: Optional[str] = None
+        self.hub_key = f'best_score_{metric}'
 
     def after_val_epoch(self, runner, metrics: Optional[dict] = None) -> None:
+        score = (metrics or {}).get(self.metric)
+        if score is None or math.isnan(score):
+            return
+        best = runner.message_hub.get_info(self.hub_key)
+        if best is not None and not score < best:
+            return
+        runner.message_hub.update_info(self.hub_key, float(score))
         if runner.rank != 0:
             return
-        best = runner.message_hub.get_info('best_ckpt')
-        if not best or best == self._published or not osp.isfile(best):
-            return
+        from .checkpoint import save_published_checkpoint
+
         target = osp.join(runner.work_dir, f'best_{self.metric}.pth')
-        _atomic_link_or_copy(best, target)
-        record = dict(
-            checkpoint=osp.basename(target),
-            source=osp.basename(best),
-            epoch=runner.epoch,  # CheckpointHook saved it at this (1-based) epoch
-            iteration=runner.iter,
-            metric=self.metric,
-            best_score=runner.message_hub.get_info('best_score'),
-            metrics={k: float(v) for k, v in (metrics or {}).items()})
+        save_published_checkpoint(runner, target, {'best_metrics': {
+            k: float(v) for k, v in metrics.items()}})
+        record = dict(checkpoint=osp.basename(target), epoch=runner.epoch, iteration=runner.iter,
+                      metric=self.metric, best_score=float(score),
+                      metrics={k: float(v) for k, v in metrics.items()})
         _atomic_write_json(osp.join(runner.work_dir, f'best_{self.metric}.json'), record)
-        self._published = best
-        runner.logger.info(f'best {self.metric} so far: {record["best_score"]:.4f} at epoch '
-                           f'{record["epoch"]} -> {target}')
+        runner.logger.info(f'new best {self.metric} {score:.4f} at epoch {runner.epoch} -> '
+                           f'{target}')
 
 
 @HOOKS.register_module()

@@ -1,0 +1,188 @@
+"""End to end on CPU, as a user runs it: prepare -> train -> best_MRE.pth -> resume -> inference."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import ROOT, TINY_TRAIN_ARGS, run_script
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert 'Traceback' not in result.stderr
+    assert lines[-1].startswith('error: '), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[-1]
+
+
+# -- training ------------------------------------------------------------------------------------
+def test_training_keeps_best_checkpoint_with_its_metrics(trained_run):
+    best = trained_run / 'best_MRE.pth'
+    assert best.is_file()
+    record = json.loads((trained_run / 'best_MRE.json').read_text())
+    assert record['metric'] == 'MRE' and record['epoch'] in (1, 2)
+    from cephalometric.curves import read_epoch_history
+    _, scores = read_epoch_history(str(trained_run))
+    assert sorted(scores) == [1, 2]
+    assert record['best_score'] == pytest.approx(min(scores.values()))
+    assert record['epoch'] == min(scores, key=scores.get)
+    metrics = record['metrics']
+    assert metrics['MRE'] == pytest.approx(record['best_score'])
+    assert {'SD', 'SDR@2px', 'SDR@8px', 'MRE/sella', 'MRE/gnathion'} <= set(metrics)
+    # the published model is slim: no optimizer or resume state
+    from cephalometric.checkpoint import load_checkpoint_file
+    checkpoint = load_checkpoint_file(str(best))
+    assert set(checkpoint) == {'meta', 'state_dict'}
+    assert checkpoint['meta']['epoch'] == record['epoch']
+    assert checkpoint['meta']['best_metrics']['MRE'] == pytest.approx(record['best_score'])
+    assert (trained_run / 'training_curves.png').is_file()
+    assert (trained_run / 'resolved_config.py').is_file()
+
+
+def test_checkpoint_carries_config_and_landmark_names(trained_run):
+    from cephalometric.checkpoint import load_checkpoint_file
+    meta = load_checkpoint_file(str(trained_run / 'best_MRE.pth'))['meta']
+    assert 'TopdownPoseEstimator' in meta['cfg']
+    assert meta['dataset_meta']['keypoint_id2name'][10] == 'Gonion'
+
+
+def test_resume_on_a_finished_run_says_so_and_exits_cleanly(trained_run):
+    result = run_script('train_cephalometric.py', '--work-dir', trained_run, '--resume')
+    assert 'already finished' in result.stdout
+
+
+def test_resume_continues_with_the_runs_own_settings(trained_run, tmp_path):
+    work_dir = tmp_path / 'run'
+    shutil.copytree(trained_run, work_dir)
+    # last_checkpoint holds an absolute path into the original folder; point it at the copy
+    pointer = work_dir / 'last_checkpoint'
+    pointer.write_text(str(work_dir / os.path.basename(pointer.read_text().strip())))
+    result = run_script('train_cephalometric.py', '--work-dir', work_dir, '--resume',
+                        '--epochs', '3')
+    assert 'resumed epoch: 2' in result.stdout + result.stderr
+    assert (work_dir / 'epoch_3.pth').is_file()
+    assert 'validation MRE' in result.stdout
+
+
+def test_kill_during_training_then_resume_loses_at_most_the_current_epoch(demo_dataset, tmp_path):
+    _, prepared = demo_dataset
+    work_dir = tmp_path / 'killed'
+    args = [sys.executable, os.path.join(ROOT, 'train_cephalometric.py'), '--data-root',
+            str(prepared), '--work-dir', str(work_dir), '--no-pretrained', '--epochs', '4',
+            *TINY_TRAIN_ARGS[3:]]
+    log = open(tmp_path / 'killed.log', 'w')
+    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    deadline = time.time() + 300
+    # wait until epoch 1 is saved and epoch 2 is under way, then kill -9
+    while not (work_dir / 'epoch_1.pth').is_file() or not (work_dir / 'last_checkpoint').is_file():
+        assert process.poll() is None, (tmp_path / 'killed.log').read_text()[-3000:]
+        assert time.time() < deadline
+        time.sleep(0.2)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    log.close()
+    assert not (work_dir / 'epoch_4.pth').exists()
+    result = run_script('train_cephalometric.py', '--work-dir', work_dir, '--resume')
+    output = result.stdout + result.stderr
+    resumed_epoch = int(output.split('resumed epoch: ')[1].split(',')[0])
+    assert resumed_epoch >= 1
+    assert (work_dir / 'epoch_4.pth').is_file()
+    assert (work_dir / 'best_MRE.pth').is_file()
+
+
+def test_missing_prepared_dataset_is_one_line(tmp_path):
+    result = run_script('train_cephalometric.py', '--data-root', tmp_path / 'nothing',
+                        '--work-dir', tmp_path / 'wd', '--no-pretrained', check=False)
+    assert_one_line_error(result, 'prepare_cephalometric_data.py')
+    assert not (tmp_path / 'wd').exists()
+
+
+def test_unreachable_pretrained_weights_name_both_ways_out(demo_dataset, tmp_path):
+    _, prepared = demo_dataset
+    result = run_script('train_cephalometric.py', '--data-root', prepared, '--work-dir',
+                        tmp_path / 'wd', '--load-from', 'http://127.0.0.1:9/unreachable.pth',
+                        check=False)
+    assert_one_line_error(result, '--load-from', '--no-pretrained')
+
+
+def test_resume_without_a_run_is_one_line(tmp_path):
+    result = run_script('train_cephalometric.py', '--work-dir', tmp_path, '--resume', check=False)
+    assert_one_line_error(result, 'nothing to resume')
+
+
+# -- inference -----------------------------------------------------------------------------------
+def test_inference_draws_19_labelled_landmarks(trained_run, demo_dataset, tmp_path):
+    _, prepared = demo_dataset
+    image = sorted((prepared / 'images').glob('*.png'))[0]
+    out, out_json = tmp_path / 'out.jpg', tmp_path / 'out.json'
+    result = run_script('inference.py', '--checkpoint', trained_run / 'best_MRE.pth',
+                        '--img-path', image, '--out-file', out, '--json', out_json,
+                        '--device', 'cpu')
+    assert str(out) in result.stdout
+    picture = cv2.imread(str(out))
+    assert picture is not None and picture.shape[0] >= 224 * 3  # upscaled for legibility
+    record = json.loads(out_json.read_text())
+    assert record['image'] == str(image)
+    assert [lm['name'] for lm in record['landmarks']][:3] == ['sella', 'nasion', 'A point']
+    assert len(record['landmarks']) == 19
+    # inside the model's view: the image plus the 10% box padding
+    assert all(-12 <= lm['x'] <= 236 and -12 <= lm['y'] <= 236 and lm['score'] >= 0
+               for lm in record['landmarks'])
+    assert {'SNA', 'SNB', 'ANB', 'skeletal_class'} <= set(record['measurements'])
+
+
+def test_inference_on_a_folder_writes_one_picture_per_image_and_a_table(trained_run, demo_dataset,
+                                                                        tmp_path):
+    _, prepared = demo_dataset
+    folder = tmp_path / 'photos'
+    folder.mkdir()
+    for image in sorted((prepared / 'images').glob('*.png'))[:3]:
+        shutil.copy(image, folder)
+    # a non-square, larger photo works too
+    big = cv2.resize(cv2.imread(str(next(folder.glob('*.png')))), (300, 400))
+    cv2.imwrite(str(folder / 'big.jpg'), big)
+    run_script('inference.py', '--checkpoint', trained_run / 'best_MRE.pth', '--img-path', folder,
+               '--out-dir', tmp_path / 'out', '--json', tmp_path / 'all.json', '--csv',
+               tmp_path / 'all.csv', '--mm-per-pixel', '0.5', '--batch-size', '2')
+    assert len(list((tmp_path / 'out').glob('*_landmarks.jpg'))) == 4
+    records = json.loads((tmp_path / 'all.json').read_text())
+    assert isinstance(records, list) and len(records) == 4
+    big_record = [r for r in records if r['image'].endswith('big.jpg')][0]
+    assert max(lm['y'] for lm in big_record['landmarks']) > 224  # original-image pixels
+    assert 'upper_lip_E_line_mm' in records[0]['measurements']
+    rows = (tmp_path / 'all.csv').read_text().strip().splitlines()
+    assert len(rows) == 5 and rows[0].startswith('image,sella_x,sella_y,sella_score')
+
+
+@pytest.mark.parametrize('case', ['checkpoint', 'image', 'folder', 'bbox'])
+def test_inference_errors_are_one_line(case, trained_run, tmp_path):
+    checkpoint = trained_run / 'best_MRE.pth'
+    image = tmp_path / 'x.png'
+    cv2.imwrite(str(image), np.zeros((32, 32, 3), np.uint8))
+    args = {'checkpoint': ['--checkpoint', tmp_path / 'missing.pth', '--img-path', image],
+            'image': ['--checkpoint', checkpoint, '--img-path', tmp_path / 'broken.png'],
+            'folder': ['--checkpoint', checkpoint, '--img-path', tmp_path / 'empty'],
+            'bbox': ['--checkpoint', checkpoint, '--img-path', image, '--bbox', '1,2,3']}[case]
+    (tmp_path / 'broken.png').write_text('not an image')
+    (tmp_path / 'empty').mkdir()
+    result = run_script('inference.py', *args, '--out-dir', tmp_path / 'out', check=False)
+    assert_one_line_error(result)
+    assert not (tmp_path / 'out').exists() or not any((tmp_path / 'out').iterdir())
+
+
+def test_a_file_that_is_not_a_checkpoint_is_one_line(tmp_path):
+    fake = tmp_path / 'fake.pth'
+    fake.write_bytes(b'not a checkpoint')
+    image = tmp_path / 'x.png'
+    cv2.imwrite(str(image), np.zeros((32, 32, 3), np.uint8))
+    result = run_script('inference.py', '--checkpoint', fake, '--img-path', image, check=False)
+    assert_one_line_error(result, 'checkpoint')
