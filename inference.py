@@ -1,0 +1,188 @@
+"""Detect cephalometric landmarks on new photographs and draw them.
+
+    python inference.py --checkpoint work_dirs/cephalometric/best_MRE.pth \
+        --img-path patient.jpg --out-file patient_landmarks.jpg
+    python inference.py --checkpoint best_MRE.pth --img-path photos/ --out-dir results/ \
+        --json results/landmarks.json --csv results/landmarks.csv --mm-per-pixel 0.1
+
+The model was trained on face crops: give the face region with --bbox x,y,w,h when the photograph
+shows more than the face (head and shoulders, background); without it the whole image is used.
+Only the checkpoint is needed: the landmark names and the preprocessing travel inside it.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import json
+import os
+import os.path as osp
+import sys
+import tempfile
+
+import cv2
+import numpy as np
+
+from cephalometric.errors import UserError, run_cli
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--checkpoint', required=True, help='.pth written by training')
+    parser.add_argument('--img-path', required=True, help='an image, a folder or a glob pattern')
+    parser.add_argument('--out-file', help='annotated picture for a single image')
+    parser.add_argument('--out-dir', help='folder for annotated pictures (<image name>_landmarks.jpg)')
+    parser.add_argument('--bbox', help='face region x,y,w,h in pixels (default: whole image)')
+    parser.add_argument('--json', help='write landmarks and measurements as JSON')
+    parser.add_argument('--csv', help='write one row per image as CSV')
+    parser.add_argument('--mm-per-pixel', type=float,
+                        help='pixel spacing, to also give distances in mm')
+    parser.add_argument('--score-threshold', type=float, default=0.3,
+                        help='landmarks scoring below this are marked for review (default 0.3)')
+    parser.add_argument('--device', default='auto', help='auto (CUDA when present), cpu or cuda')
+    parser.add_argument('--batch-size', type=int, default=8, help='images per forward pass')
+    parser.add_argument('--no-draw', action='store_true', help='skip the pictures')
+    return parser.parse_args(argv)
+
+
+def find_images(pattern: str) -> list[str]:
+    if osp.isdir(pattern):
+        paths = [osp.join(pattern, name) for name in sorted(os.listdir(pattern))
+                 if name.lower().endswith(IMAGE_EXTENSIONS)]
+        if not paths:
+            raise UserError(f'no images ({", ".join(IMAGE_EXTENSIONS)}) in folder {pattern}')
+        return paths
+    if osp.isfile(pattern):
+        return [pattern]
+    paths = sorted(p for p in glob.glob(pattern) if osp.isfile(p))
+    if not paths:
+        raise UserError(f'no image found at {pattern}; give an image file, a folder or a glob '
+                        'such as "photos/*.jpg"')
+    return paths
+
+
+def read_rgb(path: str) -> np.ndarray:
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        raise UserError(f'cannot read image {path}; is it a PNG/JPEG/BMP/TIFF file?')
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def parse_bbox(text: str | None):
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(',')]
+    except ValueError:
+        values = []
+    if len(values) != 4 or values[2] <= 0 or values[3] <= 0:
+        raise UserError(f'--bbox must be x,y,w,h with positive width and height, got {text!r}')
+    return tuple(values)
+
+
+def output_paths(images: list[str], args) -> list[str | None]:
+    if args.no_draw:
+        return [None] * len(images)
+    if args.out_file:
+        if len(images) > 1:
+            raise UserError(f'--out-file takes one image but {args.img_path} matched {len(images)}; '
+                            'use --out-dir for several')
+        return [args.out_file]
+    out_dir = args.out_dir or 'work_dirs/inference'
+    stems = [osp.splitext(osp.basename(p))[0] for p in images]
+    return [osp.join(out_dir, f'{stem}_landmarks.jpg') for stem in stems]
+
+
+def image_record(path, prediction, measurements) -> dict:
+    return {
+        'image': path,
+        'landmarks': [{'name': name, 'x': round(float(x), 2), 'y': round(float(y), 2),
+                       'score': round(float(s), 4)}
+                      for name, (x, y), s in zip(prediction.names, prediction.keypoints,
+                                                 prediction.scores)],
+        'measurements': {k: (int(v) if k == 'skeletal_class' else round(float(v), 3))
+                         for k, v in measurements.items()},
+    }
+
+
+def _atomic_text(path: str, write) -> None:
+    folder = osp.dirname(osp.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix=osp.basename(path))
+    try:
+        with os.fdopen(handle, 'w', newline='') as stream:
+            write(stream)
+        os.replace(temporary, path)
+    except BaseException:
+        if osp.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def write_json(path: str, records: list[dict]) -> None:
+    data = records[0] if len(records) == 1 else records
+    _atomic_text(path, lambda stream: json.dump(data, stream, indent=2))
+
+
+def write_csv(path: str, records: list[dict]) -> None:
+    measurement_keys = sorted({k for r in records for k in r['measurements']})
+    names = [lm['name'] for lm in records[0]['landmarks']]
+    header = ['image'] + [f'{n}_{field}' for n in names for field in ('x', 'y', 'score')]
+    header += measurement_keys
+
+    def write(stream):
+        writer = csv.writer(stream)
+        writer.writerow(header)
+        for record in records:
+            row = [record['image']]
+            for landmark in record['landmarks']:
+                row += [landmark['x'], landmark['y'], landmark['score']]
+            row += [record['measurements'].get(k, '') for k in measurement_keys]
+            writer.writerow(row)
+
+    _atomic_text(path, write)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.batch_size < 1:
+        raise UserError(f'--batch-size must be at least 1, got {args.batch_size}')
+    images = find_images(args.img_path)
+    outputs = output_paths(images, args)
+    bbox = parse_bbox(args.bbox)
+
+    from cephalometric.drawing import draw_landmarks, save_image
+    from cephalometric.measurements import compute_measurements
+    from cephalometric.predictor import LandmarkPredictor
+
+    predictor = LandmarkPredictor(args.checkpoint, device=args.device)
+    records = []
+    for start in range(0, len(images), args.batch_size):
+        paths = images[start:start + args.batch_size]
+        pictures = [read_rgb(p) for p in paths]
+        predictions = predictor(pictures, [bbox] * len(paths), batch_size=args.batch_size)
+        for path, picture, prediction, out in zip(paths, pictures, predictions,
+                                                  outputs[start:start + args.batch_size]):
+            measurements = compute_measurements(prediction.names, prediction.keypoints,
+                                                mm_per_pixel=args.mm_per_pixel)
+            records.append(image_record(path, prediction, measurements))
+            if out is not None:
+                os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
+                save_image(out, draw_landmarks(picture, prediction.names, prediction.keypoints,
+                                               prediction.scores, measurements,
+                                               score_threshold=args.score_threshold))
+                print(f'{path} -> {out}')
+    if args.json:
+        write_json(args.json, records)
+        print(f'landmarks: {args.json}')
+    if args.csv:
+        write_csv(args.csv, records)
+        print(f'table: {args.csv}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(run_cli(main))
