@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import os.path as osp
+import pickle
 import sys
 import urllib.request
 
@@ -43,7 +44,8 @@ def parse_args(argv):
                         help='square model input in px, multiple of 32 (config: 256)')
     parser.add_argument('--sigma', type=float, help='heatmap Gaussian sigma (config: 2)')
     parser.add_argument('--workers', type=int, help='data-loading processes (config: 2)')
-    parser.add_argument('--seed', type=int, help='random seed; also makes cuDNN deterministic')
+    parser.add_argument('--seed', type=int,
+                        help='random seed (config: 0); also selects deterministic kernels')
     parser.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default='auto',
                         help='auto: CUDA when available, else CPU')
     parser.add_argument('--amp', action='store_true', help='mixed precision (CUDA only)')
@@ -147,7 +149,7 @@ def build_config(args):
     if args.lr is not None:
         cfg.optim_wrapper.optimizer.lr = args.lr
     if args.seed is not None:
-        cfg.randomness = dict(seed=args.seed, deterministic=True)
+        cfg.randomness = dict(seed=args.seed)  # determinism itself: see make_deterministic
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'
@@ -157,6 +159,19 @@ def build_config(args):
         cfg.merge_from_dict(args.cfg_options)
     resolve_initial_weights(cfg, args)
     return cfg, names, data_root
+
+
+def make_deterministic() -> None:
+    """Deterministic kernels where PyTorch has them, a warning where it has not.
+
+    MMEngine's `deterministic=True` makes every non-deterministic op an error, and HRNet's bilinear
+    upsampling has no deterministic CUDA backward, so --seed would crash on a GPU.
+    """
+    import torch
+    os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')  # required by cuBLAS for determinism
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def select_device(device: str) -> None:
@@ -174,6 +189,8 @@ def main(argv=None) -> int:
         raise UserError('--device cuda but no CUDA GPU is visible; use --device cpu')
     if args.amp and not torch.cuda.is_available():
         raise UserError('--amp needs a CUDA GPU; drop --amp on CPU')
+    if args.seed is not None:
+        make_deterministic()
     if args.resume and last_checkpoint(args.work_dir) is None:
         raise UserError(f'nothing to resume in {args.work_dir} (no last_checkpoint); '
                         'run without --resume to start training')
@@ -201,8 +218,14 @@ def main(argv=None) -> int:
     runner.logger.info(f'{len(names)} landmarks: {", ".join(names)}')
     # The Runner loads the run's own epoch_N.pth (--resume) or the initial weights (load_from)
     # when training starts.
-    with resume_globals():
-        runner.train()
+    try:
+        with resume_globals():
+            runner.train()
+    except pickle.UnpicklingError as error:  # only checkpoint loading unpickles during training
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else 'unpickling failed'
+        source = 'the last checkpoint' if args.resume else cfg.load_from
+        raise UserError(f'cannot load {source} with torch.load(weights_only=True) ({reason}); '
+                        'use a checkpoint from this project or OpenMMLab\'s model zoo') from None
 
     if runner.rank == 0:
         report_result(args.work_dir, data_root)
