@@ -44,6 +44,9 @@ def parse_args(argv):
                         help='landmarks scoring below this are marked for review (default 0.3)')
     parser.add_argument('--device', default='auto', help='auto (CUDA when present), cpu or cuda')
     parser.add_argument('--batch-size', type=int, default=8, help='images per forward pass')
+    parser.add_argument('--backend', choices=['auto', 'pytorch', 'onnxruntime'], default='auto',
+                        help='auto: onnxruntime for a .onnx from export_onnx.py (fastest on a CPU), '
+                        'pytorch for a .pth')
     parser.add_argument('--no-draw', action='store_true', help='skip the pictures')
     return parser.parse_args(argv)
 
@@ -158,7 +161,7 @@ def main(argv=None) -> int:
     from cephalometric.measurements import compute_measurements
     from cephalometric.predictor import LandmarkPredictor
 
-    predictor = LandmarkPredictor(args.checkpoint, device=args.device)
+    predictor = LandmarkPredictor(args.checkpoint, device=args.device, backend=args.backend)
     records = []
     for start in range(0, len(images), args.batch_size):
         paths = images[start:start + args.batch_size]

@@ -1,0 +1,445 @@
+"""Measure inference, data-preparation and training speed on this machine, in one run.
+
+    python benchmark.py                    # 256x256 HRNetV2-W18 (random weights), demo images
+    python benchmark.py --checkpoint work_dirs/demo/best_MRE.pth --images photos/
+    python benchmark.py --threads 1        # steadier when other programs keep the CPU busy
+    python benchmark.py --quick            # smoke test: 3 rounds; no memory/preparation/training
+
+Inference: stock MMPose (init_model + inference_topdown, one image per call) against our
+LandmarkPredictor with each backend, one image per call and batched. The paths take turns within
+every round (the starting path rotates), so load from other programs hits them alike; the table
+gives the median time per image and the largest landmark distance (px) from MMPose's answer.
+Peak memory is the RSS high-water mark (VmHWM, or getrusage's ru_maxrss off Linux) of a fresh
+process per path that loads the model and predicts the same images.
+Data preparation: prepare_dataset on a generated 1501-record 224x224 pickle.
+Training: images/s of train_cephalometric.py against a plain MMEngine Runner.from_cfg built from the
+same resolved config, a few dozen iterations each in this process, with data-loading vs compute time
+from MMEngine's IterTimerHook.
+
+Timings depend on the machine and on whatever else runs on it: the load average is printed with
+them. PyTorch with several threads slows down far more on a busy CPU than ONNX Runtime does, so
+compare figures from an idle machine, or from --threads 1. The last line reads `inference speedup vs MMPose: N.NNx` (median single-image latency of
+MMPose / of our fastest backend here: onnxruntime on a CPU when installed, else pytorch).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import os.path as osp
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from cephalometric.errors import UserError, run_cli
+
+ROOT = osp.dirname(osp.abspath(__file__))
+DEMO_CHECKPOINT = osp.join('work_dirs', 'demo', 'best_MRE.pth')
+DEMO_IMAGES = osp.join('data', 'demo', 'cephalometric', 'images')
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--checkpoint', help='.pth from training (default: a 256x256 model with '
+                        'random weights built from the project config: timing does not depend on '
+                        'the weights)')
+    parser.add_argument('--input-size', type=int, default=256,
+                        help='input size of the default random-weight model (default 256)')
+    parser.add_argument('--images', help=f'folder of test images (default: {DEMO_IMAGES} if '
+                        'present, else generated demo faces)')
+    parser.add_argument('--num-images', type=int, default=8, help='images to use (default 8)')
+    parser.add_argument('--iterations', type=int, default=10,
+                        help='timed rounds; each path predicts once per round (default 10)')
+    parser.add_argument('--batch-size', type=int, default=8, help='batched paths (default 8)')
+    parser.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default='auto',
+                        help='auto: CUDA when available')
+    parser.add_argument('--threads', type=int,
+                        help='CPU threads for every path (default: the libraries\' own, one per '
+                        'core); 1 gives steadier figures on a machine that is busy with other work')
+    parser.add_argument('--skip-memory', action='store_true', help='no peak-memory processes')
+    parser.add_argument('--skip-prepare', action='store_true', help='no data-preparation timing')
+    parser.add_argument('--prepare-records', type=int, default=1501,
+                        help='records in the generated pickle for preparation (default 1501)')
+    parser.add_argument('--skip-training', action='store_true', help='no training throughput')
+    parser.add_argument('--train-iterations', type=int, default=20,
+                        help='training iterations per path (default 20; the first 3 are warm-up)')
+    parser.add_argument('--train-batch-size', type=int, default=8, help='(default 8)')
+    parser.add_argument('--train-input-size', type=int, default=96,
+                        help='training input size (default 96, as make demo)')
+    parser.add_argument('--quick', action='store_true', help='3 rounds, 2 images, batch 2; skip '
+                        'memory, preparation and training (a smoke test, not a measurement)')
+    parser.add_argument('--memory-probe', help=argparse.SUPPRESS)  # internal: one path per process
+    parser.add_argument('--onnx', help=argparse.SUPPRESS)
+    parser.add_argument('--images-npz', help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.iterations, args.num_images, args.batch_size = 3, 2, 2
+        args.skip_memory = args.skip_prepare = args.skip_training = True
+    for name in ('num_images', 'iterations', 'batch_size', 'train_iterations', 'train_batch_size'):
+        if getattr(args, name) < 1:
+            raise UserError(f'--{name.replace("_", "-")} must be at least 1')
+    return args
+
+
+# -- inputs ---------------------------------------------------------------------------------------
+def random_checkpoint(path: str, input_size: int) -> str:
+    """A best_MRE.pth-style checkpoint of the project config's model with random weights."""
+    from cephalometric import mmcv_compat  # noqa: F401  (must precede mmpose)
+    import torch
+    from mmengine.config import Config
+    from mmpose.datasets.datasets.utils import parse_pose_metainfo
+    from mmpose.registry import MODELS
+    from mmpose.utils import register_all_modules
+
+    from cephalometric.config_utils import set_input_size
+    from cephalometric.landmarks import STANDARD_LANDMARKS
+    from cephalometric.records import metainfo_text
+    from train_cephalometric import DEFAULT_CONFIG
+
+    cfg = Config.fromfile(DEFAULT_CONFIG)
+    cfg.num_keypoints = cfg.model.head.out_channels = len(STANDARD_LANDMARKS)
+    set_input_size(cfg, input_size)
+    metainfo = osp.join(osp.dirname(path), 'metainfo.py')
+    with open(metainfo, 'w') as stream:
+        stream.write(metainfo_text(STANDARD_LANDMARKS))
+    register_all_modules(init_default_scope=True)
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)  # PyTorch's default initialisation
+    meta = dict(cfg=cfg.pretty_text, dataset_meta=parse_pose_metainfo(dict(from_file=metainfo)))
+    torch.save(dict(meta=meta, state_dict=model.state_dict()), path)
+    return path
+
+
+def load_images(folder, count: int) -> tuple[list, str]:
+    """RGB images: from `folder`, else the demo images, else generated faces."""
+    folder = folder or (DEMO_IMAGES if osp.isdir(DEMO_IMAGES) else None)
+    if folder is None:
+        from cephalometric.demo_data import make_demo_dataframe
+        from cephalometric.records import decode_image
+        frame = make_demo_dataframe(num_patients=count, seed=1)
+        return [decode_image(value) for value in frame['Image']], 'generated demo faces'
+    if not osp.isdir(folder):
+        raise UserError(f'--images {folder} is not a folder')
+    from inference import find_images, read_rgb
+    paths = find_images(folder)[:count]
+    return [read_rgb(p) for p in paths], folder
+
+
+def stock_model(checkpoint: str, device: str):
+    """MMPose's own inference model, exactly as its docs build it from a config and a checkpoint."""
+    from cephalometric import mmcv_compat  # noqa: F401  (must precede mmpose)
+    from mmpose.apis import init_model
+
+    from cephalometric.checkpoint import allow_checkpoint_globals, load_checkpoint_file
+
+    allow_checkpoint_globals()  # torch >= 2.6 refuses the numpy metadata otherwise
+    config = tempfile.NamedTemporaryFile('w', suffix='.py', delete=False)
+    with config:
+        config.write(load_checkpoint_file(checkpoint)['meta']['cfg'])
+    try:
+        return init_model(config.name, checkpoint, device=device)
+    finally:
+        os.remove(config.name)
+
+
+def stock_predict(model, image_rgb: np.ndarray) -> np.ndarray:
+    from mmpose.apis import inference_topdown
+    result = inference_topdown(model, np.ascontiguousarray(image_rgb[..., ::-1]))  # MMPose: BGR
+    return result[0].pred_instances.keypoints[0]
+
+
+def load_average() -> float:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on Windows
+        return float('nan')
+
+
+def has_onnxruntime() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# -- inference ------------------------------------------------------------------------------------
+def time_paths(paths: dict, images: list, rounds: int):
+    """Per path: list of seconds per image over `rounds` turns, and the keypoints of every image.
+
+    A path is (callable(list of images) -> (N, K, 2) keypoints, images per call).
+    """
+    keypoints = {name: np.stack([k for start in range(0, len(images), per_call)
+                                 for k in run(images[start:start + per_call])])
+                 for name, (run, per_call) in paths.items()}  # also the warm-up
+    times = {name: [] for name in paths}
+    names = list(paths)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            run, per_call = paths[name]
+            chunk = [images[(r * per_call + i) % len(images)] for i in range(per_call)]
+            start = time.perf_counter()
+            run(chunk)
+            times[name].append((time.perf_counter() - start) / per_call)
+    return times, keypoints
+
+
+def inference_paths(args, checkpoint: str, device: str, ours, onnx_path) -> dict:
+    from cephalometric.predictor import LandmarkPredictor
+
+    stock = stock_model(checkpoint, device)
+    def single(predictor):
+        return lambda ims: [p.keypoints for p in predictor(ims, batch_size=1)], 1
+
+    def batched(predictor):
+        return (lambda ims: [p.keypoints for p in predictor(ims, batch_size=len(ims))],
+                args.batch_size)
+
+    paths = {'MMPose inference_topdown': (lambda ims: [stock_predict(stock, im) for im in ims], 1),
+             'ours pytorch': single(ours), f'ours pytorch, batch {args.batch_size}': batched(ours)}
+    if onnx_path:
+        fast = LandmarkPredictor(onnx_path, threads=args.threads)
+        paths['ours onnxruntime'] = single(fast)
+        paths[f'ours onnxruntime, batch {args.batch_size}'] = batched(fast)
+    return paths
+
+
+def peak_rss_mib() -> float:
+    """RSS high-water mark of this process: VmHWM (Linux; reset by exec, unlike ru_maxrss, which
+    a child inherits from the process that forked it), else getrusage's ru_maxrss."""
+    try:
+        with open('/proc/self/status') as status:
+            for line in status:
+                if line.startswith('VmHWM:'):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    per_mib = 1024 * 1024 if sys.platform == 'darwin' else 1024  # bytes on macOS, KiB elsewhere
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / per_mib
+
+
+def memory_probe(args) -> int:
+    """Internal: load one path's model in this fresh process, predict, print RSS figures as JSON."""
+    images = list(np.load(args.images_npz).values())
+    kind = args.memory_probe
+    if kind in ('mmpose', 'pytorch'):  # the same imports, so "model + run" compares alike
+        from cephalometric import mmcv_compat  # noqa: F401
+        import mmpose.apis  # noqa: F401
+        from mmpose.utils import register_all_modules
+        register_all_modules()
+    else:
+        import onnxruntime  # noqa: F401
+    from cephalometric.predictor import LandmarkPredictor
+    baseline = peak_rss_mib()
+    if kind == 'mmpose':
+        if args.threads:
+            import torch
+            torch.set_num_threads(args.threads)
+        model = stock_model(args.checkpoint, args.device)
+        for image in images:
+            stock_predict(model, image)
+    else:
+        predictor = LandmarkPredictor(args.onnx if kind == 'onnxruntime' else args.checkpoint,
+                                      device=args.device, threads=args.threads)
+        for image in images:  # one image per call, like MMPose's path
+            predictor([image])
+    peak = peak_rss_mib()
+    print(json.dumps({'after_imports_mib': baseline, 'peak_mib': peak,
+                      'torch_loaded': 'torch' in sys.modules}))
+    return 0
+
+
+def measure_memory(args, checkpoint, onnx_path, images, device, workdir) -> dict:
+    npz = osp.join(workdir, 'images.npz')
+    np.savez(npz, *images)
+    results = {}
+    kinds = ['mmpose', 'pytorch'] + (['onnxruntime'] if onnx_path else [])
+    for kind in kinds:
+        command = [sys.executable, osp.abspath(__file__), '--memory-probe', kind,
+                   '--checkpoint', checkpoint, '--images-npz', npz, '--device', device]
+        command += ['--onnx', onnx_path] if onnx_path else []
+        command += ['--threads', str(args.threads)] if args.threads else []
+        done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+        if done.returncode != 0:
+            raise UserError(f'memory probe {kind} failed:\n{done.stderr[-2000:]}')
+        results[kind] = json.loads(done.stdout.strip().splitlines()[-1])
+    return results
+
+
+# -- data preparation and training ----------------------------------------------------------------
+def time_prepare(records: int, workdir: str) -> dict:
+    from cephalometric.demo_data import write_demo_pickle
+    from cephalometric.records import prepare_dataset
+
+    start = time.perf_counter()
+    pickle_path = write_demo_pickle(osp.join(workdir, 'demo.pkl'), num_patients=records)
+    generated = time.perf_counter() - start
+    out = osp.join(workdir, 'prepared')
+    start = time.perf_counter()
+    prepare_dataset(pickle_path, out, progress=False)
+    seconds = time.perf_counter() - start
+    os.remove(pickle_path)
+    return {'records': records, 'seconds': seconds, 'generate_seconds': generated, 'out': out}
+
+
+def _iteration_stats(experiment: str, batch_size: int, warmup: int = 3) -> dict:
+    """Medians of IterTimerHook's per-iteration times of the run named `experiment`."""
+    from mmengine.logging import MessageHub
+    # The Runner names its message hub <experiment_name>_<timestamp>.
+    hub = [MessageHub.get_instance(name) for name in MessageHub._instance_dict
+           if name.startswith(f'{experiment}_')][-1]
+    total = hub.get_scalar('train/time').data[0][warmup:]
+    data = hub.get_scalar('train/data_time').data[0][warmup:]
+    return {'images_per_s': batch_size / float(np.median(total)),
+            'iteration_s': float(np.median(total)), 'data_s': float(np.median(data)),
+            'iterations': len(total)}
+
+
+def time_training(args, data_root: str, device: str, workdir: str) -> dict:
+    import train_cephalometric
+    from mmengine.runner import Runner
+
+    def argv(name):
+        return ['--data-root', data_root, '--work-dir', osp.join(workdir, name), '--no-pretrained',
+                '--epochs', '1', '--batch-size', str(args.train_batch_size), '--input-size',
+                str(args.train_input_size), '--workers', '0', '--device', device, '--cfg-options',
+                f'train_dataloader.dataset.indices={args.train_iterations * args.train_batch_size}',
+                'train_cfg.val_interval=1000', 'log_level=WARNING',  # no validation, quiet log
+                f'experiment_name=bench_{name}_{os.getpid()}', f'visualizer.name=bench_{name}']
+
+    results = {}
+    for name in ('plain', 'ours'):  # plain first: any one-off warm-up cost lands on the baseline
+        log = io.StringIO()
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(log):
+            if name == 'ours':
+                train_cephalometric.main(argv(name))
+            else:
+                args_ = train_cephalometric.parse_args(argv(name))
+                cfg = train_cephalometric.build_config(args_)[0]  # the resolved config
+                Runner.from_cfg(cfg).train()
+        results[name] = _iteration_stats(f'bench_{name}_{os.getpid()}', args.train_batch_size)
+        results[name]['wall_s'] = time.perf_counter() - start
+    return results
+
+
+# -- report ---------------------------------------------------------------------------------------
+def table(rows: list, header: list) -> str:
+    widths = [max(len(str(v)) for v in column) for column in zip(header, *rows)]
+    lines = ['  '.join(str(v).ljust(w) if i == 0 else str(v).rjust(w)
+                       for i, (v, w) in enumerate(zip(row, widths))) for row in [header] + rows]
+    lines.insert(1, '  '.join('-' * w for w in widths))
+    return '\n'.join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.device == 'cpu':
+        os.environ['CUDA_VISIBLE_DEVICES'] = ''  # before torch initialises CUDA
+    if args.memory_probe:
+        return memory_probe(args)
+    from cephalometric import mmcv_compat  # noqa: F401  (must precede mmpose)
+    import torch
+
+    from cephalometric.predictor import LandmarkPredictor, resolve_device
+
+    device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)  # MMPose's path and training too
+    load_before = load_average()
+    workdir = tempfile.mkdtemp(prefix='ceph-bench-')
+    try:
+        checkpoint = args.checkpoint
+        if checkpoint is None:
+            checkpoint = random_checkpoint(osp.join(workdir, 'random.pth'), args.input_size)
+        elif not osp.isfile(checkpoint):
+            raise UserError(f'checkpoint not found: {checkpoint}')
+        images, source = load_images(args.images, args.num_images)
+        ours = LandmarkPredictor(checkpoint, device=device, threads=args.threads)
+        onnx_path, export_s = None, None
+        if device == 'cpu' and has_onnxruntime():
+            onnx_path = osp.join(workdir, 'model.onnx')
+            start = time.perf_counter()
+            ours.export_onnx(onnx_path)
+            export_s = time.perf_counter() - start
+        paths = inference_paths(args, checkpoint, device, ours, onnx_path)
+        times, keypoints = time_paths(paths, images, args.iterations)
+        memory = (measure_memory(args, checkpoint, onnx_path, images, device, workdir)
+                  if not args.skip_memory else None)
+        prepared = time_prepare(args.prepare_records, workdir) if not args.skip_prepare else None
+        training = None
+        if not args.skip_training:
+            data_root = prepared['out'] if prepared else None
+            if data_root is None:
+                data_root = time_prepare(max(40, 2 * args.train_iterations * args.train_batch_size),
+                                         workdir)['out']
+            training = time_training(args, data_root, device, workdir)
+        load_after = load_average()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    ort_version = sys.modules['onnxruntime'].__version__ if onnx_path else None
+    width, height = ours.input_size
+    stock_name = 'MMPose inference_topdown'
+    stock_median = statistics.median(times[stock_name])
+    print(f'Machine: {os.cpu_count()} CPUs, torch {torch.__version__} with '
+          f'{torch.get_num_threads()} threads, device {device}; load average '
+          f'{load_before:.2f} before, {load_after:.2f} after (other programs slow all paths)'
+          + (f'; onnxruntime {ort_version}, its own default threads' if ort_version else '')
+          + (f'; --threads {args.threads} everywhere' if args.threads else ''))
+    print(f'Model: {args.checkpoint or "random weights, project config"}, input {width}x{height}, '
+          f'{len(ours.names)} landmarks; images: {len(images)} from {source} '
+          f'({images[0].shape[1]}x{images[0].shape[0]})')
+    if export_s is not None:
+        print(f'ONNX export (once per model, export_onnx.py): {export_s:.1f} s')
+    print(f'\nInference, {args.iterations} rounds, paths interleaved; ms per image'
+          + (' (--quick: a smoke test, not a measurement)' if args.quick else ''))
+    rows = []
+    for name, values in times.items():
+        distance = np.linalg.norm(keypoints[name] - keypoints[stock_name], axis=-1).max()
+        rows.append([name, f'{statistics.median(values) * 1e3:.1f}', f'{min(values) * 1e3:.1f}',
+                     f'{stock_median / statistics.median(values):.2f}x',
+                     'reference' if name == stock_name else f'{distance:.5f}'])
+    print(table(rows, ['path', 'median', 'min', 'vs MMPose', 'max landmark diff px']))
+    if memory:
+        print('\nPeak memory: RSS high-water mark (VmHWM) of a fresh process per path that loads '
+              'the model and predicts the images one per call; MiB'
+              + ('; GPU memory not included' if device != 'cpu' else ''))
+        rows = [[kind, f'{m["after_imports_mib"]:.0f}', f'{m["peak_mib"]:.0f}',
+                 f'{m["peak_mib"] - m["after_imports_mib"]:.0f}',
+                 'yes' if m['torch_loaded'] else 'no'] for kind, m in memory.items()]
+        print(table(rows, ['path', 'after imports', 'peak', 'model + run', 'torch loaded']))
+    if prepared:
+        print(f'\nData preparation (prepare_dataset, {prepared["records"]} generated 224x224 '
+              f'records): {prepared["records"] / prepared["seconds"]:.0f} records/s, '
+              f'{prepared["seconds"]:.1f} s total (generating the pickle took '
+              f'{prepared["generate_seconds"]:.1f} s, not counted)')
+    if training:
+        plain, ours_run = training['plain'], training['ours']
+        print(f'\nTraining, input {args.train_input_size}x{args.train_input_size}, batch '
+              f'{args.train_batch_size}, {args.train_iterations} iterations each (first 3 are '
+              'warm-up), data loaded in the main process; medians per iteration')
+        rows = [[label, f'{r["images_per_s"]:.2f}', f'{r["iteration_s"]:.3f}', f'{r["data_s"]:.3f}',
+                 f'{r["iteration_s"] - r["data_s"]:.3f}', f'{r["wall_s"]:.1f}']
+                for label, r in (('MMEngine Runner.from_cfg', plain),
+                                 ('train_cephalometric.py', ours_run))]
+        print(table(rows, ['path', 'images/s', 'iteration s', 'data s', 'compute s', 'wall s']))
+        print(f'train_cephalometric.py overhead vs plain MMEngine: '
+              f'{(plain["images_per_s"] / ours_run["images_per_s"] - 1) * 100:+.1f}%')
+    fastest = 'ours onnxruntime' if onnx_path else 'ours pytorch'
+    print(f'\n"ours" below is {fastest}, one image per call.')
+    print(f'inference speedup vs MMPose: {stock_median / statistics.median(times[fastest]):.2f}x')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(run_cli(main))
