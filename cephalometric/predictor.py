@@ -271,8 +271,10 @@ class LandmarkPredictor:
         if path is not None:
             folder = os.path.dirname(os.path.abspath(path))
             os.makedirs(folder, exist_ok=True)
-            with open(path, 'wb') as stream:
+            temporary = f'{path}.tmp-{os.getpid()}'
+            with open(temporary, 'wb') as stream:
                 stream.write(data)
+            os.replace(temporary, path)  # never a half-written model at `path`
         return data
 
     # -- the three stages ------------------------------------------------------------------------
