@@ -174,11 +174,8 @@ def test_metainfo_parses_in_mmpose(tmp_path):
     assert all(kp['swap'] == '' for kp in info['keypoint_info'].values())
     assert info['sigmas'] == [0.025] * 3 and info['joint_weights'] == [1.0] * 3
     assert len({tuple(kp['color']) for kp in info['keypoint_info'].values()}) == 3
-    try:
-        import cephalometric.mmcv_compat  # noqa: F401  (lets mmpose import on mmcv-lite)
-        from mmpose.datasets.datasets.utils import parse_pose_metainfo
-    except ImportError:
-        pytest.skip('mmpose is not importable here')
+    import cephalometric.mmcv_compat  # noqa: F401  (lets mmpose import on mmcv-lite)
+    from mmpose.datasets.datasets.utils import parse_pose_metainfo
     meta = parse_pose_metainfo(dict(from_file=str((out / 'metainfo.py').resolve())))
     assert meta['num_keypoints'] == 3 and meta['keypoint_id2name'][1] == "pog'"
     assert meta['flip_indices'] == [0, 1, 2]
@@ -755,7 +752,7 @@ def test_refusal_from_a_subprocess_is_one_line_without_traceback(tmp_path):
 
 
 def test_demo_dataset_prepares_cleanly(tmp_path, capsys):
-    demo = pytest.importorskip('cephalometric.demo_data')
+    from cephalometric import demo_data as demo
     frame = demo.make_demo_dataframe(num_patients=12, seed=0, image_size=64)
     out = ok(tmp_path, frame)
     summary = json.loads((out / 'summary.json').read_text())
