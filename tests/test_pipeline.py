@@ -186,3 +186,13 @@ def test_a_file_that_is_not_a_checkpoint_is_one_line(tmp_path):
     cv2.imwrite(str(image), np.zeros((32, 32, 3), np.uint8))
     result = run_script('inference.py', '--checkpoint', fake, '--img-path', image, check=False)
     assert_one_line_error(result, 'checkpoint')
+
+
+@pytest.mark.parametrize('flag', ['--amp', '--device=cuda'])
+def test_gpu_only_options_on_a_cpu_machine_are_one_line(flag, tmp_path):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip('a CUDA GPU is present: these options are valid here')
+    result = run_script('train_cephalometric.py', '--work-dir', tmp_path / 'wd', flag, check=False)
+    assert_one_line_error(result, '--amp' if flag == '--amp' else '--device cpu')
+    assert not (tmp_path / 'wd').exists()
