@@ -18,7 +18,6 @@ import json
 import os
 import os.path as osp
 import sys
-import tempfile
 
 import cv2
 import numpy as np
@@ -112,17 +111,9 @@ def image_record(path, prediction, measurements) -> dict:
 
 
 def _atomic_text(path: str, write) -> None:
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix=osp.basename(path))
-    try:
-        with os.fdopen(handle, 'w', newline='') as stream:
-            write(stream)
-        os.replace(temporary, path)
-    except BaseException:
-        if osp.exists(temporary):
-            os.remove(temporary)
-        raise
+    from cephalometric.atomic import atomic_path
+    with atomic_path(path) as temporary, open(temporary, 'w', newline='') as stream:
+        write(stream)
 
 
 def write_json(path: str, records: list[dict]) -> None:

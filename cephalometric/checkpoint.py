@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .atomic import atomic_path
 from .errors import UserError
 
 _registered = False
@@ -97,6 +98,5 @@ def save_published_checkpoint(runner, path: str, extra_meta: dict | None = None)
         time=time.strftime('%Y%m%d_%H%M%S', time.localtime()),
         mmengine_version=mmengine.__version__)
     meta.update(extra_meta or {})
-    temporary = f'{path}.tmp-{os.getpid()}'
-    torch.save(dict(meta=meta, state_dict=weights_to_cpu(get_state_dict(model))), temporary)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        torch.save(dict(meta=meta, state_dict=weights_to_cpu(get_state_dict(model))), temporary)

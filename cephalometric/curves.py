@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import glob
 import json
-import os
 import os.path as osp
 from collections import defaultdict
 from typing import Optional
+
+from .atomic import atomic_path
 
 
 def read_epoch_history(work_dir: str, metric: str = 'MRE') -> tuple[dict, dict]:
@@ -62,8 +63,7 @@ def plot_training_curves(work_dir: str, out_path: str, metric: str = 'MRE') -> O
         axis.grid(alpha=0.3)
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     figure.tight_layout()
-    temporary = f'{out_path}.tmp-{os.getpid()}.png'
-    figure.savefig(temporary, dpi=100)
+    with atomic_path(out_path) as temporary:
+        figure.savefig(temporary, dpi=100)
     plt.close(figure)
-    os.replace(temporary, out_path)
     return out_path

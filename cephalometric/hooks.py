@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import os.path as osp
 from typing import Optional
 
 from . import mmcv_compat  # noqa: F401  (must precede mmpose)
+from .atomic import atomic_path
 from mmengine.hooks import Hook
 from mmpose.registry import HOOKS
 
 
 def _atomic_write_json(path: str, data: dict) -> None:
-    temporary = f'{path}.tmp-{os.getpid()}'
-    with open(temporary, 'w') as handle:
+    with atomic_path(path) as temporary, open(temporary, 'w') as handle:
         json.dump(data, handle, indent=2, sort_keys=True)
-    os.replace(temporary, path)
 
 
 @HOOKS.register_module()

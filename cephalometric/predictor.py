@@ -269,12 +269,9 @@ class LandmarkPredictor:
             entry.key, entry.value = key, json.dumps(self.settings[key])
         data = proto.SerializeToString()
         if path is not None:
-            folder = os.path.dirname(os.path.abspath(path))
-            os.makedirs(folder, exist_ok=True)
-            temporary = f'{path}.tmp-{os.getpid()}'
-            with open(temporary, 'wb') as stream:
+            from .atomic import atomic_path
+            with atomic_path(path) as temporary, open(temporary, 'wb') as stream:
                 stream.write(data)
-            os.replace(temporary, path)  # never a half-written model at `path`
         return data
 
     # -- the three stages ------------------------------------------------------------------------
