@@ -12,17 +12,18 @@ USER_PICKLE := data/train_data_pure_depth.pkl
 DATA_ROOT := data/cephalometric
 WORK_DIR := work_dirs/cephalometric
 
-.PHONY: install demo train test bench clean-demo
+.PHONY: install demo train test lint bench clean-demo
 
 install: $(STAMP)
 
 # mmpose 1.3.2 and mmdet 3.3.0 go in with --no-deps: mmpose's chumpy dependency cannot build,
 # and mmdet is only needed for one module mmpose imports at start-up. requirements.txt lists the
 # real runtime dependencies with the pins that work together (see README, Installation).
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps mmpose==1.3.2 mmdet==3.3.0
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
 	$(PY) -c "import cephalometric.mmcv_compat, mmpose.models, mmpose.apis; print('mmpose ready')"
 	touch $(STAMP)
 
@@ -47,7 +48,11 @@ train: install
 	$(PY) train_cephalometric.py --data-root $(DATA_ROOT) --work-dir $(WORK_DIR)
 
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
+
+# ruff at 100 columns (configuration in pyproject.toml)
+lint: install
+	$(PY) -m ruff check .
 
 bench: install
 	$(PY) benchmark.py

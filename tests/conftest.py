@@ -5,10 +5,6 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The top-level scripts (mre_metric.py, inference.py, ...) are imported by tests and by configs'
-# custom_imports, exactly as when a user runs them from the project folder.
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 # A tiny, fast schedule: 64 px input, random weights, no data-loading processes.
 TINY_TRAIN_ARGS = ['--no-pretrained', '--epochs', '2', '--batch-size', '4', '--input-size', '64',

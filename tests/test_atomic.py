@@ -22,3 +22,15 @@ def test_failure_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
             raise RuntimeError('crash while writing')
     assert target.read_text() == 'old'
     assert [p.name for p in tmp_path.iterdir()] == ['out.json']
+
+
+def test_written_file_respects_the_umask(tmp_path):
+    import os
+    old = os.umask(0o022)
+    try:
+        target = tmp_path / 'shared.json'
+        with atomic_path(str(target)) as temporary:
+            open(temporary, 'w').write('{}')
+    finally:
+        os.umask(old)
+    assert (target.stat().st_mode & 0o777) == 0o644
