@@ -93,7 +93,8 @@ def parse_args(argv):
 # -- inputs ---------------------------------------------------------------------------------------
 def random_checkpoint(path: str, input_size: int) -> str:
     """A best_MRE.pth-style checkpoint of the project config's model with random weights."""
-    from cephalometric import mmcv_compat  # noqa: F401  (must precede mmpose)
+    import cephalometric.mmcv_compat  # noqa: F401  (must precede mmpose)
+
     import torch
     from mmengine.config import Config
     from mmpose.datasets.datasets.utils import parse_pose_metainfo
@@ -136,7 +137,8 @@ def load_images(folder, count: int) -> tuple[list, str]:
 
 def stock_model(checkpoint: str, device: str):
     """MMPose's own inference model, exactly as its docs build it from a config and a checkpoint."""
-    from cephalometric import mmcv_compat  # noqa: F401  (must precede mmpose)
+    import cephalometric.mmcv_compat  # noqa: F401  (must precede mmpose)
+
     from mmpose.apis import init_model
 
     from cephalometric.checkpoint import allow_checkpoint_globals, load_checkpoint_file
@@ -232,7 +234,8 @@ def memory_probe(args) -> int:
     images = list(np.load(args.images_npz).values())
     kind = args.memory_probe
     if kind in ('mmpose', 'pytorch'):  # the same imports, so "model + run" compares alike
-        from cephalometric import mmcv_compat  # noqa: F401
+        import cephalometric.mmcv_compat  # noqa: F401
+
         import mmpose.apis  # noqa: F401
         from mmpose.utils import register_all_modules
         register_all_modules()
@@ -305,8 +308,9 @@ def _iteration_stats(experiment: str, batch_size: int, warmup: int = 3) -> dict:
 
 
 def time_training(args, data_root: str, device: str, workdir: str) -> dict:
-    import train_cephalometric
     from mmengine.runner import Runner
+
+    import train_cephalometric
 
     def argv(name):
         return ['--data-root', data_root, '--work-dir', osp.join(workdir, name), '--no-pretrained',
@@ -347,7 +351,8 @@ def main(argv=None) -> int:
         os.environ['CUDA_VISIBLE_DEVICES'] = ''  # before torch initialises CUDA
     if args.memory_probe:
         return memory_probe(args)
-    from cephalometric import mmcv_compat  # noqa: F401  (must precede mmpose)
+    import cephalometric.mmcv_compat  # noqa: F401  (must precede mmpose)
+
     import torch
 
     from cephalometric.predictor import LandmarkPredictor, resolve_device

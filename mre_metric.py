@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+import cephalometric.mmcv_compat  # noqa: F401  (must precede mmpose)
+
 import numpy as np
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger
-
-from cephalometric import mmcv_compat  # noqa: F401  (must precede mmpose)
-from cephalometric.metrics import radial_errors, summarize_radial_errors
 from mmpose.registry import METRICS
+
+from cephalometric.metrics import radial_errors, summarize_radial_errors
 
 
 @METRICS.register_module()

@@ -14,8 +14,13 @@ import sys
 from typing import Optional, Sequence
 
 from cephalometric.errors import run_cli
-from cephalometric.records import (DEFAULT_RULER_IMAGE_SIZE, DEFAULT_TEST_FRACTION,
-                                   DEFAULT_VAL_FRACTION, format_summary, prepare_dataset)
+from cephalometric.records import (
+    DEFAULT_RULER_IMAGE_SIZE,
+    DEFAULT_TEST_FRACTION,
+    DEFAULT_VAL_FRACTION,
+    format_summary,
+    prepare_dataset,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

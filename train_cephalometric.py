@@ -195,9 +195,11 @@ def main(argv=None) -> int:
         raise UserError(f'nothing to resume in {args.work_dir} (no last_checkpoint); '
                         'run without --resume to start training')
 
-    from cephalometric import mmcv_compat  # noqa: F401  (must precede mmpose)
-    from cephalometric.checkpoint import resume_globals
+    import cephalometric.mmcv_compat  # noqa: F401  (must precede mmpose)
+
     from mmengine.runner import Runner
+
+    from cephalometric.checkpoint import resume_globals
 
     cfg, names, data_root = build_config(args)
     if args.resume:

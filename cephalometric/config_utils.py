@@ -19,7 +19,8 @@ def read_landmark_names(data_root: str) -> list[str]:
     if missing:
         raise UserError(f'no prepared dataset at {data_root} (missing {", ".join(missing)}); run '
                         f'python prepare_cephalometric_data.py --out-dir {data_root} first')
-    from . import mmcv_compat  # noqa: F401  (must precede mmpose)
+    import cephalometric.mmcv_compat  # noqa: F401  (must precede mmpose)
+
     from mmpose.datasets.datasets.utils import parse_pose_metainfo
     meta = parse_pose_metainfo(dict(from_file=osp.abspath(osp.join(data_root, 'metainfo.py'))))
     return [meta['keypoint_id2name'][i] for i in range(meta['num_keypoints'])]

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import os.path as osp
 
-from . import mmcv_compat  # noqa: F401  (must precede mmpose)
+import cephalometric.mmcv_compat  # noqa: F401  (must precede mmpose)
+
 from mmpose.datasets.datasets.base import BaseCocoStyleDataset
 from mmpose.registry import DATASETS
 

@@ -13,10 +13,12 @@ import math
 import os.path as osp
 from typing import Optional
 
-from . import mmcv_compat  # noqa: F401  (must precede mmpose)
-from .atomic import atomic_path
+import cephalometric.mmcv_compat  # noqa: F401  (must precede mmpose)
+
 from mmengine.hooks import Hook
 from mmpose.registry import HOOKS
+
+from .atomic import atomic_path
 
 
 def _atomic_write_json(path: str, data: dict) -> None:

@@ -201,7 +201,8 @@ class LandmarkPredictor:
             self.device = 'cpu' if self.session.get_providers()[0].startswith('CPU') else 'cuda'
 
     def _load_checkpoint(self, checkpoint: str, device: str, fuse_batch_norm: bool) -> dict:
-        from . import mmcv_compat  # noqa: F401  (must precede mmpose)
+        import cephalometric.mmcv_compat  # noqa: F401  (must precede mmpose)
+
         import torch
         from mmengine.config import Config
         from mmpose.registry import MODELS

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from cephalometric.drawing import (
-    PALETTE, draw_comparison, draw_landmarks, landmark_color, save_image, upscale)
+    PALETTE,
+    draw_comparison,
+    draw_landmarks,
+    landmark_color,
+    save_image,
+    upscale,
+)
 from cephalometric.errors import UserError
 from cephalometric.landmarks import STANDARD_LANDMARKS
 from cephalometric.measurements import compute_measurements

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
 from conftest import run_script
+
 from cephalometric import report
 from cephalometric.errors import UserError
 from cephalometric.landmarks import STANDARD_LANDMARKS

@@ -2,7 +2,6 @@
 import json
 
 import pytest
-
 from conftest import run_script
 
 # The demo recipe (Makefile `demo`) on fewer images and epochs: ~100 steps at 96 px.

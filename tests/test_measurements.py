@@ -6,8 +6,15 @@ import pytest
 
 from cephalometric.landmarks import STANDARD_LANDMARKS
 from cephalometric.measurements import (
-    ANGLE_LINES, MEASUREMENTS, angle_deg, compute_measurements, format_value, signed_distance_to_line,
-    skeletal_class, sna_snb_anb)
+    ANGLE_LINES,
+    MEASUREMENTS,
+    angle_deg,
+    compute_measurements,
+    format_value,
+    signed_distance_to_line,
+    skeletal_class,
+    sna_snb_anb,
+)
 
 SIN30, COS30 = 0.5, math.sqrt(3) / 2
 

@@ -58,9 +58,11 @@ def test_nothing_visible_gives_nan_not_an_exception():
 
 
 def test_registered_metric_reads_mmpose_data_samples():
-    from cephalometric import mmcv_compat  # noqa: F401
-    import mre_metric  # noqa: F401  (registers MeanRadialError)
+    import cephalometric.mmcv_compat  # noqa: F401
+
     from mmpose.registry import METRICS
+
+    import mre_metric  # noqa: F401  (registers MeanRadialError)
 
     metric = METRICS.build(dict(type='MeanRadialError'))
     metric.dataset_meta = dict(keypoint_id2name=dict(enumerate(NAMES)))

@@ -6,7 +6,7 @@ import pytest
 
 
 def test_mmpose_imports_and_missing_ops_fail_with_one_clear_line():
-    from cephalometric import mmcv_compat
+    import cephalometric.mmcv_compat as mmcv_compat  # noqa: I001  (must precede mmpose)
     import mmpose.apis  # noqa: F401
     import mmpose.models  # noqa: F401
     from mmcv.ops import MultiScaleDeformableAttention

@@ -10,7 +10,6 @@ import time
 import cv2
 import numpy as np
 import pytest
-
 from conftest import ROOT, TINY_TRAIN_ARGS, run_script
 
 

@@ -8,7 +8,6 @@ import re
 
 import numpy as np
 import pytest
-
 from conftest import run_script
 
 TOLERANCE_PX = 0.1
@@ -60,7 +59,8 @@ def test_batched_matches_single(images, predictor):
 
 @pytest.mark.parametrize('unbiased', [True, False])
 def test_vectorised_decode_matches_codec(unbiased):
-    from cephalometric import mmcv_compat  # noqa: F401
+    import cephalometric.mmcv_compat  # noqa: F401
+
     from mmpose.codecs import MSRAHeatmap
 
     from cephalometric.predictor import decode_heatmaps

@@ -175,6 +175,7 @@ def test_metainfo_parses_in_mmpose(tmp_path):
     assert info['sigmas'] == [0.025] * 3 and info['joint_weights'] == [1.0] * 3
     assert len({tuple(kp['color']) for kp in info['keypoint_info'].values()}) == 3
     import cephalometric.mmcv_compat  # noqa: F401  (lets mmpose import on mmcv-lite)
+
     from mmpose.datasets.datasets.utils import parse_pose_metainfo
     meta = parse_pose_metainfo(dict(from_file=str((out / 'metainfo.py').resolve())))
     assert meta['num_keypoints'] == 3 and meta['keypoint_id2name'][1] == "pog'"
