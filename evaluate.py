@@ -31,10 +31,10 @@ import numpy as np
 from cephalometric import report
 from cephalometric.drawing import draw_comparison, save_image
 from cephalometric.errors import UserError, run_cli
+from cephalometric.images import read_rgb
 from cephalometric.measurements import MEASUREMENTS, compute_measurements
 from cephalometric.metrics import radial_errors, summarize_radial_errors
 from cephalometric.prepared import load_split, mean_shape_baseline
-from inference import read_rgb
 
 SPLITS = ('train', 'val', 'test')
 

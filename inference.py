@@ -12,19 +12,13 @@ Only the checkpoint is needed: the landmark names and the preprocessing travel i
 from __future__ import annotations
 
 import argparse
-import csv
-import glob
-import json
 import os
 import os.path as osp
 import sys
 
-import cv2
-import numpy as np
-
 from cephalometric.errors import UserError, run_cli
-
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+from cephalometric.images import find_images, read_rgb
+from cephalometric.results import image_record, write_csv, write_json
 
 
 def parse_args(argv):
@@ -48,29 +42,6 @@ def parse_args(argv):
                         'pytorch for a .pth')
     parser.add_argument('--no-draw', action='store_true', help='skip the pictures')
     return parser.parse_args(argv)
-
-
-def find_images(pattern: str) -> list[str]:
-    if osp.isdir(pattern):
-        paths = [osp.join(pattern, name) for name in sorted(os.listdir(pattern))
-                 if name.lower().endswith(IMAGE_EXTENSIONS)]
-        if not paths:
-            raise UserError(f'no images ({", ".join(IMAGE_EXTENSIONS)}) in folder {pattern}')
-        return paths
-    if osp.isfile(pattern):
-        return [pattern]
-    paths = sorted(p for p in glob.glob(pattern) if osp.isfile(p))
-    if not paths:
-        raise UserError(f'no image found at {pattern}; give an image file, a folder or a glob '
-                        'such as "photos/*.jpg"')
-    return paths
-
-
-def read_rgb(path: str) -> np.ndarray:
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-        raise UserError(f'cannot read image {path}; is it a PNG/JPEG/BMP/TIFF file?')
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def parse_bbox(text: str | None):
@@ -98,48 +69,6 @@ def output_paths(images: list[str], args) -> list[str | None]:
     return [osp.join(out_dir, f'{stem}_landmarks.jpg') for stem in stems]
 
 
-def image_record(path, prediction, measurements) -> dict:
-    return {
-        'image': path,
-        'landmarks': [{'name': name, 'x': round(float(x), 2), 'y': round(float(y), 2),
-                       'score': round(float(s), 4)}
-                      for name, (x, y), s in zip(prediction.names, prediction.keypoints,
-                                                 prediction.scores)],
-        'measurements': {k: (int(v) if k == 'skeletal_class' else round(float(v), 3))
-                         for k, v in measurements.items()},
-    }
-
-
-def _atomic_text(path: str, write) -> None:
-    from cephalometric.atomic import atomic_path
-    with atomic_path(path) as temporary, open(temporary, 'w', newline='') as stream:
-        write(stream)
-
-
-def write_json(path: str, records: list[dict]) -> None:
-    data = records[0] if len(records) == 1 else records
-    _atomic_text(path, lambda stream: json.dump(data, stream, indent=2))
-
-
-def write_csv(path: str, records: list[dict]) -> None:
-    measurement_keys = sorted({k for r in records for k in r['measurements']})
-    names = [lm['name'] for lm in records[0]['landmarks']]
-    header = ['image'] + [f'{n}_{field}' for n in names for field in ('x', 'y', 'score')]
-    header += measurement_keys
-
-    def write(stream):
-        writer = csv.writer(stream)
-        writer.writerow(header)
-        for record in records:
-            row = [record['image']]
-            for landmark in record['landmarks']:
-                row += [landmark['x'], landmark['y'], landmark['score']]
-            row += [record['measurements'].get(k, '') for k in measurement_keys]
-            writer.writerow(row)
-
-    _atomic_text(path, write)
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.batch_size < 1:
@@ -162,7 +91,9 @@ def main(argv=None) -> int:
                                                   outputs[start:start + args.batch_size]):
             measurements = compute_measurements(prediction.names, prediction.keypoints,
                                                 mm_per_pixel=args.mm_per_pixel)
-            records.append(image_record(path, prediction, measurements))
+            records.append(image_record(path, prediction, measurements,
+                                         score_threshold=args.score_threshold,
+                                         picture=out))
             if out is not None:
                 os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
                 save_image(out, draw_landmarks(picture, prediction.names, prediction.keypoints,
@@ -170,7 +101,7 @@ def main(argv=None) -> int:
                                                score_threshold=args.score_threshold))
                 print(f'{path} -> {out}')
     if args.json:
-        write_json(args.json, records)
+        write_json(args.json, records[0] if len(records) == 1 else records)
         print(f'landmarks: {args.json}')
     if args.csv:
         write_csv(args.csv, records)

@@ -21,7 +21,7 @@ def checkpoint(trained_run):
 
 @pytest.fixture(scope='module')
 def images(demo_dataset):
-    from inference import find_images, read_rgb
+    from cephalometric.images import find_images, read_rgb
     _, prepared = demo_dataset
     return [read_rgb(p) for p in find_images(str(prepared / 'images'))[:len(BBOXES)]]
 
