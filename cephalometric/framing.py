@@ -1,0 +1,192 @@
+"""Find the face region and the facing direction of a photograph before measuring it.
+
+The model is trained on tight face crops that all look the same way; a clinic's photograph shows
+the face smaller, anywhere in the frame, and sometimes from the other side. `FaceFramer` makes any
+such photograph look like a training crop:
+
+1. a coarse pass on the whole image (the training augmentation `RandomZoomOut` taught the model to
+   find a small face in a wide frame);
+2. a box around the predicted landmarks with the padding the training crops had (the
+   `FramingPrior`, measured on the training annotations and stored in the checkpoint);
+3. a refining pass on that box, repeated until the box settles;
+4. the same on the mirrored image; the more confident of the two is kept and its landmarks are
+   mapped back, so a photograph of the other side gives mirrored landmarks and the same angles.
+
+A photograph in which no face is found (low confidence) or whose face is too small to measure is
+flagged for review with a reason; callers then report no skeletal class.
+
+Imports numpy and `landmarks` only; the predictor is passed in (any callable with
+`predictor(images, bboxes=...)` returning objects with `.keypoints` (K, 2) and `.scores` (K,)).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+
+# A face box narrower than this (pixels of the photograph) holds too little detail to measure.
+MIN_FACE_PX = 48.0
+# Mean landmark confidence below which no face is taken to be there (heatmap peak height; a
+# trained model scores its training crops around 0.6-0.9, blank or unrelated images far lower).
+MIN_FACE_SCORE = 0.2
+MAX_ITERATIONS = 5
+SETTLED_IOU = 0.95   # the box has settled when successive boxes overlap this much
+
+
+@dataclass
+class FramingPrior:
+    """Where the training crop's box lies relative to the bounding box of its landmarks.
+
+    centre = landmark-box centre + `offset` * landmark-box size; size = `ratio` * landmark-box size
+    (per axis). Measured on the training annotations by `measure_prior`.
+    """
+    offset: tuple = (0.0, 0.0)
+    ratio: tuple = (1.6, 1.6)
+
+    @classmethod
+    def from_dict(cls, data: Optional[dict]) -> 'FramingPrior':
+        if not data:
+            return cls()
+        offset = tuple(float(v) for v in data['offset'])
+        ratio = tuple(float(v) for v in data['ratio'])
+        if len(offset) != 2 or len(ratio) != 2 or not all(np.isfinite(offset + ratio)) \
+                or min(ratio) <= 0:
+            raise ValueError(f'invalid framing prior {data!r}')
+        return cls(offset, ratio)
+
+    def to_dict(self) -> dict:
+        return {'offset': [float(v) for v in self.offset], 'ratio': [float(v) for v in self.ratio]}
+
+    def box(self, keypoints: np.ndarray) -> np.ndarray:
+        """(x, y, w, h) of the face box that a crop around these landmarks would have had."""
+        points = np.asarray(keypoints, np.float64).reshape(-1, 2)
+        points = points[np.isfinite(points).all(1)]
+        low, high = points.min(0), points.max(0)
+        size = np.maximum(high - low, 1.0)
+        centre = (low + high) / 2 + np.asarray(self.offset) * size
+        box_size = np.asarray(self.ratio) * size
+        return np.array([*(centre - box_size / 2), *box_size])
+
+
+def measure_prior(keypoints: np.ndarray, visible: np.ndarray,
+                  image_sizes: np.ndarray) -> FramingPrior:
+    """The median crop-box-to-landmark-box relation over training images.
+
+    keypoints (N, K, 2) px, visible (N, K) bool, image_sizes (N, 2) as (width, height): each
+    training image is its own face box.
+    """
+    offsets, ratios = [], []
+    for points, seen, (width, height) in zip(keypoints, visible, image_sizes):
+        points = points[seen]
+        if len(points) < 2:
+            continue
+        low, high = points.min(0), points.max(0)
+        size = np.maximum(high - low, 1.0)
+        offsets.append((np.array([width, height]) / 2 - (low + high) / 2) / size)
+        ratios.append(np.array([width, height]) / size)
+    if not offsets:
+        return FramingPrior()
+    return FramingPrior(tuple(np.median(offsets, 0).tolist()), tuple(np.median(ratios, 0).tolist()))
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two (x, y, w, h) boxes."""
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    iw = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+    ih = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    inter = iw * ih
+    union = aw * ah + bw * bh - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+@dataclass
+class Framing:
+    """How the face region was found, as recorded in the JSON output."""
+    method: str                      # 'auto', 'bbox' (given) or 'full' (whole image)
+    bbox: list                       # [x, y, w, h] in pixels of the photograph
+    mirrored: bool = False           # True: the face looked the other way than in training
+    iterations: int = 0              # refining passes ('auto' only)
+    mean_score: float = float('nan')
+    review_reason: Optional[str] = None   # why the result needs a human look, else None
+    candidates: list = field(default_factory=list)   # mean score per direction tried
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data['bbox'] = [round(float(v), 2) for v in self.bbox]
+        data['mean_score'] = None if not np.isfinite(self.mean_score) else round(
+            float(self.mean_score), 4)
+        data['candidates'] = [round(float(v), 4) for v in self.candidates]
+        return data
+
+
+def mirror_keypoints(keypoints: np.ndarray, width: int) -> np.ndarray:
+    """Landmarks found on a horizontally flipped image, in the unflipped image's pixels."""
+    mirrored = np.array(keypoints, np.float32, copy=True)
+    mirrored[..., 0] = (width - 1) - mirrored[..., 0]
+    return mirrored
+
+
+def mirror_box(box: Sequence[float], width: int) -> list:
+    x, y, w, h = box
+    return [float(width - x - w), float(y), float(w), float(h)]
+
+
+class FaceFramer:
+    """Predict landmarks with an automatically found face box, either facing direction.
+
+    Args:
+        predictor: LandmarkPredictor-like callable.
+        prior: the checkpoint's FramingPrior.
+        mirror: also try the mirrored photograph and keep the more confident direction.
+        min_face_px, min_face_score: below these the result is flagged for review.
+    """
+
+    def __init__(self, predictor, prior: FramingPrior, mirror: bool = True,
+                 max_iterations: int = MAX_ITERATIONS, min_face_px: float = MIN_FACE_PX,
+                 min_face_score: float = MIN_FACE_SCORE):
+        self.predictor, self.prior, self.mirror = predictor, prior, mirror
+        self.max_iterations = max_iterations
+        self.min_face_px, self.min_face_score = min_face_px, min_face_score
+
+    def __call__(self, image: np.ndarray):
+        """(prediction in the photograph's pixels, Framing)."""
+        height, width = image.shape[:2]
+        views = [image] + ([np.ascontiguousarray(image[:, ::-1])] if self.mirror else [])
+        boxes = [[0.0, 0.0, float(width), float(height)]] * len(views)
+        predictions = self.predictor(views, bboxes=boxes, batch_size=len(views))  # coarse pass
+        candidates, flipped, iterations = None, False, 0
+        while iterations < self.max_iterations:
+            new_boxes = [self.prior.box(p.keypoints).tolist() for p in predictions]
+            if iterations and all(box_iou(a, b) >= SETTLED_IOU for a, b in zip(boxes, new_boxes)):
+                break
+            boxes = new_boxes
+            predictions = self.predictor(views, bboxes=boxes, batch_size=len(views))
+            iterations += 1
+            if candidates is None:
+                # After one refining pass both directions are judged on comparable crops; only
+                # the more confident one is refined further.
+                candidates = [float(np.mean(p.scores)) for p in predictions]
+                best = int(np.argmax(candidates))
+                flipped = best == 1
+                views, boxes, predictions = [views[best]], [boxes[best]], [predictions[best]]
+        prediction, box = predictions[0], boxes[0]
+        mean_score = float(np.mean(prediction.scores))
+        if flipped:
+            prediction.keypoints = mirror_keypoints(prediction.keypoints, width)
+            box = mirror_box(box, width)
+        if hasattr(prediction, 'bbox'):
+            prediction.bbox = tuple(box)
+        framing = Framing('auto', list(box), flipped, iterations, mean_score,
+                          self.review_reason(box, mean_score), candidates or [mean_score])
+        return prediction, framing
+
+    def review_reason(self, box: Sequence[float], mean_score: float) -> Optional[str]:
+        if not np.isfinite(mean_score) or mean_score < self.min_face_score:
+            return (f'no face found (mean landmark confidence {mean_score:.2f} < '
+                    f'{self.min_face_score}); check that the photograph shows a profile')
+        if min(box[2], box[3]) < self.min_face_px:
+            return (f'the face region is only {min(box[2], box[3]):.0f} px; photograph the face '
+                    'closer or at a higher resolution')
+        return None

@@ -1,0 +1,141 @@
+"""Face framing: zoom-out keeps geometry aligned; the framer finds the box and the direction."""
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from cephalometric.framing import (
+    FaceFramer,
+    FramingPrior,
+    box_iou,
+    measure_prior,
+    mirror_keypoints,
+)
+from cephalometric.transforms import RandomZoomOut
+
+PRIOR = FramingPrior(offset=(0.05, -0.02), ratio=(1.5, 1.4))
+
+
+def dots_image(points, size=(64, 80)):
+    image = np.zeros((*size, 3), np.uint8)
+    for x, y in np.round(points).astype(int):
+        image[y, x] = 255
+    return image
+
+
+@pytest.mark.parametrize('seed', range(5))
+def test_zoom_out_moves_image_keypoints_box_and_depth_together(seed):
+    points = np.array([[10.0, 12.0], [50.0, 30.0], [70.0, 55.0]])
+    image = dots_image(points)
+    depth = image[..., 0].astype(np.float32) / 255    # a depth map that peaks at the landmarks
+    results = {'img': image, 'img_shape': image.shape[:2], 'depth': depth,
+               'keypoints': points[None].astype(np.float32),
+               'bbox': np.array([[0, 0, 80, 64]], np.float32)}
+    out = RandomZoomOut(prob=1.0, max_ratio=3.0, backgrounds=('plain',), seed=seed).transform(
+        results)
+    canvas_h, canvas_w = out['img'].shape[:2]
+    assert canvas_w >= 80 and canvas_h >= 64 and out['img_shape'] == (canvas_h, canvas_w)
+    np.testing.assert_array_equal(out['bbox'], [[0, 0, canvas_w, canvas_h]])
+    for x, y in np.round(out['keypoints'][0]).astype(int):
+        assert (out['img'][y, x] == 255).all()
+        assert out['depth'][y, x] == pytest.approx(1.0)
+    assert out['depth'].shape == (canvas_h, canvas_w)
+
+
+def test_zoom_out_with_probability_zero_changes_nothing():
+    image = dots_image([[5, 5]])
+    results = {'img': image, 'keypoints': np.zeros((1, 1, 2), np.float32),
+               'bbox': np.array([[0, 0, 80, 64]], np.float32)}
+    out = RandomZoomOut(prob=0.0, seed=0).transform(dict(results))
+    assert out['img'] is image
+
+
+def test_measured_prior_rebuilds_the_training_box():
+    rng = np.random.default_rng(0)
+    keypoints = rng.uniform(30, 70, (20, 19, 2))
+    sizes = np.full((20, 2), 100.0)
+    prior = measure_prior(keypoints, np.ones((20, 19), bool), sizes)
+    boxes = np.array([prior.box(k) for k in keypoints])
+    assert np.median(np.abs(boxes - [0, 0, 100, 100])) < 6   # within a few px of the crop
+
+
+class FakeModel:
+    """Stands in for a trained network: accurate when the box matches the training framing and
+    the face looks the trained way, confident accordingly, and lost on an empty picture."""
+
+    def __init__(self, photo, truth, blank=False):
+        self.photo, self.truth, self.blank = photo, np.asarray(truth, np.float32), blank
+        self.calls = 0
+
+    def __call__(self, views, bboxes, batch_size=8):
+        out = []
+        for view, box in zip(views, bboxes):
+            self.calls += 1
+            flipped = not np.array_equal(view, self.photo)
+            truth = mirror_keypoints(self.truth, view.shape[1]) if flipped else self.truth
+            if self.blank:
+                out.append(SimpleNamespace(keypoints=np.tile([box[0] + 1, box[1] + 1], (19, 1)),
+                                           scores=np.full(19, 0.05)))
+                continue
+            ideal = PRIOR.box(truth)
+            box = np.asarray(box, float)
+            centre_miss = np.abs(box[:2] + box[2:] / 2 - ideal[:2] - ideal[2:] / 2)
+            miss = (centre_miss + np.abs(box[2:] - ideal[2:])) / ideal[2:]
+            # error shrinks with the framing error; a mirrored face is found less reliably
+            error = 0.3 * miss * ideal[2:] + (3.0 if flipped else 0.0)
+            score = 0.8 * np.exp(-miss.sum()) * (0.5 if flipped else 1.0)
+            out.append(SimpleNamespace(keypoints=truth + error, scores=np.full(19, score)))
+        return out
+
+
+def wide_photo(seed=0, size=(300, 420)):
+    rng = np.random.default_rng(seed)
+    photo = rng.integers(0, 255, (*size, 3), dtype=np.uint8)
+    truth = rng.uniform([150, 90], [260, 190], (19, 2))
+    truth[0] = [150, 100]    # sella behind ...
+    truth[1] = [250, 95]     # ... nasion: the face looks to the right
+    return photo, truth
+
+
+def test_framer_settles_on_the_training_box_of_a_small_face():
+    photo, truth = wide_photo()
+    prediction, framing = FaceFramer(FakeModel(photo, truth), PRIOR)(photo)
+    assert framing.method == 'auto' and not framing.mirrored and framing.review_reason is None
+    assert box_iou(framing.bbox, PRIOR.box(truth)) > 0.9
+    assert np.abs(prediction.keypoints - truth).max() < 2.0
+    assert 1 <= framing.iterations <= 5
+
+
+def test_mirrored_photo_gives_mirrored_landmarks():
+    photo, truth = wide_photo(1)
+    mirrored_photo = np.ascontiguousarray(photo[:, ::-1])
+    mirrored_truth = mirror_keypoints(truth, photo.shape[1])
+    # The model was trained on faces looking right; this photograph shows the left side.
+    model = FakeModel(photo, truth)
+    framer = FaceFramer(model, PRIOR)
+    prediction, framing = framer(mirrored_photo)
+    assert framing.mirrored
+    assert np.abs(prediction.keypoints - mirrored_truth).max() < 2.0
+    assert framing.candidates[1] > framing.candidates[0]
+
+
+def test_blank_image_is_flagged():
+    photo = np.zeros((200, 200, 3), np.uint8)
+    _, framing = FaceFramer(FakeModel(photo, np.zeros((19, 2)), blank=True), PRIOR)(photo)
+    assert framing.review_reason and 'no face' in framing.review_reason
+
+
+def test_tiny_face_is_flagged():
+    photo, truth = wide_photo(2)
+    truth = (truth - truth.min(0)) * 0.15 + 100     # a face about 15 px wide
+    _, framing = FaceFramer(FakeModel(photo, truth), PRIOR)(photo)
+    assert framing.review_reason and 'only' in framing.review_reason
+
+
+def test_prior_round_trips_and_refuses_nonsense():
+    assert FramingPrior.from_dict(PRIOR.to_dict()) == FramingPrior(
+        tuple(PRIOR.offset), tuple(PRIOR.ratio))
+    with pytest.raises(ValueError):
+        FramingPrior.from_dict({'offset': [0, 0], 'ratio': [0, 1]})
+    with pytest.raises(ValueError):
+        FramingPrior.from_dict({'offset': [float('nan'), 0], 'ratio': [1, 1]})
