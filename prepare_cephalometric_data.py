@@ -5,7 +5,7 @@
         --out-dir data/cephalometric
 
 See README.md, section "Data", for the accepted layouts and every option. The work is done by
-cephalometric.records.prepare_dataset; this file only parses the command line.
+cephalometric.dataset_writer.prepare_dataset; this file only parses the command line.
 """
 from __future__ import annotations
 
@@ -13,13 +13,12 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from cephalometric.dataset_writer import format_summary, prepare_dataset
 from cephalometric.errors import run_cli
 from cephalometric.records import (
     DEFAULT_RULER_IMAGE_SIZE,
     DEFAULT_TEST_FRACTION,
     DEFAULT_VAL_FRACTION,
-    format_summary,
-    prepare_dataset,
 )
 
 
@@ -57,9 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar='PX', help='width in pixels of the photos the ruler was marked on '
                                            '(default: %(default)s)')
     parser.add_argument('--clip', action='store_true',
-                        help='clip landmarks outside their image onto its border instead of failing')
+                        help='clip landmarks outside their image onto its border instead of '
+                             'failing')
     parser.add_argument('--overwrite', action='store_true',
-                        help='replace an existing prepared dataset in --out-dir')
+                        help='replace a dataset this project prepared in --out-dir (never a '
+                             'folder it did not write, nor one holding --input)')
     return parser
 
 

@@ -1,19 +1,25 @@
-"""The dataset written by prepare_cephalometric_data.py, registered for MMPose configs."""
-from __future__ import annotations
+"""The prepared dataset as an MMPose dataset class, registered for configs.
 
-import os.path as osp
+Its job: `CephalometricDataset`, MMPose's COCO-style keypoint dataset with the landmark set of
+the data root. Its metainfo is a dict read by `dataset_reader` (metainfo.json, or an old
+metainfo.py parsed without running it), never `dict(from_file=...)` on a file in the data root,
+which MMEngine would execute; its annotation files are checked by `dataset_reader` before MMPose
+reads them, so a damaged file is one UserError line. Imports `mmcv_compat`, mmpose and
+`dataset_reader`.
+"""
+from __future__ import annotations
 
 import cephalometric.mmcv_compat  # noqa: F401  (must precede mmpose)
 
 from mmpose.datasets.datasets.base import BaseCocoStyleDataset
 from mmpose.registry import DATASETS
 
-METAINFO_FILE = 'metainfo.py'
+from .dataset_reader import read_annotations, read_metainfo
 
 
 @DATASETS.register_module()
 class CephalometricDataset(BaseCocoStyleDataset):
-    """COCO-style keypoint dataset whose landmark names come from `<data_root>/metainfo.py`.
+    """COCO-style keypoint dataset whose landmark names come from the data root's metainfo.
 
     The prepared folder carries its own landmark set, so the same config serves the 19 photograph
     landmarks, ISBI 2015's 19 X-ray landmarks or any other set without edits. One face per image;
@@ -21,6 +27,11 @@ class CephalometricDataset(BaseCocoStyleDataset):
     """
 
     def __init__(self, *args, data_root: str = '', metainfo: dict | None = None, **kwargs):
+        self._data_root = data_root
         if metainfo is None:
-            metainfo = dict(from_file=osp.abspath(osp.join(data_root, METAINFO_FILE)))
+            metainfo = read_metainfo(data_root)
         super().__init__(*args, data_root=data_root, metainfo=metainfo, **kwargs)
+
+    def _load_annotations(self):
+        read_annotations(self.ann_file, self._data_root)   # one line for a damaged file
+        return super()._load_annotations()

@@ -5,19 +5,19 @@ photographs with cv2 and stores them in exactly the same pickle layout: one row 
 flat RGB image, a flat depth map, the split, the skeletal class and 19 landmark coordinate pairs.
 
 The pictures are simple, but every landmark is tied to something drawn, so that a heatmap network
-trained from scratch can learn them: soft-tissue points lie on the face profile curve, bone points sit
-at small offsets behind it, sella is fixed relative to the ear and eye, gonion is the drawn jaw angle.
-The skeleton is built from the clinical angles (SNA, ANB), so the class stored with each record is
-exactly the one `cephalometric.measurements` derives from the record's own landmarks.
+trained from scratch can learn them: soft-tissue points lie on the face profile curve, bone points
+sit at small offsets behind it, sella is fixed relative to the ear and eye, gonion is the drawn jaw
+angle. The skeleton is built from the clinical angles (SNA, ANB), so the class stored with each
+record is exactly the one `cephalometric.measurements` derives from the record's own landmarks.
+Demo and test data only: production tools must not depend on it. Imports numpy, pandas, cv2,
+`atomic`, `errors`, `landmarks` and `measurements`.
 
     python -m cephalometric.demo_data --out data/demo/train_data_pure_depth.pkl
 """
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -25,16 +25,19 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from .atomic import atomic_path
 from .errors import UserError, run_cli
 from .landmarks import STANDARD_LANDMARKS
 from .measurements import skeletal_class, sna_snb_anb
 
 # The real pickle spells one column 'Gonion _x' (trailing space in the name); keep it identical so
 # code that runs on the demo data runs on the real data.
-COLUMN_LANDMARK_NAMES = tuple('Gonion ' if name == 'Gonion' else name for name in STANDARD_LANDMARKS)
+COLUMN_LANDMARK_NAMES = tuple('Gonion ' if name == 'Gonion' else name
+                              for name in STANDARD_LANDMARKS)
 COLUMNS = ['patient_id', 'Image', 'depth_feature', 'set', 'class'] + [
     f'{name}_{axis}' for name in COLUMN_LANDMARK_NAMES for axis in ('x', 'y')]
-SPLITS = ('train', 'dev', 'test')
+# The user's `set` column values (not the prepared split names: dev becomes val when prepared).
+SET_VALUES = ('train', 'dev', 'test')
 
 # All geometry is designed on a 224 px canvas and scaled to the requested image size.
 CANONICAL_SIZE = 224
@@ -43,8 +46,8 @@ NASION_POSITION = np.array([127.0, 54.0])
 # Landmarks stay this far (canonical px) inside the image, so crops and heatmaps never clip them.
 MARGIN = 8.0
 
-# Skeletal class I/II/III frequencies and the ANB range (degrees) each is drawn from. The ranges keep
-# 0.3 deg away from the class thresholds (0 and 4 deg) so the class is unambiguous.
+# Skeletal class I/II/III frequencies and the ANB range (degrees) each is drawn from. The ranges
+# keep 0.3 deg away from the class thresholds (0 and 4 deg) so the class is unambiguous.
 CLASS_PROBABILITIES = (0.5, 0.3, 0.2)
 ANB_RANGES = {1: (0.3, 3.7), 2: (4.3, 9.0), 3: (-5.0, -0.3)}
 
@@ -123,8 +126,8 @@ def _face(rng: np.random.Generator):
     st_pogonion = pogonion + xy([u(10, 13), 0.0])
     soft_menton = menton + xy([u(0, 3), u(6, 9)])
 
-    # Profile control points from the crown (above the image) down to under the chin; the soft-tissue
-    # landmarks are control points, so the smooth curve passes exactly through them.
+    # Profile control points from the crown (above the image) down to under the chin; the
+    # soft-tissue landmarks are control points, so the smooth curve passes exactly through them.
     glabella = st_nasion + xy([u(3, 6), -u(9, 13)])
     sulcus = (subnasal + upper_lip) / 2 - xy([u(1, 3), 0.0])
     labiomental = b_point + xy([u(9, 12), 0.0])
@@ -219,7 +222,7 @@ def _render(rng: np.random.Generator, shapes: dict, matrix: np.ndarray, image_si
     linear, offset = matrix[:, :2], matrix[:, 2]
 
     def pixels(name):
-        # cv2 takes fixed-point coordinates (4 fractional bits), so edges land at sub-pixel positions.
+        # cv2 takes fixed-point coordinates (4 fractional bits): edges land at sub-pixel positions.
         return [np.round((shapes[name] @ linear.T + offset) * 16).astype(np.int32)]
 
     def fill(target, name, colour):
@@ -285,19 +288,20 @@ def _assign_splits(num_patients: int, split_fractions) -> list[str]:
     """Interleave train/dev/test so that every prefix of records follows the fractions closely.
 
     Each record goes to the split furthest behind its share, so record i's split does not depend on
-    how many records follow, and with the default fractions dev and test each get one of the first 10.
+    how many records follow, and with the default fractions dev and test each get one of the first
+    10.
     """
     fractions = np.asarray(split_fractions, float)
-    if fractions.shape != (len(SPLITS),) or (fractions < 0).any() or fractions.sum() <= 0:
-        raise ValueError(f'split_fractions must be three non-negative numbers for {SPLITS}, '
+    if fractions.shape != (len(SET_VALUES),) or (fractions < 0).any() or fractions.sum() <= 0:
+        raise ValueError(f'split_fractions must be three non-negative numbers for {SET_VALUES}, '
                          f'got {split_fractions!r}')
     fractions = fractions / fractions.sum()
-    counts = np.zeros(len(SPLITS))
+    counts = np.zeros(len(SET_VALUES))
     splits = []
     for index in range(1, num_patients + 1):
         chosen = int(np.argmax(index * fractions - counts))
         counts[chosen] += 1
-        splits.append(SPLITS[chosen])
+        splits.append(SET_VALUES[chosen])
     return splits
 
 
@@ -327,19 +331,13 @@ def make_demo_dataframe(num_patients: int = 300, seed: int = 0, image_size: int 
 
 
 def _write_atomically(frame: pd.DataFrame, path: Path) -> None:
-    """Pickle `frame` to `path` so that readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Same folder (so os.replace is an atomic rename) and same suffix (so pandas picks the same
-    # compression for the temporary file as a reader will infer for the final one).
-    handle, temporary = tempfile.mkstemp(prefix=f'.{path.name}.', suffix=path.suffix,
-                                         dir=path.parent)
-    os.close(handle)
-    try:
+    """Pickle `frame` to `path` so that readers never see a half-written file (parents created).
+
+    atomic_path's temporary file ends in the same name, so pandas infers the same compression for
+    it as a reader will for the final file.
+    """
+    with atomic_path(str(path)) as temporary:
         frame.to_pickle(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def write_demo_pickle(path, num_patients: int = 300, seed: int = 0,
@@ -379,7 +377,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     splits = frame['set'].value_counts()
     classes = frame['class'].value_counts()
     print(f'wrote {args.out}: {len(frame)} records '
-          f'({", ".join(f"{splits.get(name, 0)} {name}" for name in SPLITS)}; '
+          f'({", ".join(f"{splits.get(name, 0)} {name}" for name in SET_VALUES)}; '
           f'{", ".join(f"class {k}: {classes.get(k, 0)}" for k in (1, 2, 3))})')
     return 0
 

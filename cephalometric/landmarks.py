@@ -1,8 +1,8 @@
 """Landmark names, their aliases, and forgiving matching of column names.
 
 Every script finds landmarks by *name* through this module, so a dataset with a different landmark
-set (ISBI 2015, a 38-point set, ...) works unchanged: measurements that need a landmark the set lacks
-are simply omitted.
+set (ISBI 2015, a 38-point set, ...) works unchanged: measurements that need a landmark the set
+lacks are simply omitted. Imports only the standard library.
 """
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ STANDARD_LANDMARKS: tuple[str, ...] = (
     'Upper lip', 'Lower lip', 'ST Pogonion', 'gnathion')
 
 # Canonical key -> other names the same anatomical point goes by (compared after normalize_name).
-# The first entry of each tuple is the canonical key itself. Keys are what measurement code asks for.
+# The first entry of each tuple is the canonical key itself. Keys are what measurement code asks
+# for.
 ALIASES: dict[str, tuple[str, ...]] = {
     'sella': ('sella', 's', 'sella turcica'),
     'nasion': ('nasion', 'n'),
@@ -99,8 +100,8 @@ class LandmarkColumnError(ValueError):
 def landmark_columns(columns: Iterable[str]) -> list[tuple[str, str, str]]:
     """Find landmark column pairs, in column order: [(name, x_column, y_column), ...].
 
-    Names are matched forgivingly (case, spaces, `_x`/` x`), and the returned name is the column's own
-    spelling with spaces trimmed, so outputs use the names the user wrote.
+    Names are matched forgivingly (case, spaces, `_x`/` x`), and the returned name is the column's
+    own spelling with spaces trimmed, so outputs use the names the user wrote.
     Raises LandmarkColumnError for an unpaired coordinate column.
     """
     found: dict[str, dict[str, str]] = {}

@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 # Written out literally (not derived from the module) so a change to the layout fails here.
 EXPECTED_COLUMNS = [
     'patient_id', 'Image', 'depth_feature', 'set', 'class',
-    'sella_x', 'sella_y', 'nasion_x', 'nasion_y', 'A point_x', 'A point_y', 'B point_x', 'B point_y',
+    'sella_x', 'sella_y', 'nasion_x', 'nasion_y', 'A point_x', 'A point_y',
+    'B point_x', 'B point_y',
     'upper 1 tip_x', 'upper 1 tip_y', 'upper 1 apex_x', 'upper 1 apex_y',
     'lower 1 tip_x', 'lower 1 tip_y', 'lower 1 apex_x', 'lower 1 apex_y',
     'ANS_x', 'ANS_y', 'PNS_x', 'PNS_y', 'Gonion _x', 'Gonion _y', 'Menton_x', 'Menton_y',

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import pickle
 import subprocess
@@ -15,8 +14,9 @@ import pandas as pd
 import pytest
 
 import prepare_cephalometric_data as cli  # the repository root is on sys.path (conftest.py)
-from cephalometric import records as rec
-from cephalometric.errors import UserError, run_cli
+from cephalometric import dataset_writer, decoding, outputs
+from cephalometric.dataset_reader import SPLITS, read_metainfo
+from cephalometric.errors import run_cli
 from cephalometric.landmarks import STANDARD_LANDMARKS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +75,7 @@ def coco(out: Path, split: str) -> dict:
 def all_annotations(out: Path) -> dict:
     """patient_id -> (image entry, annotation entry) over all splits."""
     found = {}
-    for split in rec.SPLITS:
+    for split in SPLITS:
         data = coco(out, split)
         by_id = {a['image_id']: a for a in data['annotations']}
         for image in data['images']:
@@ -111,11 +111,12 @@ def test_user_layout_writes_the_documented_files(tmp_path, capsys):
     frame = make_frame(with_depth=True)
     out = ok(tmp_path, frame)
     stdout = capsys.readouterr().out
-    assert sorted(p.name for p in out.iterdir()) == ['annotations', 'images', 'metainfo.py',
-                                                     'summary.json']
+    assert sorted(p.name for p in out.iterdir()) == [outputs.MARKER, 'annotations', 'images',
+                                                     'metainfo.json', 'summary.json']
     assert sorted(p.name for p in (out / 'annotations').iterdir()) == ['test.json', 'train.json',
                                                                        'val.json']
-    assert sorted(p.name for p in (out / 'images').iterdir()) == [f'{100 + i}.png' for i in range(10)]
+    assert sorted(p.name for p in (out / 'images').iterdir()) == [f'{100 + i}.png'
+                                                                  for i in range(10)]
     assert 'standard 19-landmark photograph set' in stdout and 'not the standard' not in stdout
     assert 'test split is written for final evaluation only' in stdout
 
@@ -167,17 +168,15 @@ def test_test_json_written_even_when_empty(tmp_path):
 
 def test_metainfo_parses_in_mmpose(tmp_path):
     out = ok(tmp_path, make_frame(prefixes=['sella', "pog'", 'Gonion ']))
-    namespace = {}
-    exec((out / 'metainfo.py').read_text(), namespace)
-    info = namespace['dataset_info']
-    assert [info['keypoint_info'][i]['name'] for i in range(3)] == ['sella', "pog'", 'Gonion']
+    info = json.loads((out / 'metainfo.json').read_text())     # data, never code
+    assert [info['keypoint_info'][str(i)]['name'] for i in range(3)] == ['sella', "pog'", 'Gonion']
     assert all(kp['swap'] == '' for kp in info['keypoint_info'].values())
     assert info['sigmas'] == [0.025] * 3 and info['joint_weights'] == [1.0] * 3
     assert len({tuple(kp['color']) for kp in info['keypoint_info'].values()}) == 3
     import cephalometric.mmcv_compat  # noqa: F401  (lets mmpose import on mmcv-lite)
 
     from mmpose.datasets.datasets.utils import parse_pose_metainfo
-    meta = parse_pose_metainfo(dict(from_file=str((out / 'metainfo.py').resolve())))
+    meta = parse_pose_metainfo(read_metainfo(str(out)))
     assert meta['num_keypoints'] == 3 and meta['keypoint_id2name'][1] == "pog'"
     assert meta['flip_indices'] == [0, 1, 2]
 
@@ -191,7 +190,8 @@ def test_summary_json_and_table(tmp_path, capsys):
     assert summary['landmarks'] == list(STANDARD_LANDMARKS)
     assert summary['input'] == str((tmp_path / 'input.pkl').resolve())
     assert summary['options']['seed'] == 0 and summary['options']['image_source'] == 'rgb'
-    assert {s: v['images'] for s, v in summary['splits'].items()} == {'train': 8, 'val': 1, 'test': 1}
+    assert {s: v['images'] for s, v in summary['splits'].items()} == {'train': 8, 'val': 1,
+                                                                      'test': 1}
     assert summary['splits']['train']['classes'] == {'1': 3, '2': 3, '3': 2}
     assert summary['missing_landmarks'] == 1 and summary['image_sizes'] == {'16x16': 10}
     for word in ('split', 'train', 'val', 'test', 'total', '16x16', 'mm/px known', '1:3 2:3 3:2'):
@@ -202,7 +202,7 @@ def test_two_runs_are_byte_identical(tmp_path):
     frame = make_frame(with_depth=True)
     first, second = ok(tmp_path, frame, out='a'), ok(tmp_path, frame, out='b')
     files = sorted(p.relative_to(first) for p in first.rglob('*') if p.is_file())
-    assert len(files) == 10 + 3 + 2
+    assert len(files) == 10 + 3 + 3          # images, splits, metainfo + summary + marker
     for name in files:
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
 
@@ -211,7 +211,8 @@ def test_two_runs_are_byte_identical(tmp_path):
 # Accepted variants: column names, tables, ids
 
 
-@pytest.mark.parametrize('gonion', ['Gonion _x', 'Gonion_x', 'Gonion x', 'GONION_X', ' Gonion  _x '])
+@pytest.mark.parametrize('gonion', ['Gonion _x', 'Gonion_x', 'Gonion x', 'GONION_X',
+                                    ' Gonion  _x '])
 def test_landmark_column_spellings(tmp_path, capsys, gonion):
     frame = make_frame(prefixes=STANDARD_LANDMARKS)
     frame = frame.rename(columns={'Gonion_x': gonion, 'Gonion_y': gonion.replace('x', 'y')
@@ -255,7 +256,7 @@ def test_custom_three_landmark_set_with_a_note(tmp_path, capsys):
     train = coco(out, 'train')
     assert train['categories'][0]['keypoints'] == ['Pogonion', 'Orbitale', 'Porion']
     assert len(train['annotations'][0]['keypoints']) == 9
-    assert "name='Porion'" in (out / 'metainfo.py').read_text()
+    assert '"name": "Porion"' in (out / 'metainfo.json').read_text()
 
 
 def test_missing_landmarks_become_invisible_and_are_counted(tmp_path, capsys):
@@ -269,7 +270,8 @@ def test_missing_landmarks_become_invisible_and_are_counted(tmp_path, capsys):
     points = np.array(ann['keypoints']).reshape(-1, 3)
     assert points[1].tolist() == [0, 0, 0] and points[11].tolist() == [0, 0, 0]
     assert ann['num_keypoints'] == 17 and points[0, 2] == 2
-    assert json.loads((out / 'summary.json').read_text())['splits']['train']['missing_landmarks'] == 2
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['splits']['train']['missing_landmarks'] == 2
 
 
 # --------------------------------------------------------------------------------------------------
@@ -293,7 +295,7 @@ def expected_image(seed=0, height=SIZE, width=SIZE):
 ])
 def test_decode_image_layouts(make, expect):
     array = expected_image()
-    image = rec.decode_image(make(array))
+    image = decoding.decode_image(make(array))
     assert image.dtype == np.uint8 and image.shape == (SIZE, SIZE, 3)
     np.testing.assert_array_equal(image, expect(array))
 
@@ -301,14 +303,14 @@ def test_decode_image_layouts(make, expect):
 def test_decode_image_flat_sizes():
     array = rgb(0, 6, 4)                                       # H=6, W=4
     flat = array.reshape(-1, 3)
-    np.testing.assert_array_equal(rec.decode_image(flat, '4x6'), array)
-    np.testing.assert_array_equal(rec.decode_image(flat, (4, 6)), array)
+    np.testing.assert_array_equal(decoding.decode_image(flat, '4x6'), array)
+    np.testing.assert_array_equal(decoding.decode_image(flat, (4, 6)), array)
     with pytest.raises(ValueError, match='not square'):
-        rec.decode_image(flat)
+        decoding.decode_image(flat)
     with pytest.raises(ValueError, match='cannot be 5x5'):
-        rec.decode_image(flat, 5)
+        decoding.decode_image(flat, 5)
     square = rgb(0, 5, 5).reshape(-1, 3)
-    assert rec.decode_image(square, 5).shape == (5, 5, 3)
+    assert decoding.decode_image(square, 5).shape == (5, 5, 3)
 
 
 @pytest.mark.parametrize('bad, reason', [
@@ -323,7 +325,7 @@ def test_decode_image_flat_sizes():
 ])
 def test_decode_image_refuses_bad_shapes_and_values(bad, reason):
     with pytest.raises(ValueError, match=reason):
-        rec.decode_image(bad)
+        decoding.decode_image(bad)
 
 
 def test_images_of_different_sizes_and_formats_in_one_table(tmp_path):
@@ -370,15 +372,15 @@ def test_decode_depth_normalises_each_map_and_zeroes_non_finite_values():
     depth = np.array([[1.0, 2.0], [3.0, np.nan]])
     expected = np.array([[0, 128], [255, 0]], np.uint8)
     for layout in (depth, depth.reshape(-1), depth.reshape(-1, 1), depth[:, :, None]):
-        image = rec.decode_depth(layout)
+        image = decoding.decode_depth(layout)
         assert image.shape == (2, 2, 3) and image.dtype == np.uint8
         np.testing.assert_array_equal(image[:, :, 0], expected)
         np.testing.assert_array_equal(image[:, :, 0], image[:, :, 2])
-    with_inf = rec.decode_depth(np.array([5.0, np.inf, -np.inf, 7.0]))
+    with_inf = decoding.decode_depth(np.array([5.0, np.inf, -np.inf, 7.0]))
     np.testing.assert_array_equal(with_inf[:, :, 0], [[0, 0], [0, 255]])
-    assert not rec.decode_depth(np.full(4, 3.0)).any()       # flat map: no range, all zero
+    assert not decoding.decode_depth(np.full(4, 3.0)).any()       # flat map: no range, all zero
     with pytest.raises(ValueError, match='depth shape'):
-        rec.decode_depth(np.zeros((2, 2, 3)))
+        decoding.decode_depth(np.zeros((2, 2, 3)))
 
 
 def test_depth_source_writes_depth_images(tmp_path):
@@ -403,7 +405,8 @@ def test_depth_source_without_depth_column_is_refused(tmp_path, capsys):
 
 
 def test_set_values_are_mapped_case_insensitively(tmp_path):
-    sets = ['Train', 'TRAIN', ' train ', 'dev', 'VAL', 'valid', 'Validation', 'test', 'Test', 'train']
+    sets = ['Train', 'TRAIN', ' train ', 'dev', 'VAL', 'valid', 'Validation', 'test', 'Test',
+            'train']
     found = all_annotations(ok(tmp_path, make_frame(sets=sets)))
     assert [found[str(100 + i)][2] for i in range(10)] == ['train'] * 3 + ['val'] * 4 + \
         ['test'] * 2 + ['train']
@@ -645,7 +648,8 @@ def test_ids_are_sanitised_for_file_names(tmp_path):
     ids = ['pat 1', 'ü/2'] + [f'p{i}' for i in range(8)]
     out = ok(tmp_path, make_frame(ids=ids))
     found = all_annotations(out)
-    assert found['pat 1'][0]['file_name'] == 'pat_1.png' and found['ü/2'][0]['file_name'] == '__2.png'
+    assert found['pat 1'][0]['file_name'] == 'pat_1.png'
+    assert found['ü/2'][0]['file_name'] == '__2.png'
     assert (out / 'images' / 'pat_1.png').is_file()
 
 
@@ -691,7 +695,7 @@ def test_overwrite_refuses_a_folder_that_is_not_a_prepared_dataset(tmp_path, cap
     (tmp_path / 'out').mkdir()
     (tmp_path / 'out' / 'thesis.docx').write_text('precious')
     assert run(tmp_path, make_frame(), '--overwrite') == 2
-    assert 'not a prepared dataset' in capsys.readouterr().err
+    assert 'not written by this project' in capsys.readouterr().err
     assert (tmp_path / 'out' / 'thesis.docx').read_text() == 'precious'
 
 
@@ -703,7 +707,7 @@ def test_failure_while_writing_leaves_nothing_and_keeps_the_old_dataset(tmp_path
     def broken(path, image):
         raise OSError(28, 'No space left on device')
 
-    monkeypatch.setattr(rec, 'write_png', broken)
+    monkeypatch.setattr(dataset_writer, 'write_png', broken)
     assert run(tmp_path, make_frame(num=6, sets=['train'] * 4 + ['dev', 'test']),
                '--overwrite') == 2
     err = capsys.readouterr().err
@@ -726,9 +730,9 @@ def test_a_failed_final_rename_puts_the_old_dataset_back(tmp_path, monkeypatch):
             raise OSError('device went away')
         return real_replace(source, target)
 
-    monkeypatch.setattr(rec.os, 'replace', flaky)
+    monkeypatch.setattr(outputs.os, 'replace', flaky)
     with pytest.raises(OSError):
-        rec.move_into_place(new, old)
+        outputs._swap_into_place(new, old)
     assert (old / 'summary.json').read_text() == 'old'
     assert not [p for p in tmp_path.iterdir() if '.old-' in p.name]
 
