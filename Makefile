@@ -12,7 +12,7 @@ USER_PICKLE := data/train_data_pure_depth.pkl
 DATA_ROOT := data/cephalometric
 WORK_DIR := work_dirs/cephalometric
 
-.PHONY: install demo train test lint bench clean-demo
+.PHONY: install browser demo train test lint bench clean-demo review-screenshot
 
 install: $(STAMP)
 
@@ -47,8 +47,24 @@ train: install
 	@test -f $(DATA_ROOT)/annotations/train.json || $(PY) prepare_cephalometric_data.py --input $(USER_PICKLE) --out-dir $(DATA_ROOT)
 	$(PY) train_cephalometric.py --data-root $(DATA_ROOT) --work-dir $(WORK_DIR)
 
-test: install
+test: install browser
 	$(PY) -m pytest -q --durations=15 tests
+
+# Headless Chromium for the review app's browser tests: Debian's chromium and chromium-driver
+# (nothing downloads a browser at run time). Installed with apt-get when missing; needs root.
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update && apt-get install -y chromium chromium-driver; \
+	else \
+		echo "error: chromium and chromium-driver are missing; run as root: apt-get install -y chromium chromium-driver (or: sudo make browser)"; \
+		exit 2; \
+	fi
+
+# The README picture of the review page, from the demo model (run make demo first).
+review-screenshot: install browser
+	$(PY) -m cephalometric.review_browser --checkpoint $(DEMO_WORK)/best_MRE.pth \
+		--images $(DEMO_DIR)/cephalometric/images --out docs/review_app.png
 
 # ruff at 100 columns (configuration in pyproject.toml)
 lint: install
