@@ -6,26 +6,20 @@
 The .onnx file carries the landmark names and everything preprocessing and decoding need (input
 size, box padding, normalisation, heatmap decoder) in its metadata, so inference needs only that
 file, numpy, OpenCV and onnxruntime: no torch or MMPose. Any batch size works. Before writing, the
-export is checked against the PyTorch model on a generated face (landmarks within 0.1 px).
+export is checked against the PyTorch model on a synthetic picture (landmarks within 0.1 px).
 """
 from __future__ import annotations
 
 import argparse
-import os
-import os.path as osp
 import sys
-import tempfile
-
-import numpy as np
 
 from cephalometric.errors import UserError, run_cli
-
-TOLERANCE_PX = 0.1
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split('\n', 1)[1])
     parser.add_argument('--checkpoint', required=True, help='.pth written by training')
     parser.add_argument('--out', required=True, help='ONNX file to write, e.g. model.onnx')
     return parser.parse_args(argv)
@@ -35,27 +29,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if not args.out.lower().endswith('.onnx'):
         raise UserError(f'--out must end in .onnx, got {args.out}')
-    from cephalometric.demo_data import make_demo_dataframe
-    from cephalometric.predictor import LandmarkPredictor
-    from cephalometric.records import decode_image
+    from cephalometric.onnx_export import export_checked
 
-    reference = LandmarkPredictor(args.checkpoint, device='cpu')
-    folder = osp.dirname(osp.abspath(args.out))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix='.onnx')
-    os.close(handle)
-    try:
-        reference.export_onnx(temporary)
-        image = decode_image(make_demo_dataframe(num_patients=1)['Image'][0])
-        exported = LandmarkPredictor(temporary, device='cpu')
-        difference = np.abs(exported([image])[0].keypoints - reference([image])[0].keypoints).max()
-        if difference > TOLERANCE_PX:
-            raise UserError(f'the ONNX model disagrees with PyTorch by {difference:.3f} px on a '
-                            'test image; not writing it')
-        os.replace(temporary, args.out)
-    finally:
-        if osp.exists(temporary):
-            os.remove(temporary)
+    reference, difference = export_checked(args.checkpoint, args.out)
     width, height = reference.input_size
     print(f'{args.out}: {len(reference.names)} landmarks, input {width}x{height}; agrees with the '
           f'PyTorch model within {difference:.4f} px')

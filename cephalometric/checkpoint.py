@@ -6,16 +6,23 @@ failed with UnpicklingError. We allow-list exactly those harmless types instead 
 check off.
 
 Training checkpoints (epoch_N.pth, for --resume) also hold MMEngine's message hub, whose history
-buffers pickle bound methods through `getattr`. Allowing `getattr` would let a crafted file run code,
-so it is allowed only inside `resume_globals()`, which train_cephalometric.py uses for the run's own
-work dir. The published model, best_MRE.pth, holds just weights and metadata and loads with the
-strict list: that is the file to share and to give to inference.py.
+buffers pickle bound methods through `getattr`. Allowing `getattr` would let a crafted file run
+code, so it is allowed only inside `resume_globals()`, which train_cephalometric.py uses for the
+run's own work dir. The published model, best_MRE.pth, holds just weights and metadata and loads
+with the strict list: that is the file to share and to give to inference.py.
 
-Only load checkpoints (and pickles) from a trusted source: the allow-list narrows the attack surface,
-it does not make an untrusted file safe.
+The training config travels as data (`meta['config']`, a plain dict, plus `meta['inference']`, the
+settings prediction needs), never as Python text: loading executes nothing. Checkpoints from older
+versions stored the config as Python text (`meta['cfg']`); it is read only when `ast` shows it to
+be plain literal assignments, and refused with one line otherwise. The stored model architecture
+may name only MMPose's registered model classes (see `model_settings.check_model_config`).
+
+Imports torch, numpy, the standard library, `atomic`, `errors` and `model_settings`; MMEngine and
+MMPose only inside the functions that need them.
 """
 from __future__ import annotations
 
+import ast
 import contextlib
 import os
 import time
@@ -26,6 +33,7 @@ import torch
 
 from .atomic import atomic_path
 from .errors import UserError
+from .model_settings import check_model_config, settings_from_config, validate_settings
 
 _registered = False
 
@@ -67,7 +75,14 @@ def load_checkpoint_file(path: str, map_location: Any = 'cpu') -> dict:
         message = str(error).strip()
         reason = message.splitlines()[0] if message else type(error).__name__
         if 'Unsupported global' in message:
+            # Only the offending type: PyTorch's text goes on to suggest weights_only=False,
+            # which is exactly the unsafe path.
             reason = message[message.index('Unsupported global'):].split('.')[0]
+            reason = reason.split(' or ')[0].split('.We')[0].strip()
+            raise UserError(f'cannot read checkpoint {path}: it holds a Python object this '
+                            f'project never writes ({reason}); a file from an unknown source '
+                            'may carry code, so it is refused. Pass best_MRE.pth from '
+                            'train_cephalometric.py') from None
         raise UserError(f'cannot read checkpoint {path} ({reason}); pass best_MRE.pth from '
                         'train_cephalometric.py') from None
     if not isinstance(checkpoint, dict) or 'state_dict' not in checkpoint:
@@ -76,21 +91,142 @@ def load_checkpoint_file(path: str, map_location: Any = 'cpu') -> dict:
     return checkpoint
 
 
+# -- the model's config as data --------------------------------------------------------------------
+
+def plain_data(value: Any) -> Any:
+    """A config value as JSON-able data (dicts, lists, str, numbers, bool, None); others as text."""
+    if isinstance(value, dict):
+        return {str(k): plain_data(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_data(v) for v in value]
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    return repr(value)
+
+
+def _literal(node: ast.AST) -> Any:
+    """Value of a literal expression or dict(k=literal, ...) call; ValueError for anything else."""
+    if isinstance(node, ast.Call):
+        if (isinstance(node.func, ast.Name) and node.func.id == 'dict' and not node.args
+                and all(k.arg is not None for k in node.keywords)):
+            return {k.arg: _literal(k.value) for k in node.keywords}
+        raise ValueError('a function call')
+    if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+        return [_literal(e) for e in node.elts]
+    if isinstance(node, ast.Dict):
+        if any(k is None for k in node.keys):
+            raise ValueError('dict unpacking')
+        return {_literal(k): _literal(v) for k, v in zip(node.keys, node.values)}
+    return ast.literal_eval(node)   # constants, signed numbers; ValueError otherwise
+
+
+def literal_config(text: str) -> dict:
+    """Parse the Python config text older checkpoints stored, without executing any of it.
+
+    Accepted only when every statement is `name = <literal>` (numbers, strings, lists, tuples,
+    dicts and `dict(...)` of those), which is how MMEngine's pretty_text writes a config;
+    anything else (a call, an import, an attribute) raises ValueError.
+    """
+    tree = ast.parse(text, mode='exec')
+    config = {}
+    for statement in tree.body:
+        if not (isinstance(statement, ast.Assign) and len(statement.targets) == 1
+                and isinstance(statement.targets[0], ast.Name)):
+            raise ValueError(f'line {statement.lineno} is not a plain assignment')
+        try:
+            config[statement.targets[0].id] = _literal(statement.value)
+        except (ValueError, TypeError, SyntaxError, RecursionError) as error:
+            raise ValueError(f'line {statement.lineno} holds {error or "code"}') from None
+    return config
+
+
+def stored_config(meta: dict, path: str) -> dict:
+    """The training config a published checkpoint carries, as a dict; nothing is executed."""
+    config = meta.get('config')
+    if isinstance(config, dict):
+        return config
+    text = meta.get('cfg')
+    if isinstance(text, str):  # written before configs were stored as data
+        try:
+            return literal_config(text)
+        except (ValueError, SyntaxError, RecursionError, MemoryError) as error:
+            raise UserError(f'{path} stores its config as Python code that is not plain data '
+                            f'({str(error).splitlines()[0]}), which is never executed; re-create '
+                            'the checkpoint with this version of train_cephalometric.py') from None
+    raise UserError(f'{path} has no config in its metadata; pass a checkpoint written by '
+                    'train_cephalometric.py')
+
+
+def model_registry_types() -> set:
+    """Names of MMPose's registered model and codec classes (what a stored model may name)."""
+    import cephalometric.mmcv_compat  # noqa: F401  (must precede mmpose)
+
+    from mmpose.registry import KEYPOINT_CODECS, MODELS
+    from mmpose.utils import register_all_modules
+    register_all_modules(init_default_scope=False)
+    names = set()
+    for registry in (MODELS, KEYPOINT_CODECS):
+        while registry is not None:
+            names.update(registry.module_dict)
+            names.update(n for child in registry.children.values() for n in child.module_dict)
+            registry = registry.parent
+    return names
+
+
+def load_published_model(path: str, map_location: Any = 'cpu') -> tuple[dict, dict, dict]:
+    """(model architecture dict, inference settings, state_dict) of best_MRE.pth, checked."""
+    data = load_checkpoint_file(path, map_location)
+    meta = data.get('meta') if isinstance(data.get('meta'), dict) else {}
+    config = stored_config(meta, path)
+    model = check_model_config(config.get('model'), model_registry_types(), path)
+    settings = meta.get('inference')
+    if settings is None:   # older checkpoints: derive them from the config and dataset_meta
+        id2name = (meta.get('dataset_meta') or {}).get('keypoint_id2name')
+        if not isinstance(id2name, dict) or not id2name:
+            raise UserError(f'{path} has no landmark names in its metadata; pass a checkpoint '
+                            'written by train_cephalometric.py')
+        try:
+            names = [id2name[i] for i in range(len(id2name))]
+        except KeyError:
+            raise UserError(f'{path}: its landmark names are not numbered 0..{len(id2name) - 1}; '
+                            'pass a checkpoint written by train_cephalometric.py') from None
+        return model, settings_from_config(config, names, path), data['state_dict']
+    return model, validate_settings(settings, path), data['state_dict']
+
+
+def published_meta(cfg, dataset_meta: dict, source: str = 'checkpoint') -> dict:
+    """The data a published checkpoint carries: config as a dict, inference settings, landmarks.
+
+    `cfg` is an MMEngine Config (or a plain dict); nothing in the result is code.
+    """
+    config = plain_data(cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg))
+    id2name = dataset_meta['keypoint_id2name']
+    settings = settings_from_config(config, [id2name[i] for i in range(len(id2name))], source)
+    return dict(config=config, inference=settings, dataset_meta=dataset_meta)
+
+
+def write_published_checkpoint(path: str, meta: dict, state_dict: dict) -> None:
+    """torch.save weights + metadata to `path` atomically (weights moved to the CPU)."""
+    from mmengine.runner.checkpoint import weights_to_cpu
+    with atomic_path(path) as temporary:
+        torch.save(dict(meta=meta, state_dict=weights_to_cpu(state_dict)), temporary)
+
+
 def save_published_checkpoint(runner, path: str, extra_meta: dict | None = None) -> None:
-    """Write weights + metadata (config text, landmark names, epoch) atomically to `path`.
+    """Write weights + metadata (config as data, inference settings, epoch) atomically to `path`.
 
     No optimizer, scheduler or message-hub state: a third of the size, and loadable with the strict
-    allow-list. The metadata matches what MMEngine's Runner writes, so MMPose's own tools
-    (init_model, inference_topdown) read it too.
+    allow-list. The config is stored as a plain dict (`meta['config']`), never as Python text.
     """
     import mmengine
     from mmengine.model import is_model_wrapper
-    from mmengine.runner.checkpoint import get_state_dict, weights_to_cpu
+    from mmengine.runner.checkpoint import get_state_dict
 
     model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-    meta = dict(
-        cfg=runner.cfg.pretty_text,
-        dataset_meta=runner.train_dataloader.dataset.metainfo,
+    meta = published_meta(runner.cfg, runner.train_dataloader.dataset.metainfo, path)
+    meta.update(
         epoch=runner.epoch,
         iter=runner.iter,
         seed=runner.seed,
@@ -98,5 +234,4 @@ def save_published_checkpoint(runner, path: str, extra_meta: dict | None = None)
         time=time.strftime('%Y%m%d_%H%M%S', time.localtime()),
         mmengine_version=mmengine.__version__)
     meta.update(extra_meta or {})
-    with atomic_path(path) as temporary:
-        torch.save(dict(meta=meta, state_dict=weights_to_cpu(get_state_dict(model))), temporary)
+    write_published_checkpoint(path, meta, get_state_dict(model))

@@ -39,7 +39,7 @@ def keypoints(predictions):
 def test_matches_stock_mmpose(checkpoint, images, predictor):
     from mmpose.apis import inference_topdown
 
-    from benchmark import stock_model
+    from cephalometric.mmpose_reference import stock_model
     model = stock_model(checkpoint, 'cpu')
     expected = []
     for image, bbox in zip(images, BBOXES):
@@ -63,7 +63,7 @@ def test_vectorised_decode_matches_codec(unbiased):
 
     from mmpose.codecs import MSRAHeatmap
 
-    from cephalometric.predictor import decode_heatmaps
+    from cephalometric.heatmaps import decode_heatmaps
     codec = MSRAHeatmap(input_size=(128, 128), heatmap_size=(32, 32), sigma=2, unbiased=unbiased)
     rng = np.random.default_rng(0)
     ys, xs = np.mgrid[:32, :32]
