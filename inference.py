@@ -8,38 +8,58 @@
 The model was trained on face crops: give the face region with --bbox x,y,w,h when the photograph
 shows more than the face (head and shoulders, background); without it the whole image is used.
 Only the checkpoint is needed: the landmark names and the preprocessing travel inside it.
+
+All or nothing: every input image is read and every output location checked before the model is
+loaded; pictures, --json and --csv are written beside their targets and moved into place together
+at the end, so a failure leaves none of them. Two inputs with the same name (x.jpg, x.png) get
+pictures x_jpg_landmarks.jpg and x_png_landmarks.jpg.
 """
 from __future__ import annotations
 
 import argparse
-import os
+import math
 import os.path as osp
 import sys
+from collections import Counter
 
 from cephalometric.errors import UserError, run_cli
 from cephalometric.images import find_images, read_rgb
-from cephalometric.results import image_record, write_csv, write_json
+from cephalometric.predictor import BACKENDS, check_bbox
+from cephalometric.results import (
+    StagedFiles,
+    check_output_file,
+    class_withheld_reason,
+    csv_text,
+    image_record,
+    records_json,
+)
+
+DEFAULT_OUT_DIR = 'work_dirs/inference'
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--checkpoint', required=True, help='.pth written by training')
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split('\n', 1)[1])
+    parser.add_argument('--checkpoint', required=True,
+                        help='.pth written by training or .onnx written by export_onnx.py')
     parser.add_argument('--img-path', required=True, help='an image, a folder or a glob pattern')
     parser.add_argument('--out-file', help='annotated picture for a single image')
-    parser.add_argument('--out-dir', help='folder for annotated pictures (<image name>_landmarks.jpg)')
+    parser.add_argument('--out-dir', help='folder for annotated pictures '
+                        f'(<image name>_landmarks.jpg; default {DEFAULT_OUT_DIR})')
     parser.add_argument('--bbox', help='face region x,y,w,h in pixels (default: whole image)')
     parser.add_argument('--json', help='write landmarks and measurements as JSON')
     parser.add_argument('--csv', help='write one row per image as CSV')
     parser.add_argument('--mm-per-pixel', type=float,
                         help='pixel spacing, to also give distances in mm')
     parser.add_argument('--score-threshold', type=float, default=0.3,
-                        help='landmarks scoring below this are marked for review (default 0.3)')
+                        help='landmarks scoring below this (0..1) are marked for review, and no '
+                        'skeletal class is given when S, N, A or B is among them (default 0.3)')
     parser.add_argument('--device', default='auto', help='auto (CUDA when present), cpu or cuda')
     parser.add_argument('--batch-size', type=int, default=8, help='images per forward pass')
-    parser.add_argument('--backend', choices=['auto', 'pytorch', 'onnxruntime'], default='auto',
-                        help='auto: onnxruntime for a .onnx from export_onnx.py (fastest on a CPU), '
-                        'pytorch for a .pth')
+    parser.add_argument('--backend', choices=BACKENDS, default='auto',
+                        help='auto: onnxruntime for a .onnx from export_onnx.py (fastest on a '
+                        'CPU), pytorch for a .pth')
     parser.add_argument('--no-draw', action='store_true', help='skip the pictures')
     return parser.parse_args(argv)
 
@@ -51,9 +71,38 @@ def parse_bbox(text: str | None):
         values = [float(v) for v in text.split(',')]
     except ValueError:
         values = []
-    if len(values) != 4 or values[2] <= 0 or values[3] <= 0:
-        raise UserError(f'--bbox must be x,y,w,h with positive width and height, got {text!r}')
+    if len(values) != 4 or not all(map(math.isfinite, values)) or values[2] <= 0 \
+            or values[3] <= 0:
+        raise UserError(f'--bbox must be x,y,w,h (finite numbers, positive width and height), '
+                        f'got {text!r}')
     return tuple(values)
+
+
+def check_args(args) -> None:
+    if args.mm_per_pixel is not None and not (math.isfinite(args.mm_per_pixel)
+                                              and args.mm_per_pixel > 0):
+        raise UserError(f'--mm-per-pixel must be a positive number, got {args.mm_per_pixel}')
+    if not (0 <= args.score_threshold <= 1):
+        raise UserError(f'--score-threshold must be between 0 and 1, got {args.score_threshold}')
+    if args.batch_size < 1:
+        raise UserError(f'--batch-size must be at least 1, got {args.batch_size}')
+    from cephalometric.backends import check_device
+    check_device(args.device)
+
+
+def picture_names(images: list[str]) -> list[str]:
+    """<stem>_landmarks.jpg, unique: colliding stems add their extension, then a number."""
+    stems = [osp.splitext(osp.basename(p)) for p in images]
+    counts = Counter(stem.lower() for stem, _ in stems)
+    used, names = set(), []
+    for stem, ext in stems:
+        base = stem if counts[stem.lower()] == 1 else f'{stem}_{ext.lstrip(".")}'
+        name, number = base, 2
+        while name.lower() in used:
+            name, number = f'{base}_{number}', number + 1
+        used.add(name.lower())
+        names.append(f'{name}_landmarks.jpg')
+    return names
 
 
 def output_paths(images: list[str], args) -> list[str | None]:
@@ -61,50 +110,104 @@ def output_paths(images: list[str], args) -> list[str | None]:
         return [None] * len(images)
     if args.out_file:
         if len(images) > 1:
-            raise UserError(f'--out-file takes one image but {args.img_path} matched {len(images)}; '
-                            'use --out-dir for several')
+            raise UserError(f'--out-file takes one image but {args.img_path} matched '
+                            f'{len(images)}; use --out-dir for several')
         return [args.out_file]
-    out_dir = args.out_dir or 'work_dirs/inference'
-    stems = [osp.splitext(osp.basename(p))[0] for p in images]
-    return [osp.join(out_dir, f'{stem}_landmarks.jpg') for stem in stems]
+    out_dir = args.out_dir or DEFAULT_OUT_DIR
+    if osp.exists(out_dir) and not osp.isdir(out_dir):
+        raise UserError(f'--out-dir {out_dir} is a file; choose a folder')
+    return [osp.join(out_dir, name) for name in picture_names(images)]
+
+
+def check_outputs(images: list[str], pictures: list, args) -> None:
+    """Every output writable, none of them an input or another output."""
+    named = [(p, '--out-file' if args.out_file else '--out-dir') for p in pictures if p]
+    named += [(path, option) for path, option in ((args.json, '--json'), (args.csv, '--csv'))
+              if path]
+    inputs = {osp.realpath(p) for p in images}
+    seen = {}
+    for path, option in named:
+        check_output_file(path, option)
+        real = osp.realpath(path)
+        if real in inputs:
+            raise UserError(f'{option} {path} is one of the input images; choose another {option}')
+        if real in seen:
+            raise UserError(f'{option} and {seen[real]} both write {path}; give them different '
+                            'names')
+        seen[real] = option
+    if pictures and pictures[0] and args.out_file:
+        import numpy as np
+
+        from cephalometric.drawing import encode_image  # checks the picture's extension
+        encode_image(args.out_file, np.zeros((1, 1, 3), np.uint8))
+
+
+def read_all(images: list[str]) -> list[tuple[int, int]]:
+    """(width, height) of every image; one-line error naming the first unreadable one."""
+    sizes = []
+    for path in images:
+        height, width = read_rgb(path).shape[:2]
+        sizes.append((width, height))
+    return sizes
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.batch_size < 1:
-        raise UserError(f'--batch-size must be at least 1, got {args.batch_size}')
-    images = find_images(args.img_path)
-    outputs = output_paths(images, args)
+    check_args(args)
     bbox = parse_bbox(args.bbox)
+    images = find_images(args.img_path)
+    pictures = output_paths(images, args)
+    check_outputs(images, pictures, args)
+    sizes = read_all(images)       # every input readable before anything is loaded or written
+    if bbox is not None:
+        for path, (width, height) in zip(images, sizes):
+            try:
+                check_bbox(bbox, width, height)
+            except UserError as error:
+                raise UserError(f'{path}: {error}') from None
 
-    from cephalometric.drawing import draw_landmarks, save_image
+    from cephalometric.drawing import draw_landmarks, encode_image
     from cephalometric.measurements import compute_measurements
     from cephalometric.predictor import LandmarkPredictor
 
     predictor = LandmarkPredictor(args.checkpoint, device=args.device, backend=args.backend)
     records = []
-    for start in range(0, len(images), args.batch_size):
-        paths = images[start:start + args.batch_size]
-        pictures = [read_rgb(p) for p in paths]
-        predictions = predictor(pictures, [bbox] * len(paths), batch_size=args.batch_size)
-        for path, picture, prediction, out in zip(paths, pictures, predictions,
-                                                  outputs[start:start + args.batch_size]):
-            measurements = compute_measurements(prediction.names, prediction.keypoints,
-                                                mm_per_pixel=args.mm_per_pixel)
-            records.append(image_record(path, prediction, measurements,
-                                         score_threshold=args.score_threshold,
-                                         picture=out))
-            if out is not None:
-                os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
-                save_image(out, draw_landmarks(picture, prediction.names, prediction.keypoints,
-                                               prediction.scores, measurements,
-                                               score_threshold=args.score_threshold))
-                print(f'{path} -> {out}')
+    with StagedFiles() as staged:
+        # Reserved first: proves the locations writable before minutes of work.
+        tables = {path: staged.reserve(path) for path in (args.json, args.csv) if path}
+        for start in range(0, len(images), args.batch_size):
+            chunk = slice(start, start + args.batch_size)
+            batch = [read_rgb(p) for p in images[chunk]]
+            predictions = predictor(batch, [bbox] * len(batch), batch_size=args.batch_size)
+            for path, picture, prediction, out, size in zip(images[chunk], batch, predictions,
+                                                            pictures[chunk], sizes[chunk]):
+                measurements = compute_measurements(prediction.names, prediction.keypoints,
+                                                    mm_per_pixel=args.mm_per_pixel)
+                reason = class_withheld_reason(prediction.names, prediction.scores, size,
+                                               args.score_threshold)
+                note = None if reason is None else f'no skeletal class: {reason}'
+                record = image_record(path, prediction, measurements,
+                                      score_threshold=args.score_threshold, picture=out,
+                                      size=size, class_note=note)
+                records.append(record)
+                if out is not None:
+                    shown = {k: v for k, v in measurements.items()
+                             if not (note and k == 'skeletal_class')}
+                    drawn = draw_landmarks(picture, prediction.names, prediction.keypoints,
+                                           prediction.scores, shown,
+                                           score_threshold=args.score_threshold, note=note)
+                    with open(staged.reserve(out), 'wb') as stream:
+                        stream.write(encode_image(out, drawn))
+        for path, text in ((args.json, records_json), (args.csv, csv_text)):
+            if path:
+                with open(tables[path], 'w', encoding='utf-8', newline='') as stream:
+                    stream.write(text(records))
+    for record in records:
+        if record['picture']:
+            print(f'{record["image"]} -> {record["picture"]}')
     if args.json:
-        write_json(args.json, records[0] if len(records) == 1 else records)
         print(f'landmarks: {args.json}')
     if args.csv:
-        write_csv(args.csv, records)
         print(f'table: {args.csv}')
     return 0
 

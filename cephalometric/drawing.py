@@ -130,7 +130,7 @@ def _overlap(a, b) -> float:
 
 def draw_landmarks(image, names: Sequence[str], coords, scores=None,
                    measurements: Optional[Mapping[str, float]] = None, score_threshold: float = 0.3,
-                   min_canvas_size: int = 896) -> np.ndarray:
+                   min_canvas_size: int = 896, note: Optional[str] = None) -> np.ndarray:
     """Annotated picture of one image's landmarks, as a new RGB uint8 array.
 
     The image is upscaled (bicubic, never down) so its shorter side is at least `min_canvas_size`;
@@ -139,6 +139,7 @@ def draw_landmarks(image, names: Sequence[str], coords, scores=None,
     "number name" (and score) in the point's colour, then SNA/SNB/ANB and the skeletal class when
     `measurements` is given. Landmarks with score < `score_threshold` get a red ring and cross and
     "(review)" in the legend. NaN coordinates are listed in the legend as "not found" and not drawn.
+    `note` (e.g. why no skeletal class is given) is added to the legend in the review colour.
     """
     canvas, sx, sy = upscale(image, min_canvas_size)
     height, width = canvas.shape[:2]
@@ -212,6 +213,9 @@ def draw_landmarks(image, names: Sequence[str], coords, scores=None,
         if 'skeletal_class' in measurements:
             cls = int(measurements['skeletal_class'])
             rows.append((f'Skeletal {CLASS_NAMES.get(cls, cls)}', _TEXT, None, False))
+    if note:
+        rows.append(('', _TEXT, None, False))
+        rows.append((note, _REVIEW, None, False))
     if scores is not None and any(low):
         rows.append(('', _TEXT, None, False))
         rows.append((f'red target: score < {score_threshold:g}, please check', _REVIEW, None, False))
@@ -311,22 +315,13 @@ def _fit_text(text: str, max_width: int, scale: float) -> str:
     return text + '...'
 
 
-def save_image(path, rgb) -> None:
-    """Write an RGB (or grayscale) uint8 picture to `path`, atomically.
-
-    The picture is encoded for the extension of `path` (.png, .jpg, ...), written to a temporary
-    file `.tmp-XXXXXXXX<ext>` in the same folder, then moved over `path` with os.replace, so a reader
-    never sees a half-written file. Raises UserError (one line) for an unknown extension or a folder
-    that does not exist or cannot be written.
-    """
+def encode_image(path, rgb) -> bytes:
+    """An RGB (or grayscale/RGBA) uint8 picture encoded for the extension of `path` (.png, .jpg)."""
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
     ext = os.path.splitext(path)[1]
     if not ext or not cv2.haveImageWriter('x' + ext):
         raise UserError(f'cannot write image "{path}": unknown image extension "{ext}"; '
                         'use .png or .jpg')
-    if not os.path.isdir(folder):
-        raise UserError(f'cannot write image "{path}": folder "{folder}" does not exist')
     rgb = np.asarray(rgb)
     if rgb.dtype != np.uint8:
         raise ValueError(f'expected a uint8 image, got dtype {rgb.dtype}')
@@ -341,27 +336,23 @@ def save_image(path, rgb) -> None:
     ok, encoded = cv2.imencode(ext, data)
     if not ok:
         raise UserError(f'cannot write image "{path}": encoding as {ext} failed')
-    tmp = None
+    return encoded.tobytes()
+
+
+def save_image(path, rgb) -> None:
+    """Write an RGB (or grayscale) uint8 picture to `path`, atomically (`atomic.atomic_path`).
+
+    Encoded for the extension of `path`. Raises UserError (one line) for an unknown extension or a
+    folder that does not exist or cannot be written.
+    """
+    from .atomic import atomic_path
+    path = os.fspath(path)
+    data = encode_image(path, rgb)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UserError(f'cannot write image "{path}": folder "{folder}" does not exist')
     try:
-        for _ in range(100):
-            candidate = os.path.join(folder, f'.tmp-{os.urandom(4).hex()}{ext}')
-            try:
-                fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            except FileExistsError:
-                continue
-            tmp = candidate
-            break
-        else:
-            raise UserError(f'cannot write image "{path}": no free temporary name in "{folder}"')
-        with os.fdopen(fd, 'wb') as handle:
-            handle.write(encoded.tobytes())
-        os.replace(tmp, path)
-        tmp = None
+        with atomic_path(path) as temporary, open(temporary, 'wb') as stream:
+            stream.write(data)
     except OSError as error:
         raise UserError(f'cannot write image "{path}": {error.strerror or error}') from None
-    finally:
-        if tmp is not None:
-            try:
-                os.remove(tmp)
-            except OSError:
-                pass

@@ -105,7 +105,8 @@ def angle_deg(vertex, a, b) -> float:
     """Unsigned angle a-vertex-b in degrees (0..180)."""
     v1 = np.asarray(a, float) - np.asarray(vertex, float)
     v2 = np.asarray(b, float) - np.asarray(vertex, float)
-    cos = np.dot(v1, v2) / (np.linalg.norm(v1) * np.linalg.norm(v2))
+    with np.errstate(invalid='ignore', divide='ignore'):  # a zero-length side: NaN, dropped
+        cos = np.dot(v1, v2) / (np.linalg.norm(v1) * np.linalg.norm(v2))
     return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
 
 

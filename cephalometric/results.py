@@ -14,15 +14,19 @@ A record is a plain dict, the same in `--json` output and for the review app:
 `measurements` (and `skeletal_class_note` says why) when S, N, A or B is unsure or the image is too
 small to hold a face. JSON is strict: NaN and infinity become null, never bare `NaN`.
 `--json` holds one record for a single image and a list of records otherwise; `load_records`
-reads either back as a list. Imports only the standard library, numpy, `atomic`, `errors` and
+reads either back as a list. `StagedFiles` writes several outputs together or not at all.
+Imports only the standard library, numpy, `atomic`, `errors` and
 `landmarks`.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
+import os
+import tempfile
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
@@ -64,8 +68,7 @@ def class_withheld_reason(names: Sequence[str], scores, size, score_threshold: f
     """Why no skeletal class may be reported for this prediction, or None when it may."""
     width, height = size
     if min(width, height) < MIN_CLASS_IMAGE_SIDE:
-        return (f'image is {width}x{height} px, too small for a reliable class (needs at least '
-                f'{MIN_CLASS_IMAGE_SIDE} px a side)')
+        return f'image {width}x{height} px is too small (under {MIN_CLASS_IMAGE_SIDE} px a side)'
     unsure = []
     for key in CLASS_LANDMARKS:
         index = find_landmark(names, key)
@@ -75,8 +78,7 @@ def class_withheld_reason(names: Sequence[str], scores, size, score_threshold: f
         if not (score >= score_threshold):
             unsure.append(key)
     if unsure:
-        return (f'{", ".join(unsure)} scored below the score threshold {score_threshold:g}; '
-                'check the landmarks before classifying')
+        return f'{", ".join(unsure)} below score {score_threshold:g}, check them'
     return None
 
 
@@ -162,3 +164,87 @@ def load_records(path: str) -> list[dict]:
         raise UserError(f'{path} does not hold inference records (image, landmarks); pass a file '
                         'written by inference.py --json')
     return records
+
+
+def check_output_file(path: str, option: str) -> None:
+    """Refuse, before any work, an output file that is a folder, under a file or not writable."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise UserError(f'{option} {path} is a folder; give a file name')
+    existing = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UserError(f'{option} {path} lies under {existing}, which is a file; choose another '
+                        f'{option}')
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f'{option} {path}: cannot write to {existing}; choose another {option} '
+                        'or check the folder\'s permissions')
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise UserError(f'{option} {path} exists and is read-only; choose another {option}')
+
+
+class StagedFiles:
+    """Files written beside their targets and moved into place together, or not at all.
+
+    `reserve(path)` creates an empty temporary next to `path` (making missing folders, which are
+    removed again on failure) and returns its name; write into it. `commit` renames every temporary
+    onto its target; `discard` deletes them. Used as a context manager: commit on success, discard
+    on any error, OSError turned into one UserError line.
+    """
+
+    def __init__(self):
+        self.pending: list[tuple[str, str]] = []
+        self.created: list[str] = []
+
+    def reserve(self, path: str) -> str:
+        path = os.path.abspath(os.fspath(path))
+        folder = os.path.dirname(path)
+        missing = []
+        while not os.path.isdir(folder):
+            missing.append(folder)
+            folder = os.path.dirname(folder)
+        for folder in reversed(missing):
+            os.mkdir(folder)
+            self.created.append(folder)
+        handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.tmp-',
+                                             suffix=os.path.basename(path))
+        os.close(handle)
+        self.pending.append((temporary, path))
+        return temporary
+
+    def commit(self) -> None:
+        mask = os.umask(0)
+        os.umask(mask)
+        for temporary, _ in self.pending:
+            os.chmod(temporary, 0o666 & ~mask)
+        for temporary, path in self.pending:
+            os.replace(temporary, path)
+        self.pending, self.created = [], []
+
+    def discard(self) -> None:
+        for temporary, _ in self.pending:
+            with contextlib.suppress(OSError):
+                os.remove(temporary)
+        for folder in reversed(self.created):
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+        self.pending, self.created = [], []
+
+    def __enter__(self) -> 'StagedFiles':
+        return self
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        if kind is None:
+            try:
+                self.commit()
+                return False
+            except OSError as failure:
+                self.discard()
+                raise UserError(f'could not write the results ({failure.strerror or failure}); '
+                                'check free disk space and permissions') from None
+        self.discard()
+        if isinstance(error, OSError):
+            raise UserError(f'could not write the results ({error.strerror or error}); check free '
+                            'disk space and permissions') from None
+        return False
