@@ -1,95 +1,23 @@
-"""Building blocks of an evaluation report: class agreement, error statistics, figures, tables.
+"""Rendering an evaluation: the markdown report, its tables and its figures (no numbers computed).
 
-evaluate.py assembles them; they are kept here so other tools (a notebook, a comparison of runs) can
-produce the same numbers and pictures. Figures use matplotlib's object API (Figure, saved through
-the Agg renderer), not pyplot, so they work without a display and leave no global state behind.
+`render_report` turns the metrics dict of `evaluation` into report.md; `write_figures` draws the
+pictures it links. Figures use matplotlib's object API (Figure, saved through the Agg renderer),
+not pyplot, so they work without a display and leave no global state behind. Imports numpy,
+OpenCV, matplotlib and the package's `drawing`, `images` and `measurements`.
 """
 from __future__ import annotations
 
+import csv
+import math
+import os.path as osp
 from typing import Mapping, Optional, Sequence
 
 import cv2
 import numpy as np
 
-from .measurements import CLASS_NAMES, MEASUREMENTS
-
-CLASS_LABELS = (1, 2, 3)
-
-
-def confusion_matrix(truth: Sequence, predicted: Sequence,
-                     labels: Sequence[int] = CLASS_LABELS) -> np.ndarray:
-    """Counts (len(labels), len(labels)): row = true label, column = predicted label.
-
-    Pairs where either side is None or not one of `labels` are left out (an image whose class
-    cannot be computed, or has no recorded class, says nothing about agreement).
-    """
-    if len(truth) != len(predicted):
-        raise ValueError(f'{len(truth)} true labels but {len(predicted)} predicted')
-    index = {label: i for i, label in enumerate(labels)}
-    matrix = np.zeros((len(labels), len(labels)), int)
-    for true, pred in zip(truth, predicted):
-        if true in index and pred in index:
-            matrix[index[true], index[pred]] += 1
-    return matrix
-
-
-def class_agreement(truth: Sequence, predicted: Sequence,
-                    labels: Sequence[int] = CLASS_LABELS) -> dict:
-    """{'n', 'accuracy' (fraction 0..1, None when n is 0), 'labels', 'confusion' (lists)}."""
-    matrix = confusion_matrix(truth, predicted, labels)
-    n = int(matrix.sum())
-    return {'n': n,
-            'accuracy': float(np.trace(matrix) / n) if n else None,
-            'labels': [CLASS_NAMES.get(label, str(label)) for label in labels],
-            'confusion': matrix.tolist()}
-
-
-def error_values(errors_px: np.ndarray, visible: np.ndarray,
-                 mm_per_pixel: np.ndarray) -> tuple[np.ndarray, str]:
-    """The landmark errors that `summarize_radial_errors`' headline MRE averages, and their unit.
-
-    Same rule as there: millimetres over the images with a spacing when any image has one,
-    otherwise pixels over all images. Returns (1-D values, 'mm' or 'px').
-    """
-    errors_px = np.asarray(errors_px, float)
-    visible = np.asarray(visible, bool) & np.isfinite(errors_px)
-    spacing = np.asarray(mm_per_pixel, float).reshape(-1)
-    has_spacing = np.isfinite(spacing) & (spacing > 0)
-    if has_spacing.any():
-        return (errors_px * np.where(has_spacing, spacing, np.nan)[:, None])[
-            visible & has_spacing[:, None]], 'mm'
-    return errors_px[visible], 'px'
-
-
-def error_percentiles(values: np.ndarray, percentiles: Sequence[float] = (50, 90, 95)) -> dict:
-    """{'p50': .., 'p90': .., 'p95': .., 'max': ..}; NaN for no values."""
-    values = np.asarray(values, float)
-    out = {f'p{q:g}': float(np.percentile(values, q)) if values.size else float('nan')
-           for q in percentiles}
-    out['max'] = float(values.max()) if values.size else float('nan')
-    return out
-
-
-def measurement_errors(truth: Sequence[Mapping[str, float]],
-                       predicted: Sequence[Mapping[str, float]]) -> dict:
-    """Prediction minus truth for every measurement both sides of an image have.
-
-    `truth` and `predicted` hold one `compute_measurements` dict per image. Returns, in the order of
-    MEASUREMENTS (the class is compared separately), {key: {'unit', 'n', 'MAE', 'mean_error',
-    'max_abs_error'}}; mean_error is the signed bias, positive when predictions run larger.
-    """
-    out = {}
-    for key, info in MEASUREMENTS.items():
-        if key == 'skeletal_class':
-            continue
-        diffs = np.array([p[key] - t[key] for t, p in zip(truth, predicted)
-                          if key in t and key in p], float)
-        diffs = diffs[np.isfinite(diffs)]
-        if diffs.size:
-            out[key] = {'unit': info.unit, 'n': int(diffs.size),
-                        'MAE': float(np.mean(np.abs(diffs))), 'mean_error': float(np.mean(diffs)),
-                        'max_abs_error': float(np.max(np.abs(diffs)))}
-    return out
+from .drawing import draw_comparison, save_image
+from .images import read_rgb
+from .measurements import MEASUREMENTS
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence],
@@ -206,3 +134,160 @@ def tile_images(images: Sequence[np.ndarray], columns: int = 4, tile_width: int 
             canvas[y:y + tile.shape[0], x:x + tile_width] = tile
         y += height + gap
     return canvas
+
+
+SPLIT_NOTES = {
+    'test': 'The test split is held out: training never saw it and the checkpoint was not chosen '
+            'on it, so these figures estimate accuracy on new patients.',
+    'val': 'The val split chose the best checkpoint, so these figures are slightly optimistic; '
+           'report the test split.',
+    'train': 'The train split is what the model was fitted to: these figures are optimistic and '
+             'only useful to spot under- or over-fitting.',
+}
+
+
+def write_predictions_csv(path: str, split, predicted: np.ndarray) -> None:
+    with open(path, 'w', newline='') as stream:
+        writer = csv.writer(stream)
+        writer.writerow(['patient_id'] + [f'{n}_{axis}' for n in split.names for axis in 'xy'])
+        for pid, points in zip(split.patient_ids, predicted):
+            writer.writerow([pid] + [f'{v:.3f}' for v in points.reshape(-1)])
+
+
+def write_figures(folder: str, metrics: dict, values: np.ndarray, split, predicted: np.ndarray,
+                  worst: list[int]) -> dict:
+    """The report's pictures; returns {role: file name} for those written."""
+    unit, names = metrics['unit'], split.names
+    key = 'MRE_mm' if unit == 'mm' else 'MRE'
+    files = {'per_landmark': 'per_landmark_errors.png', 'cdf': 'error_cdf.png',
+             'confusion': 'class_confusion.png'}
+    plot_per_landmark_errors(osp.join(folder, files['per_landmark']), names,
+                                    [metrics['per_landmark'][n][key] for n in names], unit,
+                                    metrics['overall'][key])
+    sdr = {float(k[len('SDR@'):-len(unit)]): v for k, v in metrics['overall'].items()
+           if k.startswith('SDR@')}
+    plot_error_cdf(osp.join(folder, files['cdf']), values, unit, sdr)
+    classes = metrics['skeletal_class']
+    panels = [('vs class from true landmarks', classes['predicted_vs_true_landmarks'])]
+    if classes['predicted_vs_recorded'] is not None:
+        panels.append(('vs recorded skeletal_class', classes['predicted_vs_recorded']))
+    plot_confusion_matrices(osp.join(folder, files['confusion']), panels)
+    if worst:
+        tiles = []
+        for rank, (i, case) in enumerate(zip(worst, metrics['worst_cases']), start=1):
+            title = f'{rank}. {case["patient_id"]}   MRE {case["MRE"]:.2f} {unit}'
+            tiles.append(draw_comparison(read_rgb(split.image_paths[i]), names,
+                                         split.keypoints[i], predicted[i], title=title))
+        files['worst'] = 'worst_cases.png'
+        save_image(osp.join(folder, files['worst']), tile_images(tiles, columns=4))
+    return files
+
+
+def _fmt(value, digits: int = 2) -> str:
+    return 'n/a' if value is None or not math.isfinite(value) else f'{value:.{digits}f}'
+
+
+def _percent(fraction) -> str:
+    return 'n/a' if fraction is None else f'{100 * fraction:.1f}%'
+
+
+def _confusion_table(agreement: dict) -> str:
+    labels = agreement['labels']
+    rows = [[f'**{label}**'] + row for label, row in zip(labels, agreement['confusion'])]
+    return markdown_table(['true \\ predicted'] + labels, rows)
+
+
+def render_report(metrics: dict, files: dict) -> str:
+    unit, overall = metrics['unit'], metrics['overall']
+    mre_key, sd_key = ('MRE_mm', 'SD_mm') if unit == 'mm' else ('MRE', 'SD')
+    split = metrics['split']
+    out = [f'# Landmark evaluation: {split} split', '',
+           f'- checkpoint: `{metrics["checkpoint"]}`',
+           f'- data: `{metrics["data_root"]}`, **{split}** split, {metrics["num_images"]} images, '
+           f'{metrics["num_landmarks"]} landmarks',
+           f'- {SPLIT_NOTES[split]}']
+    if unit == 'px':
+        out.append('- The dataset has no pixel spacing, so errors are in image **pixels**; '
+                   'prepare it with a spacing (--mm-per-pixel, a spacing column or --ruler-json) '
+                   'to get millimetres.')
+    else:
+        out.append('- Errors in **mm** use each image\'s pixel spacing; images without one count '
+                   'in the pixel figures only.')
+
+    rows = [['MRE', f'{_fmt(overall[mre_key])} {unit}'], ['SD', f'{_fmt(overall[sd_key])} {unit}']]
+    rows += [[k, f'{_fmt(v, 1)}%'] for k, v in overall.items() if k.startswith('SDR@')]
+    percentiles = metrics['error_percentiles']
+    rows += [[f'{k[1:]}th percentile' if k != 'max' else 'largest error', f'{_fmt(v)} {unit}']
+             for k, v in percentiles.items() if k != 'unit']
+    if unit == 'mm':
+        rows.append(['MRE (pixels)', f'{_fmt(overall["MRE"])} px'])
+    baseline = metrics['baseline_mean_shape']
+    if baseline is not None:
+        rows.append(['mean-shape baseline MRE', f'{_fmt(baseline.get(mre_key))} {unit}'])
+    out += ['', '## Overall', '', markdown_table(['', 'value'], rows), '',
+            'SDR@r: share of landmarks within r of the truth. Mean-shape baseline: the average '
+            'landmark positions of the train annotations placed on every image; a model must beat '
+            'it to have learnt anything about the patient.' if baseline is not None else
+            'SDR@r: share of landmarks within r of the truth. (No train annotations found, so no '
+            'mean-shape baseline.)']
+
+    names = list(metrics['per_landmark'])
+    header = ['#', 'landmark', f'MRE ({unit})'] + (['MRE (px)'] if unit == 'mm' else [])
+    rows = []
+    for number, name in enumerate(names, start=1):
+        entry = metrics['per_landmark'][name]
+        rows.append([number, name, _fmt(entry['MRE_mm'] if unit == 'mm' else entry['MRE'])]
+                    + ([_fmt(entry['MRE'])] if unit == 'mm' else []))
+    out += ['', '## Per landmark', '',
+            f'![Mean radial error per landmark]({files["per_landmark"]})', '',
+            markdown_table(header, rows, 'rlrr' if unit == 'mm' else 'rlr'),
+            '', '## Error distribution', '', f'![Cumulative error distribution]({files["cdf"]})']
+
+    classes = metrics['skeletal_class']
+    low, high = classes['class_thresholds_deg']
+    versus_truth = classes['predicted_vs_true_landmarks']
+    out += ['', '## Skeletal class', '',
+            f'Class from ANB: Class I for {low:g} <= ANB <= {high:g} deg, Class II above, '
+            'Class III below. Predicted = from the predicted landmarks.', '',
+            f'![Class confusion matrices]({files["confusion"]})', '',
+            f'**Against the class from the true landmarks**: accuracy '
+            f'{_percent(versus_truth["accuracy"])} over {versus_truth["n"]} images.', '',
+            _confusion_table(versus_truth)]
+    recorded = classes['predicted_vs_recorded']
+    if recorded is None:
+        out += ['', 'The dataset has no recorded skeletal_class to compare with.']
+    else:
+        ceiling = classes['true_landmarks_vs_recorded']
+        out += ['', '**Against the recorded skeletal_class**: accuracy '
+                f'{_percent(recorded["accuracy"])} over {recorded["n"]} images (the true landmarks '
+                f'themselves agree with it for {_percent(ceiling["accuracy"])}).', '',
+                _confusion_table(recorded)]
+
+    errors = metrics['measurements']
+    headline = [f'{k} {_fmt(errors[k]["MAE"])}' for k in ('SNA', 'SNB', 'ANB') if k in errors]
+    rows = [[key, MEASUREMENTS[key].unit, e['n'], _fmt(e['MAE']), _fmt(e['mean_error']),
+             _fmt(e['max_abs_error'])]
+            for key, e in errors.items()
+            # The pixel twin of a distance adds nothing once its mm version is there.
+            if not (key.endswith('_px') and key[:-3] + '_mm' in errors)]
+    out += ['', '## Measurements', '',
+            'Each measurement from the predicted landmarks minus the same from the true landmarks. '
+            'Bias: the mean signed error (positive: predicted larger).', '']
+    if headline:
+        out += [f'Mean absolute error (deg): {", ".join(headline)}.', '']
+    out += [markdown_table(['measurement', 'unit', 'n', 'mean abs error', 'bias', 'max abs error'],
+                           rows, 'llrrrr') if rows else 'No measurement could be computed.']
+
+    worst = metrics['worst_cases']
+    out += ['', '## Worst cases', '']
+    if worst:
+        out += [f'The {len(worst)} images with the highest mean radial error. Green circles: '
+                'truth; red crosses: prediction; yellow lines join each pair; numbers are the '
+                'landmarks\' rows in the per-landmark table.', '',
+                markdown_table(['rank', 'patient_id', f'MRE ({unit})'],
+                               [[r, c['patient_id'], _fmt(c['MRE'])]
+                                for r, c in enumerate(worst, start=1)], 'rlr'),
+                '', f'![Worst cases]({files["worst"]})']
+    else:
+        out.append('None shown (--worst 0).')
+    return '\n'.join(out) + '\n'

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from conftest import run_script
 
+from cephalometric import evaluation as numbers
 from cephalometric import report
+from cephalometric.dataset_reader import load_split
 from cephalometric.errors import UserError
 from cephalometric.landmarks import STANDARD_LANDMARKS
-from cephalometric.prepared import load_split
 
 SPACING = 0.1  # mm per pixel given to every test image but the first (a mixed dataset)
 
@@ -133,33 +134,33 @@ def test_metrics_agree_with_predictions_csv_and_the_truth(evaluation, spaced_dat
 def test_class_agreement_by_hand():
     truth = [1, 1, 2, 3, None, 2, 4]
     predicted = [1, 2, 2, 1, 3, None, 1]     # pairs with None or an unknown class (4) are left out
-    result = report.class_agreement(truth, predicted)
+    result = numbers.class_agreement(truth, predicted)
     assert result['n'] == 4
     assert result['accuracy'] == pytest.approx(0.5)
     # Row = true class, column = predicted.
     assert result['confusion'] == [[1, 1, 0], [0, 1, 0], [1, 0, 0]]
     assert result['labels'] == ['Class I', 'Class II', 'Class III']
-    assert report.class_agreement([None], [1]) == {
+    assert numbers.class_agreement([None], [1]) == {
         'n': 0, 'accuracy': None, 'labels': ['Class I', 'Class II', 'Class III'],
         'confusion': [[0, 0, 0]] * 3}
     with pytest.raises(ValueError):
-        report.confusion_matrix([1, 2], [1])
+        numbers.confusion_matrix([1, 2], [1])
 
 
 def test_error_values_percentiles_and_measurement_errors_by_hand():
     errors = np.array([[1.0, 2.0], [3.0, 4.0]])
     visible = np.array([[True, True], [True, False]])
-    values, unit = report.error_values(errors, visible, np.array([0.5, np.nan]))
+    values, unit = numbers.error_values(errors, visible, np.array([0.5, np.nan]))
     assert unit == 'mm' and values.tolist() == [0.5, 1.0]
-    values, unit = report.error_values(errors, visible, np.array([np.nan, np.nan]))
+    values, unit = numbers.error_values(errors, visible, np.array([np.nan, np.nan]))
     assert unit == 'px' and sorted(values.tolist()) == [1.0, 2.0, 3.0]
 
-    assert report.error_percentiles(np.arange(1, 102)) == {'p50': 51.0, 'p90': 91.0, 'p95': 96.0,
-                                                           'max': 101.0}
+    assert numbers.error_percentiles(np.arange(1, 102)) == {'p50': 51.0, 'p90': 91.0,
+                                                            'p95': 96.0, 'max': 101.0}
 
     truth = [{'SNA': 80.0, 'ANB': 2.0, 'skeletal_class': 1}, {'SNA': 82.0}]
     predicted = [{'SNA': 81.0, 'ANB': 5.0, 'skeletal_class': 2}, {'SNA': 80.0, 'ANB': 1.0}]
-    result = report.measurement_errors(truth, predicted)
+    result = numbers.measurement_errors(truth, predicted)
     assert list(result) == ['SNA', 'ANB']          # class compared elsewhere; order of MEASUREMENTS
     assert result['SNA'] == {'unit': 'deg', 'n': 2, 'MAE': 1.5, 'mean_error': -0.5,
                              'max_abs_error': 2.0}
@@ -172,7 +173,7 @@ class FakePredictor:
     """Stands in for the network: these tests are about the output folder, not the model, and
     skipping MMPose keeps them fast. Predicts the same fan of points on every image."""
 
-    def __init__(self, checkpoint, device='auto'):
+    def __init__(self, checkpoint, device='auto', **_):
         self.names, self.device = list(STANDARD_LANDMARKS), 'cpu'
 
     def __call__(self, images, batch_size=8):
@@ -212,6 +213,14 @@ def test_overwrite_replaces_only_when_asked_and_a_failure_leaves_the_old_folder(
             '--device', 'cpu', '--worst', '1']
     with pytest.raises(UserError, match='already exists; pass --overwrite'):
         cli.main(args)
+    # A folder this project did not write is never replaced, --overwrite or not.
+    with pytest.raises(UserError, match='not written by this project'):
+        cli.main(args + ['--overwrite'])
+    assert os.listdir(out) == ['mine.txt']
+    shutil.rmtree(out)
+
+    cli.main(args)                                  # now a folder of ours
+    before = sorted(os.listdir(out))
 
     def broken(*_, **__):
         raise RuntimeError('disk gone')
@@ -219,11 +228,11 @@ def test_overwrite_replaces_only_when_asked_and_a_failure_leaves_the_old_folder(
         patch.setattr(report, 'plot_error_cdf', broken)
         with pytest.raises(RuntimeError):
             cli.main(args + ['--overwrite'])
-    assert os.listdir(out) == ['mine.txt']
+    assert sorted(os.listdir(out)) == before
     assert os.listdir(tmp_path) == ['eval']        # no staging folder left behind
 
     cli.main(args + ['--overwrite'])
-    assert 'mine.txt' not in os.listdir(out) and (out / 'metrics.json').is_file()
+    assert (out / 'metrics.json').is_file() and sorted(os.listdir(out)) == before
     assert os.listdir(tmp_path) == ['eval']
 
 
