@@ -7,23 +7,26 @@
 # Why this recipe:
 # - HRNetV2-W18 keeps a high-resolution branch all the way through, which is what sub-pixel landmark
 #   localisation needs, and it is the model of the user's README.
-# - Fine-tuned from OpenMMLab's AFLW face-landmark checkpoint (faces, 19 heatmap channels): its whole
+# - Fine-tuned from OpenMMLab's AFLW face-landmark checkpoint (faces, 19 heatmaps): its whole
 #   backbone and head load directly, so training starts from face features instead of from noise.
 # - No config `import` statements: MMEngine then treats the file as a plain config and applies
-#   `custom_imports`, which registers our dataset and metric.
+#   `custom_imports`, which registers our dataset, metric and hooks (package modules only).
+#
+# This file is code (MMEngine executes a config), so pass only configs you trust with --config.
+# Nothing the tools read besides it ever runs: datasets and checkpoints are read as data.
 
 custom_imports = dict(
     # mmcv_compat must come first: it lets mmpose import on mmcv-lite (no compiled ops).
     imports=['cephalometric.mmcv_compat', 'cephalometric.dataset', 'cephalometric.hooks',
-             'mre_metric'],
+             'cephalometric.metric'],
     allow_failed_imports=False)
 
 default_scope = 'mmpose'
 
 # ----------------------------------------------------------------------------------------------
-# Data. Produced by `prepare_cephalometric_data.py`; metainfo.py in data_root names the landmarks.
+# Data. Produced by `prepare_cephalometric_data.py`; metainfo.json in data_root names the landmarks.
 data_root = 'data/cephalometric/'
-# Number of landmarks. train_cephalometric.py sets it from <data_root>/metainfo.py, so another
+# Number of landmarks. train_cephalometric.py sets it from <data_root>/metainfo.json, so another
 # landmark set (ISBI 2015, a 38-point set) works without editing this file.
 num_keypoints = 19
 
@@ -40,6 +43,9 @@ param_scheduler = [
     dict(type='LinearLR', begin=0, end=200, start_factor=0.001, by_epoch=False),
     dict(type='MultiStepLR', begin=0, end=100, milestones=[70, 90], gamma=0.1, by_epoch=True),
 ]
+# The learning rate above is for 32 images per step in all. With several processes the batch size is
+# per process (the step sees processes x batch_size images); --auto-scale-lr (enable=True) scales
+# lr by that total / base_batch_size, the linear scaling rule.
 auto_scale_lr = dict(base_batch_size=32, enable=False)
 
 # ----------------------------------------------------------------------------------------------
@@ -137,6 +143,8 @@ val_dataloader = dict(
     num_workers=2,
     persistent_workers=True,
     drop_last=False,
+    # round_up=False: with several processes each image is validated exactly once (no padding
+    # duplicates); the processes' shares may differ by one image.
     sampler=dict(type='DefaultSampler', shuffle=False, round_up=False),
     dataset=dict(
         type=dataset_type,
@@ -145,7 +153,13 @@ val_dataloader = dict(
         data_prefix=dict(img='images/'),
         test_mode=True,
         pipeline=val_pipeline))
-# The test split is only for evaluate.py: it never chooses a checkpoint.
+# The test split is only for evaluate.py: it never chooses a checkpoint. evaluate.py does NOT use
+# test_dataloader/test_evaluator: it predicts through cephalometric.predictor, the path inference.py
+# and users take (the checkpoint alone, no MMPose pipeline), and computes the same statistics
+# (cephalometric.metrics), so the reported test figures are those a user gets. Validation during
+# training goes through MMPose's pipeline (val_dataloader below); the two routes agree to 0.01 px on
+# the same images (tests/test_distributed.py). These two entries remain for MMEngine's Runner.test()
+# and MMPose's tools/test.py.
 test_dataloader = dict(
     batch_size=32,
     num_workers=2,
@@ -161,8 +175,11 @@ test_dataloader = dict(
 
 # Mean Radial Error (px of the original image, and mm where the annotations carry pixel spacing),
 # SDR at the clinical radii, per-landmark MRE. SDR radii in px are used when no spacing exists.
+# collect_device='gpu' is MMEngine's name for gathering the processes' results through the process
+# group (all_gather_object); it works with gloo on CPUs too, and unlike 'cpu' it needs no folder
+# shared by all nodes (MMEngine's 'cpu' mode writes .dist_test/ into the current directory).
 val_evaluator = dict(type='MeanRadialError', sdr_radii_mm=(2.0, 2.5, 3.0, 4.0),
-                     sdr_radii_px=(2.0, 4.0, 6.0, 8.0))
+                     sdr_radii_px=(2.0, 4.0, 6.0, 8.0), collect_device='gpu')
 test_evaluator = val_evaluator
 
 # ----------------------------------------------------------------------------------------------
@@ -177,6 +194,9 @@ default_hooks = dict(
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='PoseVisualizationHook', enable=False))
 custom_hooks = [
+    # Several processes: average BatchNorm statistics after each epoch, so every process validates,
+    # and rank 0 saves, the same model (no effect with one process).
+    dict(type='SyncBuffersHook'),
     dict(type='BestCheckpointHook', metric='MRE'),
     dict(type='TrainingCurveHook'),
 ]
@@ -184,9 +204,13 @@ custom_hooks = [
 env_cfg = dict(
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
+    # train_cephalometric.py uses nccl on GPUs and gloo on CPUs; a backend given with
+    # --cfg-options env_cfg.dist_cfg.backend=NAME wins.
     dist_cfg=dict(backend='nccl'))
 vis_backends = [dict(type='LocalVisBackend')]
 visualizer = dict(type='PoseLocalVisualizer', vis_backends=vis_backends, name='visualizer')
 log_processor = dict(type='LogProcessor', window_size=50, by_epoch=True, num_digits=6)
 log_level = 'INFO'
-randomness = dict(seed=0)
+# diff_rank_seed: process k of a multi-process run seeds its augmentation with seed + k (its own
+# stream); the shuffling of the data is still shared, so the processes split each epoch.
+randomness = dict(seed=0, diff_rank_seed=True)

@@ -1,4 +1,8 @@
-"""Training curves from MMEngine's `vis_data/scalars.json` logs."""
+"""Training curves: loss and validation metric per epoch from MMEngine's `vis_data/scalars.json`.
+
+Used by `hooks.TrainingCurveHook` (rank 0, after training). May import the standard library,
+matplotlib and `atomic`.
+"""
 from __future__ import annotations
 
 import glob

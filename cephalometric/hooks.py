@@ -5,6 +5,10 @@ people and scripts cannot rely on a path, and it stores optimizer and message-hu
 does not need. BestCheckpointHook keeps `<work_dir>/best_<metric>.pth` (weights, config, landmark
 names: all inference needs) and `best_<metric>.json` (epoch and every validation metric) for the
 best epoch so far. The best score lives in MMEngine's message hub, so it survives --resume.
+In a multi-process run every process validates the same model (the config's SyncBuffersHook
+averages BatchNorm statistics after each epoch) and rank 0 alone writes files.
+May import MMEngine/MMPose (after `mmcv_compat`) and this package's `atomic`, `checkpoint` and
+`curves`.
 """
 from __future__ import annotations
 
@@ -18,12 +22,13 @@ import cephalometric.mmcv_compat  # noqa: F401  (must precede mmpose)
 from mmengine.hooks import Hook
 from mmpose.registry import HOOKS
 
-from .atomic import atomic_path
+from .atomic import write_text_atomically
 
 
-def _atomic_write_json(path: str, data: dict) -> None:
-    with atomic_path(path) as temporary, open(temporary, 'w') as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
+def _finite_or_none(value) -> Optional[float]:
+    """JSON has no NaN: a metric nothing could be computed for (no visible landmark) is null."""
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 @HOOKS.register_module()
@@ -53,8 +58,9 @@ class BestCheckpointHook(Hook):
             k: float(v) for k, v in metrics.items()}})
         record = dict(checkpoint=osp.basename(target), epoch=runner.epoch, iteration=runner.iter,
                       metric=self.metric, best_score=float(score),
-                      metrics={k: float(v) for k, v in metrics.items()})
-        _atomic_write_json(osp.join(runner.work_dir, f'best_{self.metric}.json'), record)
+                      metrics={k: _finite_or_none(v) for k, v in metrics.items()})
+        write_text_atomically(osp.join(runner.work_dir, f'best_{self.metric}.json'),
+                              json.dumps(record, indent=2, sort_keys=True, allow_nan=False))
         runner.logger.info(f'new best {self.metric} {score:.4f} at epoch {runner.epoch} -> '
                            f'{target}')
 
