@@ -36,6 +36,16 @@ def recreate_hint(data_root: str) -> str:
             f'--out-dir {data_root} --overwrite')
 
 
+def _load_json(path: str) -> Any:
+    """The JSON in `path`; ValueError with a one-line reason when it cannot be read as JSON."""
+    try:
+        with open(path, encoding='utf-8') as stream:
+            return json.load(stream)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+        raise ValueError(reason) from None
+
+
 # --------------------------------------------------------------------------------------------------
 # Metainfo
 
@@ -108,6 +118,13 @@ def check_metainfo(info: Any, source: str, data_root: str) -> dict:
     names = [keypoints[i]['name'] for i in range(count)]
     if len(set(names)) != count:
         raise refuse('names a landmark twice')
+    for index, entry in keypoints.items():
+        colour = entry.get('color', [255, 128, 0])
+        if not (isinstance(colour, (list, tuple)) and len(colour) == 3
+                and all(isinstance(c, int) and 0 <= c <= 255 for c in colour)):
+            raise refuse(f'has a colour for keypoint {index} that is not three numbers 0-255')
+        if entry.get('swap', '') not in ('', *names) or not isinstance(entry.get('type', ''), str):
+            raise refuse(f'has a swap partner or type for keypoint {index} that is not a landmark')
     for key in ('joint_weights', 'sigmas'):
         values = info[key]
         if (not isinstance(values, (list, tuple)) or len(values) != count
@@ -115,8 +132,11 @@ def check_metainfo(info: Any, source: str, data_root: str) -> dict:
                            and math.isfinite(v) for v in values)):
             raise refuse(f'has {key} that are not {count} numbers')
     skeleton = info.get('skeleton_info', {})
-    if not isinstance(skeleton, dict):
-        raise refuse('has a skeleton_info that is not an object')
+    if not isinstance(skeleton, dict) or not all(
+            isinstance(link, dict) and isinstance(link.get('link'), (list, tuple))
+            and len(link['link']) == 2 and all(end in names for end in link['link'])
+            for link in skeleton.values()):
+        raise refuse('has a skeleton_info that does not link landmarks by name')
     return {'dataset_name': str(info.get('dataset_name', 'cephalometric')),
             'paper_info': info.get('paper_info', {}),
             'keypoint_info': {i: keypoints[i] for i in range(count)},
@@ -131,10 +151,8 @@ def read_metainfo(data_root: str) -> dict:
     legacy = osp.join(data_root, LEGACY_METAINFO_FILE)
     if osp.isfile(path):
         try:
-            with open(path, encoding='utf-8') as stream:
-                info = json.load(stream)
-        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
-            reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+            info = _load_json(path)
+        except ValueError as reason:
             raise UserError(f'cannot read {path} as JSON ({reason}); '
                             f'{recreate_hint(data_root)}') from None
         return check_metainfo(info, path, data_root)
@@ -176,10 +194,8 @@ def read_annotations(path: str, data_root: str = '') -> dict:
         raise UserError(f'no annotations file {path}; run python prepare_cephalometric_data.py '
                         f'--out-dir {data_root} first')
     try:
-        with open(path, encoding='utf-8') as stream:
-            coco = json.load(stream)
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
-        reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+        coco = _load_json(path)
+    except ValueError as reason:
         raise refuse(f'is not readable JSON (truncated or damaged: {reason})') from None
     if not isinstance(coco, dict):
         raise refuse('does not hold a JSON object')

@@ -238,7 +238,12 @@ def test_legacy_metainfo_py_is_read_safely_and_trains_the_same(data_root, source
      'sigmas'),
     ('{"keypoint_info": {"1": {"name": "a"}}, "joint_weights": [1], "sigmas": [1]}',
      'other than 0 to 0'),
-], ids=['truncated', 'not json', 'a list', 'key-less', 'wrong counts', 'gap in ids'])
+    ('{"keypoint_info": {"0": {"name": "a", "color": "red"}}, "joint_weights": [1], '
+     '"sigmas": [1]}', 'colour'),
+    ('{"keypoint_info": {"0": {"name": "a", "swap": "b"}}, "joint_weights": [1], '
+     '"sigmas": [1]}', 'swap partner'),
+], ids=['truncated', 'not json', 'a list', 'key-less', 'wrong counts', 'gap in ids', 'bad colour',
+        'unknown swap'])
 def test_damaged_metainfo_json_is_one_line(data_root, capsys, text, fragment):
     (data_root / 'metainfo.json').write_text(text)
     before = snapshot(data_root)
