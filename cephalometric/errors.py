@@ -1,11 +1,12 @@
 """One clear line for a user's mistake, never a traceback.
 
-Scripts raise `UserError("what is wrong; how to fix it")` and wrap their `main` with `run_cli`, which
-prints `error: <message>` to stderr and exits with status 2. Anything else is a bug and keeps its
-traceback so it can be reported.
+Scripts raise `UserError("what is wrong; how to fix it")` and wrap their `main` with `run_cli`,
+which prints `error: <message>` to stderr and exits with status 2. Anything else is a bug and keeps
+its traceback so it can be reported. Imports only the standard library.
 """
 from __future__ import annotations
 
+import os
 import sys
 from typing import Callable, Optional, Sequence
 
@@ -25,4 +26,9 @@ def run_cli(main: Callable[[Optional[Sequence[str]]], Optional[int]],
     except KeyboardInterrupt:
         print('interrupted', file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`... | head`): say nothing more, and keep Python's exit-time flush
+        # from raising again on the closed stdout. 141 is what a process killed by SIGPIPE returns.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     return int(code or 0)
