@@ -465,3 +465,27 @@ def test_start_refuses_a_foreign_json_in_out_dir(tmp_path, photos):
     with pytest.raises(UserError, match='not a record written by review_app.py'):
         ReviewStore(str(folder), str(out_dir), predictor, log=lambda text: None)
     assert (out_dir / 'demo_0002.json').read_text() == '{"something": "else"}'
+
+
+def test_onnx_model_and_screenshot_command(trained_run, demo_dataset, tmp_path):
+    """An .onnx model serves the page too; the documented screenshot command writes a PNG."""
+    from cephalometric import review_browser
+    from cephalometric.predictor import LandmarkPredictor
+    _, prepared = demo_dataset
+    onnx_path = tmp_path / 'model.onnx'
+    run_script('export_onnx.py', '--checkpoint', trained_run / 'best_MRE.pth', '--out', onnx_path)
+    photos = tmp_path / 'photos'
+    photos.mkdir()
+    for name in sorted(os.listdir(prepared / 'images'))[:3]:
+        (photos / name).write_bytes((prepared / 'images' / name).read_bytes())
+    pth = ReviewStore(str(photos), str(tmp_path / 'a'), LandmarkPredictor(
+        str(trained_run / 'best_MRE.pth'), device='cpu'), log=lambda text: None)
+    onnx = ReviewStore(str(photos), str(tmp_path / 'b'), LandmarkPredictor(str(onnx_path)),
+                       log=lambda text: None)
+    for name in pth.cases:
+        assert np.allclose(onnx.detail(name)['points'], pth.detail(name)['points'], atol=0.1)
+    shot = tmp_path / 'docs' / 'review_app.png'
+    assert run_cli(review_browser.main, ['--checkpoint', str(onnx_path), '--images', str(photos),
+                                         '--out', str(shot)]) == 0
+    image = cv2.imread(str(shot))
+    assert image is not None and image.shape[:2] == (820, 1360)
