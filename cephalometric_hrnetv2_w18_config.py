@@ -137,6 +137,9 @@ train_dataloader = dict(
         data_root=data_root,
         ann_file='annotations/train.json',
         data_prefix=dict(img='images/'),
+        # None: every training image. N: the first N only, for quick experiments and benchmark.py
+        # (--cfg-options train_dataloader.dataset.indices=N).
+        indices=None,
         pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=32,

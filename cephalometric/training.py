@@ -126,29 +126,20 @@ def fetch_pretrained(url: str) -> str:
 
 
 def check_weights_file(path: str) -> None:
-    """Refuse, before any work, a --load-from that torch cannot read as a checkpoint."""
-    import torch
+    """Refuse, before any work, a --load-from that is not a checkpoint torch loads safely.
 
-    from .checkpoint import allow_checkpoint_globals
+    The same loader as inference (weights_only=True with a narrow allow-list: nothing in the file
+    runs); the Runner loads the file again when training starts.
+    """
+    from .checkpoint import load_checkpoint_file
 
     if not osp.isfile(path):
         raise UserError(f'--load-from file not found: {path}; pass a .pth checkpoint, or '
                         '--no-pretrained to train from random weights')
-    allow_checkpoint_globals()
     try:
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as error:  # text, truncated, not a pickle, a type outside the allow-list
-        message = str(error).strip()
-        reason = message.splitlines()[0] if message else type(error).__name__
-        if 'Unsupported global' in message:
-            reason = message[message.index('Unsupported global'):].split('.')[0]
-        raise UserError(f'--load-from {path} is not a checkpoint torch can load with '
-                        f'weights_only=True ({reason}); use a checkpoint from this project or '
-                        'OpenMMLab\'s model zoo') from None
-    state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f'--load-from {path} holds no model weights (no state_dict of tensors); '
-                        'use a checkpoint from this project or OpenMMLab\'s model zoo')
+        load_checkpoint_file(path)
+    except UserError as error:
+        raise UserError(f'--load-from: {error}') from None
 
 
 def resolve_initial_weights(cfg, args) -> None:
@@ -347,6 +338,7 @@ def read_launcher(launcher: str) -> Processes:
             raise UserError(f'--launcher pytorch needs the variables torchrun sets (missing '
                             f'{", ".join(missing)}); start it as torchrun --nproc_per_node N '
                             'train_cephalometric.py --launcher pytorch ..., or drop --launcher')
+        die_with_launcher()
         world = _int_variable('WORLD_SIZE', launcher)
         local_world = int(os.environ.get('LOCAL_WORLD_SIZE', world))
         return Processes('pytorch', _int_variable('RANK', launcher),
@@ -370,6 +362,25 @@ def read_launcher(launcher: str) -> Processes:
                       LOCAL_WORLD_SIZE=str(local_world), MASTER_ADDR=address,
                       MASTER_PORT=os.environ.get('MASTER_PORT', '29500'))
     return Processes('slurm', rank, local_rank, world, local_world)
+
+
+def die_with_launcher() -> None:
+    """Under torchrun (Linux): end this process when the launcher dies, even by SIGKILL.
+
+    Otherwise `kill -9` of torchrun leaves its workers training on, and a `--resume` started next
+    would race them for the same work dir.
+    """
+    if not sys.platform.startswith('linux') or 'TORCHELASTIC_RUN_ID' not in os.environ:
+        return
+    import ctypes
+    import signal
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the launcher died before prctl
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def choose_backend(cfg, options: Optional[dict], use_cuda: bool) -> str:

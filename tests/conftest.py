@@ -11,7 +11,17 @@ TINY_TRAIN_ARGS = ['--no-pretrained', '--epochs', '2', '--batch-size', '4', '--i
                    '--workers', '0', '--cfg-options', 'param_scheduler.0.end=5']
 
 
-def run_script(script, *args, check=True, timeout=600):
+# No test runs near this long even on a busy machine (the slowest, test_learning, takes about two
+# minutes on 2 quiet cores): the limit only ends a run that hangs, it never times a test.
+SUBPROCESS_TIMEOUT = 3600
+
+# The learning recipe (Makefile `demo` on fewer images and epochs): ~100 steps at 96 px.
+LEARNING_ARGS = ['--no-pretrained', '--epochs', '7', '--batch-size', '8', '--input-size', '96',
+                 '--sigma', '1.5', '--lr', '2e-3', '--workers', '0', '--seed', '0',
+                 '--cfg-options', 'param_scheduler.0.end=20']
+
+
+def run_script(script, *args, check=True, timeout=SUBPROCESS_TIMEOUT):
     """Run a top-level script as a user would; returns the CompletedProcess."""
     result = subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)],
                             capture_output=True, text=True, cwd=ROOT, timeout=timeout)
@@ -40,3 +50,17 @@ def trained_run(demo_dataset, tmp_path_factory):
     run_script('train_cephalometric.py', '--data-root', prepared, '--work-dir', work_dir,
                *TINY_TRAIN_ARGS)
     return work_dir
+
+
+@pytest.fixture(scope='session')
+def learned_run(tmp_path_factory):
+    """A model that has learned (the recipe above on 150 demo patients): (prepared folder, work
+    dir). Shared by test_learning and test_distributed, which fine-tunes it."""
+    from cephalometric.demo_data import write_demo_pickle
+    root = tmp_path_factory.mktemp('learned')
+    pickle_path = write_demo_pickle(root / 'demo.pkl', num_patients=150, seed=3)
+    prepared = root / 'prepared'
+    run_script('prepare_cephalometric_data.py', '--input', pickle_path, '--out-dir', prepared)
+    run_script('train_cephalometric.py', '--data-root', prepared, '--work-dir', root / 'run',
+               *LEARNING_ARGS)
+    return prepared, root / 'run'

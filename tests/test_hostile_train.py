@@ -82,7 +82,7 @@ def test_load_from_a_pickle_with_a_payload_does_not_run_it(prepared, tmp_path, c
         pickle.dump({'state_dict': {}, 'meta': payload}, stream)
     code, lines, err = run_train(capsys, '--data-root', prepared, '--work-dir', tmp_path / 'wd',
                                  '--load-from', evil, *TINY[1:])
-    assert_one_error(code, lines, err, '--load-from', 'weights_only=True')
+    assert_one_error(code, lines, err, '--load-from', 'evil.pth')
     assert not marker.exists()
     assert not (tmp_path / 'wd').exists()
 

@@ -62,9 +62,12 @@ def test_registered_metric_reads_mmpose_data_samples():
 
     from mmpose.registry import METRICS
 
-    import mre_metric  # noqa: F401  (registers MeanRadialError)
+    import mre_metric  # the user's top-level file re-exports the package's metric
+    from cephalometric.metric import MeanRadialError
 
+    assert mre_metric.MeanRadialError is MeanRadialError
     metric = METRICS.build(dict(type='MeanRadialError'))
+    assert type(metric) is MeanRadialError
     metric.dataset_meta = dict(keypoint_id2name=dict(enumerate(NAMES)))
     samples = []
     for i in range(2):
@@ -78,3 +81,14 @@ def test_registered_metric_reads_mmpose_data_samples():
     assert result['MRE'] == pytest.approx(4.4)
     assert result['MRE_mm'] == pytest.approx(5.5 / 3)
     assert result['MRE/sella'] == pytest.approx(7.5)
+
+
+def test_the_config_registers_package_modules_only():
+    from mmengine.config import Config
+
+    from cephalometric.training import DEFAULT_CONFIG
+
+    imports = Config.fromfile(DEFAULT_CONFIG).custom_imports['imports']
+    assert imports[0] == 'cephalometric.mmcv_compat'
+    assert 'cephalometric.metric' in imports
+    assert all(name.startswith('cephalometric.') for name in imports)
