@@ -19,6 +19,7 @@ from cephalometric.records import (
     DEFAULT_RULER_IMAGE_SIZE,
     DEFAULT_TEST_FRACTION,
     DEFAULT_VAL_FRACTION,
+    IMAGE_SOURCES,
 )
 
 
@@ -35,8 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--image-size', default=None, metavar='N|WxH',
                         help='size of flat (H*W, 3) images: N for NxN or WIDTHxHEIGHT such as '
                              '484x600 (default: square, inferred)')
-    parser.add_argument('--image-source', choices=('rgb', 'depth'), default='rgb',
-                        help='train on the photograph (rgb) or on the depth_feature map (depth)')
+    parser.add_argument('--image-source', choices=IMAGE_SOURCES, default='rgb',
+                        help='train on the photograph (rgb), on the depth_feature map as a grey '
+                             'picture (depth), or on both as 4 channels (rgbd: each depth map is '
+                             'stored as <stem>.npy beside its photograph)')
     parser.add_argument('--val-fraction', type=float, default=None,
                         help='share of patients for validation when there is no set column '
                              f'(default: {DEFAULT_VAL_FRACTION})')

@@ -9,6 +9,8 @@ reads them, so a damaged file is one UserError line. Imports `mmcv_compat`, mmpo
 """
 from __future__ import annotations
 
+import os.path as osp
+
 import cephalometric.mmcv_compat  # noqa: F401  (must precede mmpose)
 
 from mmpose.datasets.datasets.base import BaseCocoStyleDataset
@@ -35,3 +37,11 @@ class CephalometricDataset(BaseCocoStyleDataset):
     def _load_annotations(self):
         read_annotations(self.ann_file, self._data_root)   # one line for a damaged file
         return super()._load_annotations()
+
+    def parse_data_info(self, raw_data_info: dict):
+        """MMPose's record, plus `depth_path` (read by LoadDepth) for an RGB-D dataset."""
+        data_info = super().parse_data_info(raw_data_info)
+        depth_file = raw_data_info['raw_img_info'].get('depth_file')
+        if data_info is not None and depth_file:
+            data_info['depth_path'] = osp.join(osp.dirname(data_info['img_path']), depth_file)
+        return data_info

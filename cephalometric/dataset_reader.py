@@ -6,8 +6,10 @@ baseline. Nothing here executes anything from the data root: `metainfo.json` is 
 `metainfo.py` that older versions wrote is parsed with `ast` and accepted only when it is a single
 `dataset_info = dict(...)` literal. A damaged, truncated or foreign file is refused with one
 `UserError` line that says how to re-create the dataset. Every reader of a prepared dataset
-(training, evaluation, the MMPose dataset class) goes through these functions. Imports only the
-standard library, numpy, `errors` and `metrics`.
+(training, evaluation, the MMPose dataset class) goes through these functions. An RGB-D dataset
+(`--image-source rgbd`) lists `inputs: ["rgb", "depth"]` in each annotations file's info and a
+plain `depth_file` name (`<stem>.npy` in images/) per image (`read_inputs`, `Split.depth_paths`).
+Imports only the standard library, numpy, `errors` and `metrics`.
 """
 from __future__ import annotations
 
@@ -212,6 +214,13 @@ def read_annotations(path: str, data_root: str = '') -> dict:
     if not all(isinstance(image, dict) and _is_number(image.get('id'))
                and isinstance(image.get('file_name'), str) for image in images):
         raise refuse('has an image entry without a numeric id or a file_name')
+    inputs = coco.get('info', {}).get('inputs', ['rgb']) if isinstance(coco.get('info'), dict) \
+        else ['rgb']
+    if inputs not in (['rgb'], ['rgb', 'depth']):
+        raise refuse(f'lists inputs {inputs!r}; expected ["rgb"] or ["rgb", "depth"]')
+    if 'depth' in inputs and not all(_plain_file_name(image.get('depth_file'))
+                                     for image in images):
+        raise refuse('is RGB-D but an image has no plain depth_file name')
     image_ids = {image['id'] for image in images}
     annotated = set()
     for ann in annotations:
@@ -230,6 +239,19 @@ def read_annotations(path: str, data_root: str = '') -> dict:
     return coco
 
 
+def _plain_file_name(value: Any) -> bool:
+    """A file name inside images/, never a path that leads elsewhere."""
+    return (isinstance(value, str) and bool(value) and value not in ('.', '..')
+            and '/' not in value and '\\' not in value and '\0' not in value)
+
+
+def read_inputs(data_root: str, split: str = 'train') -> list[str]:
+    """What a model trained on `data_root` takes: ['rgb'] or ['rgb', 'depth'] (RGB-D)."""
+    path = osp.join(data_root, 'annotations', f'{split}.json')
+    info = read_annotations(path, data_root).get('info')
+    return list(info.get('inputs', ['rgb'])) if isinstance(info, dict) else ['rgb']
+
+
 @dataclass
 class Split:
     """One split's annotations as arrays (N images, K landmarks)."""
@@ -240,6 +262,7 @@ class Split:
     visible: np.ndarray        # (N, K) bool
     mm_per_pixel: np.ndarray   # (N,) NaN where unknown
     skeletal_class: list       # int or None per image
+    depth_paths: list = None   # RGB-D: the depth map (.npy) of each image; None otherwise
 
 
 def load_split(data_root: str, split: str) -> Split:
@@ -251,6 +274,8 @@ def load_split(data_root: str, split: str) -> Split:
     names = list(coco['categories'][0]['keypoints'])
     by_image = {ann['image_id']: ann for ann in coco['annotations']}
     patient_ids, image_paths, keypoints, visible, spacing, classes = [], [], [], [], [], []
+    rgbd = 'depth' in (coco.get('info') or {}).get('inputs', [])
+    depth_paths = [] if rgbd else None
     for image in coco['images']:
         ann = by_image[image['id']]
         flat = np.asarray(ann['keypoints'], float).reshape(-1, 3)
@@ -264,11 +289,13 @@ def load_split(data_root: str, split: str) -> Split:
         value = ann.get('mm_per_pixel')
         spacing.append(np.nan if value is None else float(value))
         classes.append(ann.get('skeletal_class'))
+        if rgbd:
+            depth_paths.append(osp.join(data_root, 'images', image['depth_file']))
     k = len(names)
     return Split(names, patient_ids, image_paths,
                  np.asarray(keypoints, float).reshape(-1, k, 2),
                  np.asarray(visible, bool).reshape(-1, k),
-                 np.asarray(spacing, float), classes)
+                 np.asarray(spacing, float), classes, depth_paths)
 
 
 def mean_shape(split: Split) -> np.ndarray:

@@ -1,18 +1,21 @@
 """Write the prepared dataset: PNG images, COCO-style keypoint JSON per split, metainfo, summary.
 
 Its job: `prepare_dataset` (the whole of prepare_cephalometric_data.py: read the table, validate
-it, write the folder) and the pieces it writes (`coco_files`, `metainfo_dict`, `build_summary`,
-`format_summary`). The output folder follows the project's one rule (`outputs`): checked before the
-pickle is read, written aside, marked, swapped into place, and an existing folder is replaced only
-with `--overwrite` when this project wrote it, never the input's folder or a parent of it. The
-metainfo is data (`metainfo.json`), never code. Imports the standard library, numpy, cv2, tqdm,
-`errors`, `outputs`, `drawing` (landmark colours), `landmarks`, `table`, `records` and
-`dataset_reader` (SPLITS and the metainfo file name, so reader and writer agree).
+it, write the folder; with --image-source rgbd each depth map goes beside its photograph as
+`<stem>.npy`, see `depth` for the format) and the pieces it writes (`coco_files`,
+`metainfo_dict`, `build_summary`, `format_summary`). The output folder follows the project's one
+rule (`outputs`): checked before the pickle is read, written aside, marked, swapped into place,
+and an existing folder is replaced only with `--overwrite` when this project wrote it, never the
+input's folder or a parent of it. The metainfo is data (`metainfo.json`), never code. Imports the
+standard library, numpy, cv2, tqdm, `errors`, `outputs`, `depth`, `drawing` (landmark colours),
+`landmarks`, `table`, `records` and `dataset_reader` (SPLITS and the metainfo file name, so reader
+and writer agree).
 """
 from __future__ import annotations
 
 import json
 import os
+import os.path as osp
 import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +26,7 @@ import cv2
 import numpy as np
 
 from .dataset_reader import METAINFO_FILE, SPLITS
+from .depth import DEPTH_SUFFIX, RGBD_INPUTS, save_depth
 from .drawing import landmark_color
 from .errors import UserError
 from .landmarks import is_standard_set
@@ -82,6 +86,8 @@ def coco_entries(record: Record, image_id: int, file_name: str) -> tuple[dict, d
             visible += 1
     image = {'id': image_id, 'file_name': file_name, 'width': width, 'height': height,
              'patient_id': record.patient_id}
+    if record.depth is not None:       # RGB-D: the depth map beside the photograph, same stem
+        image['depth_file'] = depth_file_name(file_name)
     annotation = {'id': image_id, 'image_id': image_id, 'category_id': 1, 'keypoints': keypoints,
                   'num_keypoints': visible, 'bbox': [0, 0, width, height], 'area': width * height,
                   'iscrowd': 0, 'mm_per_pixel': record.mm_per_pixel,
@@ -89,13 +95,24 @@ def coco_entries(record: Record, image_id: int, file_name: str) -> tuple[dict, d
     return image, annotation
 
 
+def depth_file_name(image_file_name: str) -> str:
+    """<stem>.npy for <stem>.png: the depth map's file beside its photograph."""
+    return osp.splitext(image_file_name)[0] + DEPTH_SUFFIX
+
+
 def coco_files(records: Sequence[Record], names: Sequence[str],
                file_name_of: dict[str, str]) -> dict[str, dict]:
-    """split -> COCO dict; image ids start at 1 and are unique across all splits."""
+    """split -> COCO dict; image ids start at 1 and are unique across all splits.
+
+    An RGB-D dataset says so in each file's info (`inputs`: ["rgb", "depth"]) and names each
+    image's depth map (`depth_file`); other datasets carry neither key, as before.
+    """
     category = {'id': 1, 'name': 'face', 'supercategory': 'face', 'keypoints': list(names),
                 'skeleton': []}
+    rgbd = any(r.depth is not None for r in records)
     files = {split: {'info': {'description': f'cephalometric landmarks, {split} split',
-                              'version': '1.0', 'split': split},
+                              'version': '1.0', 'split': split,
+                              **({'inputs': list(RGBD_INPUTS)} if rgbd else {})},
                      'images': [], 'annotations': [], 'categories': [category]}
              for split in SPLITS}
     for image_id, record in enumerate(order_records(records), start=1):
@@ -131,13 +148,21 @@ def write_png(path: Path, image: np.ndarray) -> None:
     path.write_bytes(buffer.tobytes())
 
 
+def write_record_files(record: Record, folder: Path, file_name: str) -> None:
+    """The photograph as PNG and, for RGB-D, its depth map as <stem>.npy beside it."""
+    write_png(folder / file_name, record.image)
+    if record.depth is not None:
+        save_depth(str(folder / depth_file_name(file_name)), record.depth)
+
+
 def write_images(records: Sequence[Record], folder: Path, file_name_of: dict[str, str],
                  progress: bool, workers: Optional[int]) -> None:
     from tqdm import tqdm
     workers = workers or min(8, os.cpu_count() or 1)
     # PNG encoding releases the GIL, so threads give real parallelism without copying images.
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        jobs = pool.map(lambda r: write_png(folder / file_name_of[r.patient_id], r.image), records)
+        jobs = pool.map(lambda r: write_record_files(r, folder, file_name_of[r.patient_id]),
+                        records)
         for _ in tqdm(jobs, total=len(records), desc='writing images', unit='img',
                       disable=not progress):
             pass

@@ -3,8 +3,10 @@
 Its job: every accepted storage of a photograph (flat `(H*W, 3)`, `(H, W, 3)`, grayscale,
 `(3, H, W)`, uint8 / 0..1 floats / 0..255 floats, nested lists) or a depth map becomes an
 `(H, W, 3)` uint8 image (`decode_image`, `decode_depth`, which raise ValueError with a readable
-reason), and a whole column is decoded at once with every failure collected into one UserError
-(`decode_images`). Imports only the standard library, numpy, pandas, `errors` and `table`.
+reason); for RGB-D, `decode_raw_depth` keeps a depth map's values (float32, NaN where missing, see
+`depth`). A whole column is decoded at once with every failure collected into one UserError
+(`decode_images`). Imports only the standard library, numpy, pandas, `depth`, `errors` and
+`table`.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 import pandas as pd
 
+from .depth import clean_depth
 from .errors import UserError
 from .table import is_missing, name_some
 
@@ -127,12 +130,8 @@ def decode_image(value: Any, image_size: Optional[Union[str, int, tuple]] = None
     return image
 
 
-def decode_depth(value: Any, image_size: Optional[Union[str, int, tuple]] = None) -> np.ndarray:
-    """A depth cell ((H*W,), (H*W, 1), (H, W) or (H, W, 1)) -> (H, W, 3) uint8.
-
-    Each map is stretched to 0..255 using its own finite min/max (depth units differ between
-    captures, and the network only needs relative shape); NaN/inf become 0.
-    """
+def depth_map(value: Any, image_size: Optional[Union[str, int, tuple]] = None) -> np.ndarray:
+    """A depth cell ((H*W,), (H*W, 1), (H, W) or (H, W, 1)) -> (H, W) float64, values as given."""
     size = parse_image_size(image_size)
     array = _as_array(value)
     if not np.issubdtype(array.dtype, np.number):
@@ -145,6 +144,16 @@ def decode_depth(value: Any, image_size: Optional[Union[str, int, tuple]] = None
     elif array.ndim != 2:
         raise ValueError(f'depth shape {array.shape} is not understood; expected (H*W,), '
                          '(H*W, 1), (H, W) or (H, W, 1)')
+    return array
+
+
+def decode_depth(value: Any, image_size: Optional[Union[str, int, tuple]] = None) -> np.ndarray:
+    """A depth cell ((H*W,), (H*W, 1), (H, W) or (H, W, 1)) -> (H, W, 3) uint8.
+
+    Each map is stretched to 0..255 using its own finite min/max (depth units differ between
+    captures, and the network only needs relative shape); NaN/inf become 0.
+    """
+    array = depth_map(value, image_size)
     finite = np.isfinite(array)
     scaled = np.zeros(array.shape, np.float64)
     if finite.any():
@@ -154,10 +163,17 @@ def decode_depth(value: Any, image_size: Optional[Union[str, int, tuple]] = None
     gray = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
     return np.repeat(gray[:, :, None], 3, axis=2)
 
+
+def decode_raw_depth(value: Any, image_size: Optional[Union[str, int, tuple]] = None
+                     ) -> np.ndarray:
+    """A depth cell -> (H, W) float32 in the table's units, NaN where missing (RGB-D storage)."""
+    return clean_depth(depth_map(value, image_size))
+
+
 def decode_images(df: pd.DataFrame, column: str, patient_ids: Sequence[str], source: str,
                   image_size: Optional[tuple[int, int]]) -> list[np.ndarray]:
     """Decode every row, collecting all failures into one error that names the patients."""
-    decode = decode_depth if source == 'depth' else decode_image
+    decode = {'depth': decode_depth, 'depth-map': decode_raw_depth}.get(source, decode_image)
     images, failures = [], []
     for pid, value in zip(patient_ids, df[column].to_numpy()):
         try:
@@ -165,7 +181,7 @@ def decode_images(df: pd.DataFrame, column: str, patient_ids: Sequence[str], sou
         except ValueError as error:
             failures.append((pid, str(error)))
     if failures:
-        kind = 'depth map' if source == 'depth' else 'image'
+        kind = 'depth map' if source in ('depth', 'depth-map') else 'image'
         raise UserError(f'cannot read the {kind} of {len(failures)} patient(s) '
                         f'({name_some([pid for pid, _ in failures])}): {failures[0][1]}')
     return images

@@ -215,7 +215,8 @@ def _colours(rng: np.random.Generator) -> dict:
             'neck': skin * rng.uniform(0.68, 0.8), 'hair': np.full(3, rng.uniform(15, 90))}
 
 
-def _render(rng: np.random.Generator, shapes: dict, matrix: np.ndarray, image_size: int):
+def _render(rng: np.random.Generator, shapes: dict, matrix: np.ndarray, image_size: int,
+            landmarks: dict):
     """Draw the face through the affine `matrix`; returns (RGB uint8 image, float32 depth map)."""
     colours = _colours(rng)
     scale = image_size / CANONICAL_SIZE
@@ -259,18 +260,110 @@ def _render(rng: np.random.Generator, shapes: dict, matrix: np.ndarray, image_si
     shaded += (rng.random(shaded.shape, dtype=np.float32) - 0.5) * rng.uniform(7.0, 24.0)
     image = np.clip(shaded, 0, 255, out=shaded).astype(np.uint8)
 
-    # Depth (metres): a tilted background plane far away, the head close and bulging towards the
-    # camera away from its edges (distance to the silhouette edge makes the rounded surface).
-    mask = np.zeros((image_size, image_size), np.uint8)
-    fill(mask, 'outline', (1,))
-    fill(mask, 'neck', (1,))
-    inside = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
-    bulge = np.sqrt(np.minimum(inside / (30 * scale), 1.0))
-    far = rng.uniform(1.2, 1.5) + rng.uniform(-0.1, 0.1) * coords[:, None]
-    near = rng.uniform(0.45, 0.75)
-    depth = np.where(mask > 0, near - 0.08 * bulge, far)
-    depth += (rng.random(depth.shape, dtype=np.float32) - 0.5) * 0.01
-    return image, depth.astype(np.float32)
+    depth = _depth(rng, shapes, landmarks, matrix, image_size)
+    return image, depth
+
+
+# Half-width of the head (canonical px, about a millimetre each) from the mid-sagittal plane
+# towards the camera, and the relief on it: (landmark-relative centre, sigma, change). Negative
+# changes are narrow parts (nose, lips, chin, orbit, under the chin) that lie further from the
+# camera than the cheek; positive ones stand out (forehead, cheekbone, the soft tissue over the
+# mandible). The profile edge itself is the mid-sagittal plane: the surface turns away there.
+HEAD_HALF_WIDTH = 62.0
+MAX_HALF_WIDTH = 90.0
+EDGE_ROUNDING = 9.0         # canonical px over which the surface turns to the profile edge
+NECK_HALF_WIDTH, NECK_ROUNDING = 52.0, 25.0
+EAR_RELIEF = 14.0
+
+
+def _relief(landmarks: dict, eye: np.ndarray) -> list:
+    """(centre, sigma, change) bumps of the face's relief, from the same geometry as the photo."""
+    p = landmarks
+    nose = 0.25 * p['ST Nasion'] + 0.45 * p['Tip of the nose'] + 0.3 * p['Subnasal']
+    lips = (p['Upper lip'] + p['Lower lip']) / 2 - [4.0, 0.0]
+    jaw = [p['Gonion'] * (1 - t) + p['Menton'] * t for t in (0.15, 0.4, 0.65)]
+    return [(nose, 9.0, -44.0), (p['Tip of the nose'], 5.0, -8.0), (lips, 8.0, -24.0),
+            (p['ST Pogonion'] - [6.0, 0.0], 9.0, -28.0),
+            (p['Menton'] + [-10.0, 14.0], 11.0, -26.0),          # under the chin
+            (p['nasion'] + [-12.0, -36.0], 20.0, 7.0),          # forehead
+            (eye + [-2.0, 15.0], 11.0, 9.0),                     # cheekbone
+            (eye + [2.0, 0.0], 6.0, -14.0),                      # orbit
+            *[(point - [0.0, 5.0], 7.0, 8.0) for point in jaw],  # soft tissue over the jaw
+            *[(point + [0.0, 12.0], 8.0, -16.0) for point in jaw],  # below the jaw line
+            (p['Gonion'] + [-2.0, -4.0], 9.0, 6.0)]              # masseter at the jaw angle
+
+
+def _depth(rng: np.random.Generator, shapes: dict, landmarks: dict, matrix: np.ndarray,
+           image_size: int) -> np.ndarray:
+    """The depth map (metres, float32) of the face drawn through `matrix`, as a depth camera
+    beside the photo camera would see it: NaN where it has no reading.
+
+    The head's surface is its half-width field (HEAD_HALF_WIDTH plus the `_relief` bumps, the
+    ear standing out) rounded off towards the profile edge; the neck is a rounder, narrower body
+    behind the jaw; the background is a tilted wall. Then what sensors do: mixed depths at the
+    silhouette, depth-dependent noise, 1 mm steps, readings lost at steep edges, in the
+    projector's shadow beside the profile, on the iris and the brow hair, and in a few blobs.
+    """
+    u = rng.uniform
+    scale = image_size / CANONICAL_SIZE
+    linear, offset = matrix[:, :2], matrix[:, 2]
+
+    def mask_of(*names):
+        mask = np.zeros((image_size, image_size), np.uint8)
+        for name in names:
+            points = np.round((shapes[name] @ linear.T + offset) * 16).astype(np.int32)
+            cv2.fillPoly(mask, [points], 1, cv2.LINE_8, 4)
+        return mask
+
+    head, neck, ear = mask_of('outline'), mask_of('neck'), mask_of('ear')
+    # Canonical coordinates of every pixel centre: the inverse of the drawing's affine map.
+    grid = np.stack(np.meshgrid(np.arange(image_size), np.arange(image_size)), -1) + 0.5
+    canonical = (grid - offset) @ np.linalg.inv(linear).T
+    eye = shapes['iris'].mean(0)
+    width = np.full((image_size, image_size), HEAD_HALF_WIDTH)
+    for centre, sigma, change in _relief(landmarks, eye):
+        squared = ((canonical - centre) ** 2).sum(-1)
+        width += change * u(0.8, 1.2) * np.exp(-squared / (2 * sigma ** 2))
+    width += EAR_RELIEF * cv2.GaussianBlur(ear.astype(np.float64), (0, 0), 1.5 * scale)
+    px_per_unit = np.sqrt(abs(np.linalg.det(linear)))
+    inside = cv2.distanceTransform(head, cv2.DIST_L2, 5) / px_per_unit
+    half = np.clip(width, 2.0, MAX_HALF_WIDTH) * np.sqrt(np.minimum(inside / EDGE_ROUNDING, 1.0))
+    neck_inside = cv2.distanceTransform(neck, cv2.DIST_L2, 5) / px_per_unit
+    neck_half = NECK_HALF_WIDTH * np.sqrt(np.minimum(neck_inside / NECK_ROUNDING, 1.0))
+
+    coords = (np.arange(image_size) - image_size / 2) / image_size
+    far = u(1.2, 1.5) + u(-0.1, 0.1) * coords[:, None] + u(-0.05, 0.05) * coords[None, :]
+    near = u(0.45, 0.75)             # the point of the head nearest the camera
+    depth = np.where(head > 0, near + (MAX_HALF_WIDTH - half) / 1000.0,
+                     np.where(neck > 0, near + (MAX_HALF_WIDTH - neck_half) / 1000.0, far))
+    depth = cv2.GaussianBlur(depth, (0, 0), 0.6 * scale)          # mixed pixels at the edges
+    depth = depth + rng.normal(0.0, 1.0, depth.shape) * 0.0015 * (depth / 0.5) ** 2
+    depth = np.round(depth * 1000.0) / 1000.0                     # 1 mm steps
+
+    missing = np.zeros(depth.shape, bool)
+    steep = np.hypot(cv2.Sobel(depth, cv2.CV_64F, 1, 0), cv2.Sobel(depth, cv2.CV_64F, 0, 1))
+    missing |= (steep > 0.25) & (rng.random(depth.shape) < 0.5)
+    body = (head | neck).astype(bool)
+    shift = max(1, int(round(u(1.5, 4.0) * scale)))              # projector beside the camera
+    shadow = np.zeros_like(body)
+    shadow[:, shift:] = body[:, :-shift]
+    missing |= shadow & ~body
+    for name, chance in (('iris', 0.7), ('brow', 0.4)):
+        if rng.random() < chance:
+            spot = np.zeros(depth.shape, np.uint8)
+            points = np.round((shapes[name] @ linear.T + offset) * 16).astype(np.int32)
+            cv2.polylines(spot, [points], name == 'iris', 1, max(1, round(2 * scale)),
+                          cv2.LINE_8, 4)
+            missing |= spot > 0
+    for _ in range(int(rng.integers(1, 5))):
+        blob = np.zeros(depth.shape, np.uint8)
+        centre = tuple(int(v) for v in rng.integers(0, image_size, 2))
+        axes = tuple(max(1, int(round(v * scale))) for v in u(1.0, 3.0, 2))
+        cv2.ellipse(blob, centre, axes, float(u(0, 180)), 0, 360, 1, -1)
+        missing |= blob > 0
+    missing |= rng.random(depth.shape) < 0.003                   # speckle
+    depth[missing] = np.nan
+    return depth.astype(np.float32)
 
 
 def _record(rng: np.random.Generator, image_size: int):
@@ -279,7 +372,8 @@ def _record(rng: np.random.Generator, image_size: int):
     points = np.array([landmarks[name] for name in STANDARD_LANDMARKS]) + NASION_POSITION
     shapes = {name: shape + NASION_POSITION for name, shape in shapes.items()}
     matrix = _placement(rng, points, image_size)
-    image, depth = _render(rng, shapes, matrix, image_size)
+    named = {name: point for name, point in zip(STANDARD_LANDMARKS, points)}
+    image, depth = _render(rng, shapes, matrix, image_size, named)
     coords = points @ matrix[:, :2].T + matrix[:, 2]
     return image.reshape(-1, 3), depth.reshape(-1), coords
 

@@ -32,6 +32,8 @@ SPLIT_ALIASES = {'train': 'train', 'training': 'train',
                  'dev': 'val', 'val': 'val', 'valid': 'val', 'validation': 'val',
                  'test': 'test', 'testing': 'test'}
 
+# rgb: the photograph; depth: the depth map as a grey picture; rgbd: both, as 4 channels.
+IMAGE_SOURCES = ('rgb', 'depth', 'rgbd')
 RULER_LENGTH_MM = 10.0
 DEFAULT_RULER_IMAGE_SIZE = 600
 DEFAULT_VAL_FRACTION = 0.1
@@ -69,6 +71,7 @@ class Record:
     split: str
     skeletal_class: Optional[int] = None
     mm_per_pixel: Optional[float] = None
+    depth: Optional[np.ndarray] = None   # RGB-D: (H, W) float32 in the table's units, NaN missing
 
     @property
     def width(self) -> int:
@@ -329,6 +332,19 @@ def read_spacing(df: pd.DataFrame, columns: Columns, patient_ids: Sequence[str],
     return [float(v) if math.isfinite(v) and v > 0 else None for v in values], f'column {column!r}'
 
 
+def check_depth_sizes(images: Sequence[np.ndarray], depths: Sequence[np.ndarray],
+                      patient_ids: Sequence[str]) -> None:
+    """RGB-D: every depth map must be registered to its photograph (same height and width)."""
+    wrong = [f'{pid} (photo {image.shape[1]}x{image.shape[0]}, depth '
+             f'{depth.shape[1]}x{depth.shape[0]})'
+             for pid, image, depth in zip(patient_ids, images, depths)
+             if depth.shape[:2] != image.shape[:2]]
+    if wrong:
+        raise UserError(f'the depth map and the photograph differ in size for {len(wrong)} '
+                        f'patient(s): {name_some(wrong)}; --image-source rgbd needs each depth map '
+                        'registered to its photograph (same size)')
+
+
 def read_records(df: pd.DataFrame, image_source: str = 'rgb',
                  image_size: Optional[Union[str, int, tuple]] = None, clip: bool = False,
                  val_fraction: Optional[float] = None, test_fraction: Optional[float] = None,
@@ -340,8 +356,8 @@ def read_records(df: pd.DataFrame, image_source: str = 'rgb',
     Raises UserError for anything that would make a wrong dataset. Decoded uint8 images are views
     of the table's arrays where possible, so this costs little memory beyond the table itself.
     """
-    if image_source not in ('rgb', 'depth'):
-        raise UserError(f'--image-source {image_source!r} must be rgb or depth')
+    if image_source not in IMAGE_SOURCES:
+        raise UserError(f'--image-source {image_source!r} must be rgb, depth or rgbd')
     size = parse_image_size(image_size)
     notes: list[str] = []
     columns = find_columns(df)
@@ -350,9 +366,9 @@ def read_records(df: pd.DataFrame, image_source: str = 'rgb',
         notes.append(f'the landmarks are not the standard 19-point photograph set ({len(names)} '
                      'found); measurements needing absent landmarks will be skipped')
     image_column = columns.depth if image_source == 'depth' else columns.image
-    if image_column is None and image_source == 'depth':
-        raise UserError('--image-source depth needs a depth_feature column, and the table has '
-                        'none; use --image-source rgb')
+    if columns.depth is None and image_source in ('depth', 'rgbd'):
+        raise UserError(f'--image-source {image_source} needs a depth_feature column, and the '
+                        'table has none; use --image-source rgb')
     if image_column is None:
         raise UserError(f'no image column (looked for {", ".join(IMAGE_NAMES)}, any case); name '
                         'the column holding the photographs "Image"')
@@ -379,6 +395,10 @@ def read_records(df: pd.DataFrame, image_source: str = 'rgb',
     # A point with either coordinate missing is missing as a whole.
     points[np.isnan(points).any(axis=2)] = np.nan
     images = decode_images(df, image_column, patient_ids, image_source, size)
+    depths = [None] * len(images)
+    if image_source == 'rgbd':
+        depths = decode_images(df, columns.depth, patient_ids, 'depth-map', size)
+        check_depth_sizes(images, depths, patient_ids)
     sizes = np.array([(image.shape[1], image.shape[0]) for image in images], np.int64)
     points, clipped = check_coordinates(points, sizes, names, patient_ids, clip)
     if clipped:
@@ -387,7 +407,7 @@ def read_records(df: pd.DataFrame, image_source: str = 'rgb',
     spacing, spacing_source = read_spacing(df, columns, patient_ids, sizes[:, 0].tolist(), notes,
                                            mm_per_pixel, mm_per_pixel_column, ruler_json,
                                            ruler_image_size)
-    records = [Record(pid, image, points[row], split, skeletal, mm)
-               for row, (pid, image, split, skeletal, mm)
-               in enumerate(zip(patient_ids, images, splits, classes, spacing))]
+    records = [Record(pid, image, points[row], split, skeletal, mm, depth)
+               for row, (pid, image, split, skeletal, mm, depth)
+               in enumerate(zip(patient_ids, images, splits, classes, spacing, depths))]
     return RecordSet(records, list(names), notes, clipped, split_source, spacing_source, columns)
