@@ -26,6 +26,7 @@ import ast
 import contextlib
 import os
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -63,6 +64,25 @@ def resume_globals():
         yield
 
 
+def _load_failure(path: str, error: Exception) -> str:
+    """One line for a checkpoint torch.load refused, never PyTorch's advice to turn the check off
+    (weights_only=False is exactly the unsafe path)."""
+    message = str(error).strip()
+    if 'Weights only load failed' in message or 'Unsupported global' in message:
+        reason = 'unknown content'
+        for line in message.splitlines()[1:]:
+            line = line.split('WeightsUnpickler error:')[-1].strip()
+            if line and 'weights_only' not in line and 'torch.load' not in line:
+                reason = line.split(' was not an allowed global')[0].rstrip('.')[:160]
+                break
+        return (f'cannot read checkpoint {path}: it holds something this project never writes '
+                f'({reason}); a file from an unknown source may carry code, so it is refused. '
+                'Pass best_MRE.pth from train_cephalometric.py')
+    reason = message.splitlines()[0][:160] if message else type(error).__name__
+    return (f'cannot read checkpoint {path} ({reason}); pass best_MRE.pth from '
+            'train_cephalometric.py')
+
+
 def load_checkpoint_file(path: str, map_location: Any = 'cpu') -> dict:
     """torch.load a published checkpoint (best_MRE.pth); UserError with one line on failure."""
     if not os.path.isfile(path):
@@ -70,21 +90,11 @@ def load_checkpoint_file(path: str, map_location: Any = 'cpu') -> dict:
                         'e.g. work_dirs/cephalometric/best_MRE.pth')
     allow_checkpoint_globals()
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # e.g. 'Detected pickle protocol 4': not for the user
+            warnings.simplefilter('ignore')
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # corrupt file, not a checkpoint, unknown pickled type
-        message = str(error).strip()
-        reason = message.splitlines()[0] if message else type(error).__name__
-        if 'Unsupported global' in message:
-            # Only the offending type: PyTorch's text goes on to suggest weights_only=False,
-            # which is exactly the unsafe path.
-            reason = message[message.index('Unsupported global'):].split('.')[0]
-            reason = reason.split(' or ')[0].split('.We')[0].strip()
-            raise UserError(f'cannot read checkpoint {path}: it holds a Python object this '
-                            f'project never writes ({reason}); a file from an unknown source '
-                            'may carry code, so it is refused. Pass best_MRE.pth from '
-                            'train_cephalometric.py') from None
-        raise UserError(f'cannot read checkpoint {path} ({reason}); pass best_MRE.pth from '
-                        'train_cephalometric.py') from None
+        raise UserError(_load_failure(path, error)) from None
     if not isinstance(checkpoint, dict) or 'state_dict' not in checkpoint:
         raise UserError(f'{path} is not an MMEngine checkpoint (no state_dict); '
                         'pass best_MRE.pth from train_cephalometric.py')
