@@ -101,7 +101,7 @@ def export_checked(checkpoint: str, out: str) -> tuple:
 
     check_writable(out)
     reference = LandmarkPredictor(checkpoint, device='cpu', backend='pytorch')
-    data = export_onnx(reference.backend.net, reference.settings)
+    data = export_onnx(reference.network.net, reference.settings)
     exported = LandmarkPredictor.from_backend(reference.settings,
                                               OnnxRuntimeBackend(data, out, 'cpu'))
     image = synthetic_face()

@@ -68,25 +68,25 @@ class LandmarkPredictor:
         if is_onnx:
             if not os.path.isfile(checkpoint):
                 raise UserError(f'ONNX model not found: {checkpoint}')
-            self.backend = OnnxRuntimeBackend(checkpoint, checkpoint, device, threads)
-            self.settings = settings_from_metadata(self.backend.metadata(), checkpoint)
+            self.network = OnnxRuntimeBackend(checkpoint, checkpoint, device, threads)
+            self.settings = settings_from_metadata(self.network.metadata(), checkpoint)
         else:
             from .checkpoint import load_published_model
             model_config, self.settings, state_dict = load_published_model(checkpoint)
-            self.backend = PyTorchBackend(model_config, state_dict, checkpoint,
+            self.network = PyTorchBackend(model_config, state_dict, checkpoint,
                                           'cpu' if backend == 'onnxruntime' else device,
                                           fuse_batch_norm, threads)
             if backend == 'onnxruntime':
                 from .onnx_export import export_onnx
-                self.backend = OnnxRuntimeBackend(export_onnx(self.backend.net, self.settings),
+                self.network = OnnxRuntimeBackend(export_onnx(self.network.net, self.settings),
                                                   checkpoint, device, threads)
         self._configure()
 
     @classmethod
-    def from_backend(cls, settings: dict, backend) -> 'LandmarkPredictor':
+    def from_backend(cls, settings: dict, network) -> 'LandmarkPredictor':
         """A predictor for checked `settings` and a ready backend (e.g. an in-memory export)."""
         predictor = cls.__new__(cls)
-        predictor.settings, predictor.backend = settings, backend
+        predictor.settings, predictor.network = settings, network
         predictor._configure()
         return predictor
 
@@ -96,7 +96,8 @@ class LandmarkPredictor:
         self.padding = self.settings['bbox_padding']
         self.mean = np.asarray(self.settings['mean'], np.float32).reshape(1, 1, 3)
         self.std = np.asarray(self.settings['std'], np.float32).reshape(1, 1, 3)
-        self.device = self.backend.device
+        self.backend = self.network.name  # 'pytorch' or 'onnxruntime'
+        self.device = self.network.device
 
     # -- the three stages ------------------------------------------------------------------------
     def preprocess(self, image: np.ndarray, bbox: Optional[Sequence[float]] = None):
@@ -122,7 +123,7 @@ class LandmarkPredictor:
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, h, w) float32 -> heatmaps (N, K, h/4, w/4) float32."""
-        return self.backend(batch)
+        return self.network(batch)
 
     def postprocess(self, heatmaps: np.ndarray, centers, scales):
         """Heatmaps -> keypoints (N, K, 2) in original-image pixels and scores (N, K)."""
