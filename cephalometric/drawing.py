@@ -1,8 +1,8 @@
 """Pictures of landmarks for people: annotated predictions, truth-vs-prediction comparisons, saving.
 
-Everything is drawn with OpenCV (anti-aliased, cv2.LINE_AA) on RGB uint8 arrays; functions return new
-arrays and keep no state. Small inputs (e.g. 224x224 model crops) are upscaled first so numbers and
-text stay legible.
+Everything is drawn with OpenCV (anti-aliased, cv2.LINE_AA) on RGB uint8 arrays; functions return
+new arrays and keep no state. Small inputs (e.g. 224x224 model crops) are upscaled first so numbers
+and text stay legible.
 
 Coordinates are pixel coordinates of the input image with pixel centres at integers (the convention
 of OpenCV and of the landmark tables); upscaling maps x to (x + 0.5) * scale - 0.5.
@@ -61,7 +61,7 @@ def _as_rgb(image) -> np.ndarray:
 
 
 def upscale(image, min_canvas_size: int):
-    """Resize so the shorter side is at least `min_canvas_size` (never down). Returns (image, sx, sy)."""
+    """Resize so the shorter side is at least `min_canvas_size` (never down): (image, sx, sy)."""
     image = _as_rgb(image)
     height, width = image.shape[:2]
     if height == 0 or width == 0:
@@ -105,8 +105,10 @@ def _place_label(text_size, point, radius, taken, bounds):
     gap = radius + 3
     candidates = [
         (gap, -gap - th), (gap, gap), (-gap - tw, -gap - th), (-gap - tw, gap),
-        (gap + 2, -th // 2), (-gap - tw - 2, -th // 2), (-tw // 2, -gap - th - 2), (-tw // 2, gap + 2),
-        (2 * gap, -2 * gap - th), (2 * gap, 2 * gap), (-2 * gap - tw, -2 * gap - th), (-2 * gap - tw, 2 * gap)]
+        (gap + 2, -th // 2), (-gap - tw - 2, -th // 2),
+        (-tw // 2, -gap - th - 2), (-tw // 2, gap + 2),
+        (2 * gap, -2 * gap - th), (2 * gap, 2 * gap),
+        (-2 * gap - tw, -2 * gap - th), (-2 * gap - tw, 2 * gap)]
     width, height = bounds
     best, best_cost = None, None
     for dx, dy in candidates:
@@ -134,8 +136,8 @@ def draw_landmarks(image, names: Sequence[str], coords, scores=None,
     """Annotated picture of one image's landmarks, as a new RGB uint8 array.
 
     The image is upscaled (bicubic, never down) so its shorter side is at least `min_canvas_size`;
-    each landmark is a filled point in its palette colour with its 1-based number beside it; the S-N,
-    N-A and N-B lines are drawn when those landmarks exist; a legend panel on the right lists
+    each landmark is a filled point in its palette colour with its 1-based number beside it; the
+    S-N, N-A and N-B lines are drawn when those landmarks exist; a legend panel on the right lists
     "number name" (and score) in the point's colour, then SNA/SNB/ANB and the skeletal class when
     `measurements` is given. Landmarks with score < `score_threshold` get a red ring and cross and
     "(review)" in the legend. NaN coordinates are listed in the legend as "not found" and not drawn.
@@ -178,21 +180,25 @@ def draw_landmarks(image, names: Sequence[str], coords, scores=None,
         color = landmark_color(i)
         if low[i]:
             ring, bold = radius * 2.4, thick + 1
-            cv2.circle(canvas, _fix(p), int(ring * (1 << _SHIFT)), (0, 0, 0), bold + 2, cv2.LINE_AA, _SHIFT)
-            cv2.circle(canvas, _fix(p), int(ring * (1 << _SHIFT)), _REVIEW, bold, cv2.LINE_AA, _SHIFT)
+            cv2.circle(canvas, _fix(p), int(ring * (1 << _SHIFT)), (0, 0, 0), bold + 2,
+                       cv2.LINE_AA, _SHIFT)
+            cv2.circle(canvas, _fix(p), int(ring * (1 << _SHIFT)), _REVIEW, bold, cv2.LINE_AA,
+                       _SHIFT)
             # Crosshair ticks outside the ring: visible even when the ring is small.
             for ux, uy in ((1, 0), (-1, 0), (0, 1), (0, -1)):
                 u = np.array([ux, uy], float)
                 a, b = p + u * ring * 0.6, p + u * ring * 1.5
                 cv2.line(canvas, _fix(a), _fix(b), (0, 0, 0), bold + 2, cv2.LINE_AA, _SHIFT)
                 cv2.line(canvas, _fix(a), _fix(b), _REVIEW, bold, cv2.LINE_AA, _SHIFT)
-        cv2.circle(canvas, _fix(p), int((radius + 1.5) * (1 << _SHIFT)), (0, 0, 0), -1, cv2.LINE_AA, _SHIFT)
+        cv2.circle(canvas, _fix(p), int((radius + 1.5) * (1 << _SHIFT)), (0, 0, 0), -1,
+                   cv2.LINE_AA, _SHIFT)
         cv2.circle(canvas, _fix(p), int(radius * (1 << _SHIFT)), color, -1, cv2.LINE_AA, _SHIFT)
         label = str(i + 1)
         size = cv2.getTextSize(label, _FONT, font_scale, thick)
         box = _place_label(size, p, radius * (2.4 if low[i] else 1.0), taken, (width, height))
         taken.append(box)
-        _outlined_text(canvas, label, (box[0] + 1, box[1] + 1 + size[0][1]), font_scale, color, thick)
+        _outlined_text(canvas, label, (box[0] + 1, box[1] + 1 + size[0][1]), font_scale, color,
+                       thick)
 
     # Legend rows: (text, colour, marker colour or None).
     rows = []
@@ -209,7 +215,8 @@ def draw_landmarks(image, names: Sequence[str], coords, scores=None,
         for key in ('SNA', 'SNB', 'ANB'):
             if key in measurements:
                 norm = MEASUREMENTS[key].norm
-                rows.append((f'{key} {measurements[key]:5.1f} deg  (norm {norm})', _TEXT, None, False))
+                rows.append((f'{key} {measurements[key]:5.1f} deg  (norm {norm})', _TEXT, None,
+                             False))
         if 'skeletal_class' in measurements:
             cls = int(measurements['skeletal_class'])
             rows.append((f'Skeletal {CLASS_NAMES.get(cls, cls)}', _TEXT, None, False))
@@ -218,7 +225,8 @@ def draw_landmarks(image, names: Sequence[str], coords, scores=None,
         rows.append((note, _REVIEW, None, False))
     if scores is not None and any(low):
         rows.append(('', _TEXT, None, False))
-        rows.append((f'red target: score < {score_threshold:g}, please check', _REVIEW, None, False))
+        rows.append((f'red target: score < {score_threshold:g}, please check', _REVIEW, None,
+                     False))
 
     legend_scale = max(0.45, 0.55 * unit)
     (_, text_h), base = cv2.getTextSize('Ag', _FONT, legend_scale, thick)
@@ -239,8 +247,10 @@ def draw_landmarks(image, names: Sequence[str], coords, scores=None,
         if dot is not None:
             centre = (width + pad + marker / 2, baseline_y - text_h / 2)
             if review:
-                cv2.circle(out, _fix(centre), int(marker * 0.75 * (1 << _SHIFT)), _REVIEW, 1, cv2.LINE_AA, _SHIFT)
-            cv2.circle(out, _fix(centre), int(marker * 0.45 * (1 << _SHIFT)), dot, -1, cv2.LINE_AA, _SHIFT)
+                cv2.circle(out, _fix(centre), int(marker * 0.75 * (1 << _SHIFT)), _REVIEW, 1,
+                           cv2.LINE_AA, _SHIFT)
+            cv2.circle(out, _fix(centre), int(marker * 0.45 * (1 << _SHIFT)), dot, -1, cv2.LINE_AA,
+                       _SHIFT)
         if text:
             x = width + pad * 2 + marker
             cv2.putText(out, text, (x, baseline_y), _FONT, legend_scale, color, thick, cv2.LINE_AA)
@@ -277,12 +287,15 @@ def draw_comparison(image, names: Sequence[str], truth, pred, title: Optional[st
             cv2.line(canvas, _fix(t[i]), _fix(p[i]), (255, 230, 0), thick, cv2.LINE_AA, _SHIFT)
     for i in range(len(t)):
         if _valid(t[i]):
-            cv2.circle(canvas, _fix(t[i]), int((radius) * (1 << _SHIFT)), (0, 0, 0), thick + 2, cv2.LINE_AA, _SHIFT)
-            cv2.circle(canvas, _fix(t[i]), int(radius * (1 << _SHIFT)), _TRUTH, thick, cv2.LINE_AA, _SHIFT)
+            cv2.circle(canvas, _fix(t[i]), int((radius) * (1 << _SHIFT)), (0, 0, 0), thick + 2,
+                       cv2.LINE_AA, _SHIFT)
+            cv2.circle(canvas, _fix(t[i]), int(radius * (1 << _SHIFT)), _TRUTH, thick, cv2.LINE_AA,
+                       _SHIFT)
         if _valid(p[i]):
             d = radius
             for a, b in (((-d, -d), (d, d)), ((-d, d), (d, -d))):
-                cv2.line(canvas, _fix(p[i] + a), _fix(p[i] + b), (0, 0, 0), thick + 2, cv2.LINE_AA, _SHIFT)
+                cv2.line(canvas, _fix(p[i] + a), _fix(p[i] + b), (0, 0, 0), thick + 2, cv2.LINE_AA,
+                         _SHIFT)
             for a, b in (((-d, -d), (d, d)), ((-d, d), (d, -d))):
                 cv2.line(canvas, _fix(p[i] + a), _fix(p[i] + b), _PRED, thick, cv2.LINE_AA, _SHIFT)
     for i in range(len(t)):
@@ -297,7 +310,8 @@ def draw_comparison(image, names: Sequence[str], truth, pred, title: Optional[st
     bar = np.empty((bar_h * (len(lines) + 1), width, 3), np.uint8)
     bar[:] = _PANEL_BG
     for row, text in enumerate(lines):
-        cv2.putText(bar, _fit_text(text, width - 12, bar_scale), (6, row * bar_h + 6 + text_h), _FONT,
+        cv2.putText(bar, _fit_text(text, width - 12, bar_scale), (6, row * bar_h + 6 + text_h),
+                    _FONT,
                     bar_scale, _TEXT, 1, cv2.LINE_AA)
     y = len(lines) * bar_h + 6 + text_h
     cv2.putText(bar, 'o truth', (6, y), _FONT, bar_scale, _TRUTH, 1, cv2.LINE_AA)

@@ -8,11 +8,12 @@ Conventions
 -----------
 * Unsigned angles (0..180 deg) are mirror-invariant by construction.
 * Signed quantities (E-line distances, incisor-to-line distances, proclination signs, Downs'
-  convexity) need to know where "anterior" is. It is taken from the direction sella -> nasion (falling
-  back to PNS -> ANS, then porion -> orbitale), never from the image's x axis, so a mirrored image (face
-  looking left) gives the same signs.
-* Angles between two *lines* are computed between directed vectors chosen so the clinical angle comes
-  out (e.g. S->N against Go->Me gives ~32 deg, not its supplement ~148 deg). Each formula says which.
+  convexity) need to know where "anterior" is. It is taken from the direction sella -> nasion
+  (falling back to PNS -> ANS, then porion -> orbitale), never from the image's x axis, so a
+  mirrored image (face looking left) gives the same signs.
+* Angles between two *lines* are computed between directed vectors chosen so the clinical angle
+  comes out (e.g. S->N against Go->Me gives ~32 deg, not its supplement ~148 deg). Each formula
+  says which.
 * Norms are the usual textbook values for adults of European ancestry (Steiner, Downs, Tweed,
   Ricketts, Jarabak, Bjork); populations differ, so they are a guide, not a diagnosis.
 """
@@ -46,9 +47,12 @@ _PX_NOTE = 'depends on image scale; see the _mm value'
 # Every key compute_measurements can return, in report order.
 MEASUREMENTS: dict[str, MeasurementInfo] = {
     # --- skeletal, sagittal (Steiner) ---
-    'SNA': MeasurementInfo('deg', '82 +/- 2', 'Angle S-N-A at nasion: maxilla position relative to the cranial base'),
-    'SNB': MeasurementInfo('deg', '80 +/- 2', 'Angle S-N-B at nasion: mandible position relative to the cranial base'),
-    'ANB': MeasurementInfo('deg', '2 +/- 2', 'SNA - SNB (signed): maxillo-mandibular sagittal relation'),
+    'SNA': MeasurementInfo('deg', '82 +/- 2',
+                           'Angle S-N-A at nasion: maxilla position relative to the cranial base'),
+    'SNB': MeasurementInfo('deg', '80 +/- 2',
+                           'Angle S-N-B at nasion: mandible position relative to the cranial base'),
+    'ANB': MeasurementInfo('deg', '2 +/- 2',
+                           'SNA - SNB (signed): maxillo-mandibular sagittal relation'),
     'skeletal_class': MeasurementInfo(
         'class', 'Class I (0 <= ANB <= 4)',
         'Skeletal class from ANB: I within the thresholds, II above (mandible behind), III below'),
@@ -62,29 +66,42 @@ MEASUREMENTS: dict[str, MeasurementInfo] = {
     'SN_GoMe': MeasurementInfo('deg', '32 +/- 5', 'Mandibular plane (Go-Me) to S-N line (Steiner)'),
     'SN_PP': MeasurementInfo('deg', '8 +/- 3', 'Palatal plane (ANS-PNS) to S-N line'),
     'PP_GoMe': MeasurementInfo(
-        'deg', '27 +/- 4', 'Maxillary-mandibular planes angle (MMPA): palatal plane ANS-PNS to Go-Me'),
-    'FMA': MeasurementInfo('deg', '25 +/- 5', 'Tweed FMA: Frankfort plane (Po-Or) to mandibular plane Go-Me'),
-    'Y_axis': MeasurementInfo('deg', '59.4 +/- 3.8', 'Downs Y-axis: S-Gn line to Frankfort plane (Po-Or)'),
+        'deg', '27 +/- 4', 'Maxillary-mandibular planes angle (MMPA): palatal plane ANS-PNS to '
+        'Go-Me'),
+    'FMA': MeasurementInfo('deg', '25 +/- 5',
+                           'Tweed FMA: Frankfort plane (Po-Or) to mandibular plane Go-Me'),
+    'Y_axis': MeasurementInfo('deg', '59.4 +/- 3.8',
+                              'Downs Y-axis: S-Gn line to Frankfort plane (Po-Or)'),
     'saddle_angle': MeasurementInfo('deg', '123 +/- 5', 'Bjork saddle angle N-S-Ar at sella'),
-    'articular_angle': MeasurementInfo('deg', '143 +/- 6', 'Bjork articular angle S-Ar-Go at articulare'),
+    'articular_angle': MeasurementInfo('deg', '143 +/- 6',
+                                       'Bjork articular angle S-Ar-Go at articulare'),
     'gonial_angle': MeasurementInfo('deg', '130 +/- 7', 'Gonial angle Ar-Go-Me at gonion'),
-    'bjork_sum': MeasurementInfo('deg', '396 +/- 6', 'Bjork polygon sum: saddle + articular + gonial angle'),
+    'bjork_sum': MeasurementInfo('deg', '396 +/- 6',
+                                 'Bjork polygon sum: saddle + articular + gonial angle'),
     'LAFH_ratio': MeasurementInfo(
         '%', '55 +/- 2', 'Lower anterior face height ANS-Me as a percentage of total N-Me'),
     'jarabak_ratio': MeasurementInfo(
-        '%', '62-65', 'Jarabak ratio: posterior face height S-Go / anterior face height N-Me x 100'),
+        '%', '62-65', 'Jarabak ratio: posterior face height S-Go / anterior face height N-Me '
+        'x 100'),
     # --- dental ---
     'U1_NA': MeasurementInfo(
-        'deg', '22', 'Upper incisor axis (apex -> tip) to line N-A; positive = crown tipped anterior'),
+        'deg', '22', 'Upper incisor axis (apex -> tip) to line N-A; positive = crown tipped '
+        'anterior'),
     'U1_NA_px': MeasurementInfo('px', _PX_NOTE, 'Upper incisor tip to line N-A, positive in front'),
-    'U1_NA_mm': MeasurementInfo('mm', '4', 'Upper incisor tip to line N-A, positive in front (Steiner)'),
+    'U1_NA_mm': MeasurementInfo('mm', '4',
+                                'Upper incisor tip to line N-A, positive in front (Steiner)'),
     'L1_NB': MeasurementInfo(
-        'deg', '25', 'Lower incisor axis (apex -> tip) to line N-B; positive = crown tipped anterior'),
+        'deg', '25', 'Lower incisor axis (apex -> tip) to line N-B; positive = crown tipped '
+        'anterior'),
     'L1_NB_px': MeasurementInfo('px', _PX_NOTE, 'Lower incisor tip to line N-B, positive in front'),
-    'L1_NB_mm': MeasurementInfo('mm', '4', 'Lower incisor tip to line N-B, positive in front (Steiner)'),
-    'U1_SN': MeasurementInfo('deg', '103 +/- 6', 'Upper incisor axis to S-N line (posterior-inferior angle)'),
-    'IMPA': MeasurementInfo('deg', '90 +/- 5', 'Tweed IMPA: lower incisor axis to mandibular plane Go-Me'),
-    'interincisal': MeasurementInfo('deg', '131 +/- 6', 'Interincisal angle between the incisor axes'),
+    'L1_NB_mm': MeasurementInfo('mm', '4',
+                                'Lower incisor tip to line N-B, positive in front (Steiner)'),
+    'U1_SN': MeasurementInfo('deg', '103 +/- 6',
+                             'Upper incisor axis to S-N line (posterior-inferior angle)'),
+    'IMPA': MeasurementInfo('deg', '90 +/- 5',
+                            'Tweed IMPA: lower incisor axis to mandibular plane Go-Me'),
+    'interincisal': MeasurementInfo('deg', '131 +/- 6',
+                                    'Interincisal angle between the incisor axes'),
     # --- soft tissue ---
     'nasolabial': MeasurementInfo(
         'deg', '90-110', 'Nasolabial angle at subnasale between nose tip and upper lip'),
@@ -92,12 +109,16 @@ MEASUREMENTS: dict[str, MeasurementInfo] = {
         'deg', 'about 160-170',
         "Soft-tissue facial convexity N'-Sn-Pog' at subnasale (photographic norms vary; "
         'smaller = more convex profile)'),
-    'upper_lip_E_line_px': MeasurementInfo('px', _PX_NOTE, 'Upper lip to Ricketts E-line, negative behind'),
+    'upper_lip_E_line_px': MeasurementInfo('px', _PX_NOTE,
+                                           'Upper lip to Ricketts E-line, negative behind'),
     'upper_lip_E_line_mm': MeasurementInfo(
-        'mm', '-4 (+/- 2)', "Upper lip to Ricketts E-line (nose tip - soft-tissue pogonion), negative behind"),
-    'lower_lip_E_line_px': MeasurementInfo('px', _PX_NOTE, 'Lower lip to Ricketts E-line, negative behind'),
+        'mm', '-4 (+/- 2)', "Upper lip to Ricketts E-line (nose tip - soft-tissue pogonion), "
+        'negative behind'),
+    'lower_lip_E_line_px': MeasurementInfo('px', _PX_NOTE,
+                                           'Lower lip to Ricketts E-line, negative behind'),
     'lower_lip_E_line_mm': MeasurementInfo(
-        'mm', '-2 (+/- 2)', "Lower lip to Ricketts E-line (nose tip - soft-tissue pogonion), negative behind"),
+        'mm', '-2 (+/- 2)', "Lower lip to Ricketts E-line (nose tip - soft-tissue pogonion), "
+        'negative behind'),
 }
 
 
@@ -186,7 +207,7 @@ def signed_distance_to_line(point, line_start, line_end, anterior) -> float:
 
 
 def _signed_tilt(reference, axis, anterior) -> float:
-    """Unsigned angle between `reference` and `axis`, positive when `axis` is turned toward anterior.
+    """Unsigned angle between `reference` and `axis`, positive when `axis` turns toward anterior.
 
     The sign is that of the component of `axis` along the part of `anterior` perpendicular to
     `reference`, so it is mirror-invariant.
@@ -211,7 +232,8 @@ def compute_measurements(names: Sequence[str], coords, mm_per_pixel: Optional[fl
         raise ValueError(f'mm_per_pixel must be a positive number, got {mm_per_pixel!r}')
     lower, upper = class_thresholds
     if lower > upper:
-        raise ValueError(f'class_thresholds must be (lower, upper) with lower <= upper, got {class_thresholds!r}')
+        raise ValueError('class_thresholds must be (lower, upper) with lower <= upper, '
+                         f'got {class_thresholds!r}')
     coords = np.asarray(coords, float)
     cache: dict[str, Optional[np.ndarray]] = {}
 
@@ -261,18 +283,22 @@ def compute_measurements(names: Sequence[str], coords, mm_per_pixel: Optional[fl
     # Bjork polygon: saddle N-S-Ar (123 +/- 5), articular S-Ar-Go (143 +/- 6), gonial Ar-Go-Me
     # (130 +/- 7), sum 396 +/- 6.
     put('saddle_angle', ('nasion', 'sella', 'articulare'), lambda n, s, ar: angle_deg(s, n, ar))
-    put('articular_angle', ('sella', 'articulare', 'gonion'), lambda s, ar, go: angle_deg(ar, s, go))
-    put('gonial_angle', ('articulare', 'gonion', 'menton'), lambda ar, go, me: angle_deg(go, ar, me))
+    put('articular_angle', ('sella', 'articulare', 'gonion'),
+        lambda s, ar, go: angle_deg(ar, s, go))
+    put('gonial_angle', ('articulare', 'gonion', 'menton'),
+        lambda ar, go, me: angle_deg(go, ar, me))
     if all(k in out for k in ('saddle_angle', 'articular_angle', 'gonial_angle')):
         out['bjork_sum'] = out['saddle_angle'] + out['articular_angle'] + out['gonial_angle']
-    # Face height ratios: 100 * |ANS-Me| / |N-Me| (55 +/- 2 %), Jarabak 100 * |S-Go| / |N-Me| (62-65 %).
+    # Face height ratios: 100 * |ANS-Me| / |N-Me| (55 +/- 2 %),
+    # Jarabak 100 * |S-Go| / |N-Me| (62-65 %).
     put('LAFH_ratio', ('ans', 'menton', 'nasion'),
         lambda ans, me, n: 100.0 * np.linalg.norm(me - ans) / np.linalg.norm(me - n))
     put('jarabak_ratio', ('sella', 'gonion', 'nasion', 'menton'),
         lambda s, go, n, me: 100.0 * np.linalg.norm(go - s) / np.linalg.norm(me - n))
 
     # U1-NA: angle between N->A and the upper incisor axis apex->tip (both point down), signed +
-    # when the crown is tipped anterior of NA (Steiner 22 deg); U1-NA distance: tip ahead of NA (4 mm).
+    # when the crown is tipped anterior of NA (Steiner 22 deg); U1-NA distance: tip ahead of NA
+    # (4 mm).
     put('U1_NA', ('nasion', 'a point', 'upper 1 apex', 'upper 1 tip'),
         lambda n, a, apex, tip: _signed_tilt(a - n, tip - apex, anterior), signed=True)
     put('U1_NA_px', ('upper 1 tip', 'nasion', 'a point'),
@@ -287,7 +313,8 @@ def compute_measurements(names: Sequence[str], coords, mm_per_pixel: Optional[fl
     # larger = proclined).
     put('U1_SN', ('sella', 'nasion', 'upper 1 tip', 'upper 1 apex'),
         lambda s, n, tip, apex: vector_angle_deg(n - s, apex - tip))
-    # IMPA: angle between Me->Go and the lower incisor apex->tip (Tweed 90 +/- 5; larger = proclined).
+    # IMPA: angle between Me->Go and the lower incisor apex->tip
+    # (Tweed 90 +/- 5; larger = proclined).
     put('IMPA', ('gonion', 'menton', 'lower 1 apex', 'lower 1 tip'),
         lambda go, me, apex, tip: vector_angle_deg(go - me, tip - apex))
     # Interincisal: angle between the two tip->apex vectors (131 +/- 6; smaller = more proclined).
@@ -297,7 +324,8 @@ def compute_measurements(names: Sequence[str], coords, mm_per_pixel: Optional[fl
     # Nasolabial angle: angle Prn-Sn-Ls at subnasale (90-110 deg).
     put('nasolabial', ('tip of the nose', 'subnasal', 'upper lip'),
         lambda prn, sn, ls: angle_deg(sn, prn, ls))
-    # Soft-tissue convexity: angle N'-Sn-Pog' at subnasale (about 160-170 deg in photographic studies).
+    # Soft-tissue convexity: angle N'-Sn-Pog' at subnasale
+    # (about 160-170 deg in photographic studies).
     put('soft_tissue_convexity', ('st nasion', 'subnasal', 'st pogonion'),
         lambda stn, sn, pog: angle_deg(sn, stn, pog))
     # Ricketts E-line: nose tip (Prn) -> soft-tissue pogonion; lip distance signed, negative behind

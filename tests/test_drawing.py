@@ -112,7 +112,8 @@ def test_angle_lines_drawn_only_between_existing_landmarks():
 
 
 def test_landmark_set_without_s_n_a_b_draws_points_only():
-    keep = [i for i, name in enumerate(NAMES) if name not in ('sella', 'nasion', 'A point', 'B point')]
+    keep = [i for i, name in enumerate(NAMES)
+            if name not in ('sella', 'nasion', 'A point', 'B point')]
     names = [NAMES[i] for i in keep]
     out = draw_landmarks(image(), names, FACE[keep], measurements={})
     assert out.shape[0] == 896 and out.shape[1] > 896
@@ -136,8 +137,10 @@ def test_low_confidence_landmark_is_marked():
     cx, cy = scaled(FACE[16], 4.0)
     assert np.all(np.hypot(xs - cx, ys - cy) < 80)
     # ... and a red review marker appears that the high-score picture lacks.
-    red = (out_low[:896, :896, 0] > 230) & (out_low[:896, :896, 1] < 90) & (out_low[:896, :896, 2] < 90)
-    red_high = (out_high[:896, :896, 0] > 230) & (out_high[:896, :896, 1] < 90) & (out_high[:896, :896, 2] < 90)
+    def reddish(picture):
+        corner = picture[:896, :896]
+        return (corner[..., 0] > 230) & (corner[..., 1] < 90) & (corner[..., 2] < 90)
+    red, red_high = reddish(out_low), reddish(out_high)
     assert red.sum() > red_high.sum() + 20
     # The threshold decides: 0.1 is not low against a threshold of 0.05 (image part unchanged).
     out_ok = draw_landmarks(img, NAMES, FACE, scores=low, score_threshold=0.05)
@@ -217,7 +220,8 @@ def test_save_image_errors(tmp_path):
     a_file.write_text('x')
     with pytest.raises(UserError):
         save_image(a_file / 'picture.png', picture)
-    # The target is a directory: os.replace fails, the error is a UserError, the temp file is removed.
+    # The target is a directory: os.replace fails, the error is a UserError, the temporary file
+    # is removed.
     (tmp_path / 'taken.png').mkdir()
     with pytest.raises(UserError) as error:
         save_image(tmp_path / 'taken.png', picture)

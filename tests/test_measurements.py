@@ -61,10 +61,11 @@ def test_angle_deg_right_angle_and_30_60_90_triangle():
 
 def test_signed_distance_to_line_sign_follows_anterior():
     # Vertical line x = 10; point at x = 13 is 3 in front when anterior is +x, 3 behind when -x.
-    assert signed_distance_to_line((13, 5), (10, 0), (10, 20), np.array([1.0, 0])) == pytest.approx(3)
-    assert signed_distance_to_line((13, 5), (10, 0), (10, 20), np.array([-1.0, 0])) == pytest.approx(-3)
+    forward, backward = np.array([1.0, 0]), np.array([-1.0, 0])
+    assert signed_distance_to_line((13, 5), (10, 0), (10, 20), forward) == pytest.approx(3)
+    assert signed_distance_to_line((13, 5), (10, 0), (10, 20), backward) == pytest.approx(-3)
     # Line direction does not matter.
-    assert signed_distance_to_line((13, 5), (10, 20), (10, 0), np.array([1.0, 0])) == pytest.approx(3)
+    assert signed_distance_to_line((13, 5), (10, 20), (10, 0), forward) == pytest.approx(3)
 
 
 # ---- SNA / SNB / ANB / class ----
@@ -273,8 +274,10 @@ def isbi_face():
         'Sella': FACE['sella'], 'Nasion': FACE['nasion'], 'Orbitale': (136, 84), 'Porion': (40, 96),
         'A point': FACE['A point'], 'B point': FACE['B point'], 'Pogonion': (146, 192),
         'Menton': FACE['Menton'], 'Gnathion': FACE['gnathion'], 'Gonion': FACE['Gonion'],
-        'Lower incisal incision': FACE['lower 1 tip'], 'Upper incisal incision': FACE['upper 1 tip'],
-        'Upper lip': FACE['Upper lip'], 'Lower lip': FACE['Lower lip'], 'Subnasale': FACE['Subnasal'],
+        'Lower incisal incision': FACE['lower 1 tip'],
+        'Upper incisal incision': FACE['upper 1 tip'],
+        'Upper lip': FACE['Upper lip'], 'Lower lip': FACE['Lower lip'],
+        'Subnasale': FACE['Subnasal'],
         'Soft tissue pogonion': FACE['ST Pogonion'], 'PNS': FACE['PNS'], 'ANS': FACE['ANS'],
         'Articulare': (72, 112)}
     return list(ISBI_NAMES), np.array([positions[n] for n in ISBI_NAMES], float)
@@ -283,17 +286,19 @@ def isbi_face():
 def test_isbi_names_resolve_through_aliases():
     names, coords = isbi_face()
     m = compute_measurements(names, coords, mm_per_pixel=0.1)
-    present = {'SNA', 'SNB', 'ANB', 'skeletal_class', 'convexity', 'facial_angle', 'SN_GoMe', 'SN_PP',
-               'PP_GoMe', 'FMA', 'Y_axis', 'saddle_angle', 'articular_angle', 'gonial_angle',
-               'bjork_sum', 'LAFH_ratio', 'jarabak_ratio', 'U1_NA_px', 'U1_NA_mm', 'L1_NB_px',
-               'L1_NB_mm'}
+    present = {'SNA', 'SNB', 'ANB', 'skeletal_class', 'convexity', 'facial_angle', 'SN_GoMe',
+               'SN_PP', 'PP_GoMe', 'FMA', 'Y_axis', 'saddle_angle', 'articular_angle',
+               'gonial_angle', 'bjork_sum', 'LAFH_ratio', 'jarabak_ratio', 'U1_NA_px', 'U1_NA_mm',
+               'L1_NB_px', 'L1_NB_mm'}
     assert set(m) == present
     # ISBI has no incisor apices, nose tip or soft-tissue nasion: those are omitted, not guessed.
     std = compute_measurements(*standard(FACE), mm_per_pixel=0.1)
     for key in ('SNA', 'SNB', 'ANB', 'SN_GoMe', 'SN_PP', 'U1_NA_px', 'L1_NB_px', 'LAFH_ratio'):
         assert m[key] == pytest.approx(std[key]), key
-    assert m['bjork_sum'] == pytest.approx(m['saddle_angle'] + m['articular_angle'] + m['gonial_angle'])
-    # Sanity of the directed-line conventions on a plausible face: acute plane angles, not supplements.
+    assert m['bjork_sum'] == pytest.approx(m['saddle_angle'] + m['articular_angle']
+                                           + m['gonial_angle'])
+    # Sanity of the directed-line conventions on a plausible face: acute plane angles, not their
+    # supplements.
     assert 0 < m['FMA'] < 60 and 40 < m['Y_axis'] < 80 and 70 < m['facial_angle'] < 100
     assert -20 < m['convexity'] < 20
 
