@@ -108,7 +108,9 @@ class ReviewStore:
                                 f'{osp.splitext(name)[0]}.json; rename one of them')
             stems[key] = name
         self.cases: dict[str, Case] = {}
-        self.names: list[str] = []
+        # The model's landmark names (LandmarkPredictor has them), so that even a folder whose
+        # images are all reviewed is checked against the model.
+        self.names: list[str] = list(getattr(predictor, 'names', None) or [])
         self._predict(names, predictor, batch_size, log)
         # The S-N, N-A and N-B lines, as inference draws them: pairs of landmark indices.
         pairs = [(find_landmark(self.names, a), find_landmark(self.names, b))

@@ -32,6 +32,8 @@ NUM_IMAGES = 4
 class StandInPredictor:
     """Returns the demo truth moved by a fixed error, with scores that differ per image."""
 
+    names = list(STANDARD_LANDMARKS)
+
     def __init__(self, truth_by_shape):
         self.truth = truth_by_shape
         self.calls = 0
@@ -44,7 +46,7 @@ class StandInPredictor:
             offset = np.tile([[2.0, -1.5]], (len(truth), 1))
             scores = np.linspace(0.9, 0.5, len(truth))
             scores[3] = 0.1 + 0.05 * (int(image[0, 0, 0]) % 7)   # B point: low, differs per image
-            out.append(Prediction(list(STANDARD_LANDMARKS), truth + offset, scores,
+            out.append(Prediction(self.names, truth + offset, scores,
                                   (0, 0, image.shape[1], image.shape[0])))
         return out
 
@@ -304,6 +306,13 @@ def test_warns_when_listening_beyond_this_machine():
 
 
 # ---- a real browser ------------------------------------------------------------------------------
+def page_text(driver, selector):
+    """Text of the first element matching `selector` now ('' if none); read in one step, so a
+    list the page is re-rendering cannot go stale under the test."""
+    return driver.execute_script(
+        'const e = document.querySelector(arguments[0]); return e ? e.textContent : ""', selector)
+
+
 def test_browser_drag_changes_anb_and_save_keeps_the_moved_point(server, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
@@ -315,13 +324,13 @@ def test_browser_drag_changes_anb_and_save_keeps_the_moved_point(server, tmp_pat
     driver = chromium()
     try:
         driver.get(url)
-        anb = wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, '[data-measurement="ANB"]'))[0]
-        first = driver.find_elements(By.CSS_SELECTOR, '[data-image]')[0].get_attribute('data-image')
+        wait_for(lambda: page_text(driver, '[data-measurement="ANB"]'))
+        first = driver.execute_script(
+            'return document.querySelector("[data-image]").dataset.image')
         name = 'demo_0001.png' if first != 'demo_0001.png' else 'demo_0002.png'
         driver.find_element(By.CSS_SELECTOR, f'[data-image="{name}"]').click()
-        wait_for(lambda: name in driver.find_element(By.ID, 'image-title').text)
-        anb = driver.find_element(By.CSS_SELECTOR, '[data-measurement="ANB"]')
-        before_anb = float(anb.text)
+        wait_for(lambda: name in page_text(driver, '#image-title'))
+        before_anb = float(page_text(driver, '[data-measurement="ANB"]'))
         assert before_anb == pytest.approx(store.detail(name)['measurements']['ANB'], abs=0.01)
         point = driver.find_element(By.CSS_SELECTOR, '[data-landmark="B point"]')
         zoom = driver.execute_script('return window.reviewState.zoom')
@@ -332,12 +341,12 @@ def test_browser_drag_changes_anb_and_save_keeps_the_moved_point(server, tmp_pat
         for _ in range(8):
             chain.move_by_offset(5, 0)
         chain.release().perform()
-        wait_for(lambda: abs(float(driver.find_element(
-            By.CSS_SELECTOR, '[data-measurement="ANB"]').text) - before_anb) > 0.5)
+        wait_for(lambda: abs(float(page_text(driver, '[data-measurement="ANB"]')) - before_anb)
+                 > 0.5)
         moved = np.array(driver.execute_script('return window.reviewState.points[3]'))
         assert moved[0] - start[0] == pytest.approx(40 / zoom, abs=1.0)
         assert moved[1] == pytest.approx(start[1], abs=1.0)
-        shown = float(driver.find_element(By.CSS_SELECTOR, '[data-measurement="ANB"]').text)
+        shown = float(page_text(driver, '[data-measurement="ANB"]'))
         assert shown == pytest.approx(compute_measurements(
             STANDARD_LANDMARKS, np.array(driver.execute_script(
                 'return window.reviewState.points')))['ANB'], abs=0.01)
@@ -360,7 +369,7 @@ def test_browser_drag_changes_anb_and_save_keeps_the_moved_point(server, tmp_pat
                                                                                    abs=0.01)
         assert record['landmarks'][2]['x'] == pytest.approx(a_start[0] + 1.0, abs=0.01)
         listed = f'[data-image="{name}"]'
-        wait_for(lambda: 'reviewed' in driver.find_element(By.CSS_SELECTOR, listed).text)
+        wait_for(lambda: 'reviewed' in page_text(driver, listed))
 
         # Drag-to-update latency: several drags, median of every update the page made.
         driver.execute_script('window.reviewLatencies = []')
@@ -378,7 +387,7 @@ def test_browser_drag_changes_anb_and_save_keeps_the_moved_point(server, tmp_pat
 
         # Next image by keyboard, then a screenshot of the page.
         body.send_keys('n')
-        wait_for(lambda: name not in driver.find_element(By.ID, 'image-title').text)
+        wait_for(lambda: name not in page_text(driver, '#image-title'))
         raw = tmp_path / 'page.png'
         driver.save_screenshot(str(raw))
         save_small_png(str(raw), str(tmp_path / 'small.png'))
@@ -489,3 +498,17 @@ def test_onnx_model_and_screenshot_command(trained_run, demo_dataset, tmp_path):
                                          '--out', str(shot)]) == 0
     image = cv2.imread(str(shot))
     assert image is not None and image.shape[:2] == (820, 1360)
+
+
+def test_start_refuses_a_review_of_other_landmarks(tmp_path, photos, server):
+    """A record saved for another landmark set (another model) stops the start with one line."""
+    folder, predictor, _ = photos
+    _, store, _ = server
+    record = store.record(store.case('demo_0001.png'))
+    record['landmarks'] = record['landmarks'][:5]
+    out_dir = tmp_path / 'reviewed'
+    out_dir.mkdir()
+    (out_dir / 'demo_0001.json').write_text(json.dumps(record))
+    from cephalometric.errors import UserError
+    with pytest.raises(UserError, match="this model predicts"):
+        ReviewStore(str(folder), str(out_dir), predictor, log=lambda text: None)
