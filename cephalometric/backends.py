@@ -152,5 +152,21 @@ class OnnxRuntimeBackend:
     def metadata(self) -> dict:
         return dict(self.session.get_modelmeta().custom_metadata_map)
 
+    def check_fits(self, settings: dict, source: str) -> None:
+        """Refuse metadata that does not describe this network (input size, channels, landmarks)."""
+        width, height = settings['input_size']
+        expected_in = [len(settings['mean']), height, width]
+        shape_in = self.session.get_inputs()[0].shape[1:]
+        outputs = self.session.get_outputs()
+        shape_out = outputs[0].shape if len(outputs) == 1 else None
+        count = len(settings['landmark_names'])
+        if any(isinstance(v, int) and v != e for v, e in zip(shape_in, expected_in)):
+            raise UserError(f'{source}: the network takes {shape_in} inputs but its metadata says '
+                            f'{expected_in}; export it again with export_onnx.py')
+        if shape_out is None or len(shape_out) != 4 or (
+                isinstance(shape_out[1], int) and shape_out[1] != count):
+            raise UserError(f'{source}: the network outputs {shape_out} heatmaps but its metadata '
+                            f'names {count} landmarks; export it again with export_onnx.py')
+
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {'input': np.ascontiguousarray(batch, np.float32)})[0]

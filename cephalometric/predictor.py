@@ -70,6 +70,7 @@ class LandmarkPredictor:
                 raise UserError(f'ONNX model not found: {checkpoint}')
             self.network = OnnxRuntimeBackend(checkpoint, checkpoint, device, threads)
             self.settings = settings_from_metadata(self.network.metadata(), checkpoint)
+            self.network.check_fits(self.settings, checkpoint)
         else:
             from .checkpoint import load_published_model
             model_config, self.settings, state_dict = load_published_model(checkpoint)
