@@ -6,6 +6,8 @@ and text stay legible.
 
 Coordinates are pixel coordinates of the input image with pixel centres at integers (the convention
 of OpenCV and of the landmark tables); upscaling maps x to (x + 0.5) * scale - 0.5.
+
+Imports numpy, OpenCV and the package's `atomic`, `errors`, `landmarks` and `measurements`.
 """
 from __future__ import annotations
 

@@ -15,7 +15,10 @@ Conventions
   comes out (e.g. S->N against Go->Me gives ~32 deg, not its supplement ~148 deg). Each formula
   says which.
 * Norms are the usual textbook values for adults of European ancestry (Steiner, Downs, Tweed,
-  Ricketts, Jarabak, Bjork); populations differ, so they are a guide, not a diagnosis.
+  Ricketts, Jarabak, Bjork); populations differ, so they are a guide, not a diagnosis. They are
+  written once, in MEASUREMENTS.
+
+Imports only numpy, the standard library and `landmarks`.
 """
 from __future__ import annotations
 
@@ -254,17 +257,18 @@ def compute_measurements(names: Sequence[str], coords, mm_per_pixel: Optional[fl
         if np.isfinite(value):
             out[key] = value
 
-    # SNA = angle S-N-A at N; SNB = angle S-N-B at N; ANB = SNA - SNB (Steiner: 82, 80, 2 deg).
+    # Norms live in MEASUREMENTS only; the comments below say how each value is measured.
+    # SNA = angle S-N-A at N; SNB = angle S-N-B at N; ANB = SNA - SNB.
     out.update(sna_snb_anb(names, coords))
     if 'ANB' in out:
         out['skeletal_class'] = skeletal_class(out['ANB'], class_thresholds)
-    # Downs angle of convexity = 180 - angle(N, A, Pog), + when A is ahead of N-Pog (norm 0 +/- 5).
+    # Downs angle of convexity = 180 - angle(N, A, Pog), + when A is ahead of N-Pog.
     def convexity(n, a, pog):
         side = signed_distance_to_line(a, n, pog, anterior)
         return (180.0 - angle_deg(a, n, pog)) * (-1.0 if side < 0 else 1.0)
 
     put('convexity', ('nasion', 'a point', 'pogonion'), convexity, signed=True)
-    # Downs facial angle = angle between Or->Po (posterior) and N->Pog (down) (norm 87.8 +/- 3.6).
+    # Downs facial angle = angle between Or->Po (posterior) and N->Pog (down).
     put('facial_angle', ('porion', 'orbitale', 'nasion', 'pogonion'),
         lambda po, orb, n, pog: vector_angle_deg(po - orb, pog - n))
 
@@ -277,11 +281,10 @@ def compute_measurements(names: Sequence[str], coords, mm_per_pixel: Optional[fl
         lambda pns, ans, go, me: vector_angle_deg(ans - pns, me - go))
     put('FMA', ('porion', 'orbitale', 'gonion', 'menton'),            # Tweed 25 +/- 5
         lambda po, orb, go, me: vector_angle_deg(orb - po, me - go))
-    # Y-axis: angle between Po->Or and S->Gn (Downs 59.4 +/- 3.8).
+    # Y-axis (Downs): angle between Po->Or and S->Gn.
     put('Y_axis', ('porion', 'orbitale', 'sella', 'gnathion'),
         lambda po, orb, s, gn: vector_angle_deg(orb - po, gn - s))
-    # Bjork polygon: saddle N-S-Ar (123 +/- 5), articular S-Ar-Go (143 +/- 6), gonial Ar-Go-Me
-    # (130 +/- 7), sum 396 +/- 6.
+    # Bjork polygon: saddle N-S-Ar, articular S-Ar-Go, gonial Ar-Go-Me, and their sum.
     put('saddle_angle', ('nasion', 'sella', 'articulare'), lambda n, s, ar: angle_deg(s, n, ar))
     put('articular_angle', ('sella', 'articulare', 'gonion'),
         lambda s, ar, go: angle_deg(ar, s, go))
@@ -289,47 +292,43 @@ def compute_measurements(names: Sequence[str], coords, mm_per_pixel: Optional[fl
         lambda ar, go, me: angle_deg(go, ar, me))
     if all(k in out for k in ('saddle_angle', 'articular_angle', 'gonial_angle')):
         out['bjork_sum'] = out['saddle_angle'] + out['articular_angle'] + out['gonial_angle']
-    # Face height ratios: 100 * |ANS-Me| / |N-Me| (55 +/- 2 %),
-    # Jarabak 100 * |S-Go| / |N-Me| (62-65 %).
+    # Face height ratios: 100 * |ANS-Me| / |N-Me|, Jarabak 100 * |S-Go| / |N-Me|.
     put('LAFH_ratio', ('ans', 'menton', 'nasion'),
         lambda ans, me, n: 100.0 * np.linalg.norm(me - ans) / np.linalg.norm(me - n))
     put('jarabak_ratio', ('sella', 'gonion', 'nasion', 'menton'),
         lambda s, go, n, me: 100.0 * np.linalg.norm(go - s) / np.linalg.norm(me - n))
 
     # U1-NA: angle between N->A and the upper incisor axis apex->tip (both point down), signed +
-    # when the crown is tipped anterior of NA (Steiner 22 deg); U1-NA distance: tip ahead of NA
-    # (4 mm).
+    # when the crown is tipped anterior of NA; U1-NA distance: tip ahead of NA.
     put('U1_NA', ('nasion', 'a point', 'upper 1 apex', 'upper 1 tip'),
         lambda n, a, apex, tip: _signed_tilt(a - n, tip - apex, anterior), signed=True)
     put('U1_NA_px', ('upper 1 tip', 'nasion', 'a point'),
         lambda tip, n, a: signed_distance_to_line(tip, n, a, anterior), signed=True)
     # L1-NB: angle between B->N and the lower incisor axis apex->tip (both point up), signed +
-    # when the crown is tipped anterior of NB (Steiner 25 deg); L1-NB distance (4 mm).
+    # when the crown is tipped anterior of NB; L1-NB distance likewise.
     put('L1_NB', ('nasion', 'b point', 'lower 1 apex', 'lower 1 tip'),
         lambda n, b, apex, tip: _signed_tilt(n - b, tip - apex, anterior), signed=True)
     put('L1_NB_px', ('lower 1 tip', 'nasion', 'b point'),
         lambda tip, n, b: signed_distance_to_line(tip, n, b, anterior), signed=True)
-    # U1-SN: angle between S->N and the upper incisor tip->apex (103 +/- 6; 90 = perpendicular,
+    # U1-SN: angle between S->N and the upper incisor tip->apex (90 = perpendicular,
     # larger = proclined).
     put('U1_SN', ('sella', 'nasion', 'upper 1 tip', 'upper 1 apex'),
         lambda s, n, tip, apex: vector_angle_deg(n - s, apex - tip))
-    # IMPA: angle between Me->Go and the lower incisor apex->tip
-    # (Tweed 90 +/- 5; larger = proclined).
+    # IMPA (Tweed): angle between Me->Go and the lower incisor apex->tip (larger = proclined).
     put('IMPA', ('gonion', 'menton', 'lower 1 apex', 'lower 1 tip'),
         lambda go, me, apex, tip: vector_angle_deg(go - me, tip - apex))
-    # Interincisal: angle between the two tip->apex vectors (131 +/- 6; smaller = more proclined).
+    # Interincisal: angle between the two tip->apex vectors (smaller = more proclined).
     put('interincisal', ('upper 1 tip', 'upper 1 apex', 'lower 1 tip', 'lower 1 apex'),
         lambda ut, ua, lt, la: vector_angle_deg(ua - ut, la - lt))
 
-    # Nasolabial angle: angle Prn-Sn-Ls at subnasale (90-110 deg).
+    # Nasolabial angle: angle Prn-Sn-Ls at subnasale.
     put('nasolabial', ('tip of the nose', 'subnasal', 'upper lip'),
         lambda prn, sn, ls: angle_deg(sn, prn, ls))
-    # Soft-tissue convexity: angle N'-Sn-Pog' at subnasale
-    # (about 160-170 deg in photographic studies).
+    # Soft-tissue convexity: angle N'-Sn-Pog' at subnasale.
     put('soft_tissue_convexity', ('st nasion', 'subnasal', 'st pogonion'),
         lambda stn, sn, pog: angle_deg(sn, stn, pog))
     # Ricketts E-line: nose tip (Prn) -> soft-tissue pogonion; lip distance signed, negative behind
-    # the line (upper lip -4 mm, lower lip -2 mm, each +/- 2 mm).
+    # the line.
     put('upper_lip_E_line_px', ('upper lip', 'tip of the nose', 'st pogonion'),
         lambda lip, prn, pog: signed_distance_to_line(lip, prn, pog, anterior), signed=True)
     put('lower_lip_E_line_px', ('lower lip', 'tip of the nose', 'st pogonion'),
