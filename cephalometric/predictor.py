@@ -91,6 +91,13 @@ class LandmarkPredictor:
         predictor._configure()
         return predictor
 
+    def export_onnx(self, path: Optional[str] = None) -> bytes:
+        """The network as ONNX with the settings in its metadata (see `onnx_export.export_onnx`)."""
+        if not hasattr(self.network, 'net'):
+            raise UserError('export_onnx needs a PyTorch checkpoint (.pth)')
+        from .onnx_export import export_onnx
+        return export_onnx(self.network.net, self.settings, path)
+
     def _configure(self) -> None:
         self.names = list(self.settings['landmark_names'])
         self.input_size = tuple(self.settings['input_size'])  # (w, h)
