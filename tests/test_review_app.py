@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from conftest import ROOT, run_script
 
+import export_onnx
+import prepare_cephalometric_data
 import review_app
 from cephalometric.demo_data import make_demo_dataframe
 from cephalometric.errors import run_cli
@@ -240,6 +242,19 @@ def test_symlink_swapped_in_after_start_is_refused(server, photos):
     assert status == 200 and png[:4] == b'\x89PNG'
 
 
+def test_malformed_http_and_dropped_connections_leave_the_server_up(server):
+    import socket
+    url, _, _ = server
+    host, port = re.match(r'http://([\d.]+):(\d+)/', url).groups()
+    for garbage in (b'GARBAGE\r\n\r\n', b'POST /api/measurements HTTP/1.1\r\nHost: 127.0.0.1\r\n'
+                    b'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"ima'):
+        with socket.create_connection((host, int(port)), timeout=10) as connection:
+            connection.sendall(garbage)
+            if garbage.startswith(b'GARBAGE'):
+                assert connection.recv(100).startswith(b'HTTP/1.1 400')
+    assert call(url, '/api/images')[0] == 200
+
+
 def test_foreign_host_header_is_refused(server):
     url, _, _ = server
     status, _ = call(url, '/api/session', headers={'Host': 'attacker.example'})
@@ -440,7 +455,8 @@ def test_predict_correct_export_prepare_finetune(trained_run, demo_dataset, tmp_
     assert run_cli(review_app.main, ['--images', str(photos), '--out-dir', str(reviewed),
                                      '--export-table', str(table)]) == 0
     data_root = tmp_path / 'reviewed_data'
-    run_script('prepare_cephalometric_data.py', '--input', table, '--out-dir', data_root)
+    assert run_cli(prepare_cephalometric_data.main, ['--input', str(table), '--out-dir',
+                                                     str(data_root)]) == 0
     train = json.loads((data_root / 'annotations' / 'train.json').read_text())
     for image, annotation in zip(train['images'], train['annotations']):
         expected = truth[image['file_name']]
@@ -482,7 +498,8 @@ def test_onnx_model_and_screenshot_command(trained_run, demo_dataset, tmp_path):
     from cephalometric.predictor import LandmarkPredictor
     _, prepared = demo_dataset
     onnx_path = tmp_path / 'model.onnx'
-    run_script('export_onnx.py', '--checkpoint', trained_run / 'best_MRE.pth', '--out', onnx_path)
+    assert run_cli(export_onnx.main, ['--checkpoint', str(trained_run / 'best_MRE.pth'),
+                                      '--out', str(onnx_path)]) == 0
     photos = tmp_path / 'photos'
     photos.mkdir()
     for name in sorted(os.listdir(prepared / 'images'))[:3]:
