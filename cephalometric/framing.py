@@ -121,6 +121,15 @@ class Framing:
         return data
 
 
+def keep_in_view(box: Sequence[float], width: int, height: int) -> list:
+    """The box with its centre moved into the image: lost predictions must not wander off."""
+    x, y, w, h = (float(v) for v in box)
+    cx = min(max(x + w / 2, 0.0), float(width))
+    cy = min(max(y + h / 2, 0.0), float(height))
+    w, h = min(w, 4.0 * width), min(h, 4.0 * height)
+    return [cx - w / 2, cy - h / 2, w, h]
+
+
 def mirror_keypoints(keypoints: np.ndarray, width: int) -> np.ndarray:
     """Landmarks found on a horizontally flipped image, in the unflipped image's pixels."""
     mirrored = np.array(keypoints, np.float32, copy=True)
@@ -158,7 +167,8 @@ class FaceFramer:
         predictions = self.predictor(views, bboxes=boxes, batch_size=len(views))  # coarse pass
         candidates, flipped, iterations = None, False, 0
         while iterations < self.max_iterations:
-            new_boxes = [self.prior.box(p.keypoints).tolist() for p in predictions]
+            new_boxes = [keep_in_view(self.prior.box(p.keypoints), width, height)
+                         for p in predictions]
             if iterations and all(box_iou(a, b) >= SETTLED_IOU for a, b in zip(boxes, new_boxes)):
                 break
             boxes = new_boxes
