@@ -6,9 +6,11 @@ readable picture. Imports only the standard library, numpy, OpenCV and `errors`.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import os.path as osp
+import sys
 
 import cv2
 import numpy as np
@@ -36,10 +38,31 @@ def find_images(pattern: str) -> list[str]:
     return paths
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Send what C libraries print to file descriptor 2 (libpng's "Read Error", OpenCV's
+    warnings) to /dev/null for the duration, so a bad image ends in our one line only."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):   # no real stderr (e.g. captured in-process)
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, 'w') as null:
+            os.dup2(null.fileno(), fd)
+            yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
 def read_rgb(path: str) -> np.ndarray:
     """Decode an image file to RGB uint8 (H, W, 3); UserError for anything unreadable."""
     try:
-        image = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
+        with _native_stderr_silenced():
+            image = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
     except cv2.error:   # e.g. a picture larger than OpenCV's pixel limit
         image = None
     if image is None or image.size == 0:

@@ -233,6 +233,18 @@ def test_folder_with_a_bad_image_writes_nothing(models, tmp_path, capsys):
     assert not out.exists() and not (tmp_path / 'r.csv').exists()
 
 
+def test_truncated_image_is_one_line_in_a_real_process(models, tmp_path):
+    """libpng prints its own "Read Error" to file descriptor 2: only a real process shows it."""
+    data = open(write_image(tmp_path / 'whole.png'), 'rb').read()
+    (tmp_path / 'cut.png').write_bytes(data[:len(data) // 3])
+    result = subprocess.run([sys.executable, os.path.join(ROOT, 'inference.py'), '--checkpoint',
+                             models['pth'], '--img-path', tmp_path / 'cut.png', '--out-dir',
+                             tmp_path / 'out'], capture_output=True, text=True, cwd=ROOT,
+                            timeout=600)
+    assert_refused((result.returncode, result.stdout, result.stderr), 'cannot read image')
+    assert not (tmp_path / 'out').exists()
+
+
 @pytest.mark.parametrize('make, fragment', [
     (lambda d: d / 'missing.png', 'no image found'),
     (lambda d: (d / 'empty').mkdir() or d / 'empty', 'no images'),
