@@ -14,17 +14,22 @@ process per path that loads the model and predicts the same images.
 Data preparation: prepare_dataset on a generated 1501-record 224x224 pickle.
 Training: images/s of train_cephalometric.py against a plain MMEngine Runner.from_cfg built from the
 same resolved config, a few dozen iterations each in this process, with data-loading vs compute time
-from MMEngine's IterTimerHook.
+from MMEngine's per-iteration log; then train_cephalometric.py with 1 process and with 2 (torchrun
+--launcher pytorch: gloo on a CPU, nccl on GPUs), each in fresh processes, images/s over all
+processes. On a CPU the processes share the same cores, so 2 processes show what the multi-process
+machinery costs, not a speed-up; on GPUs each process has its own card.
 
 Timings depend on the machine and on whatever else runs on it: the load average is printed with
 them. PyTorch with several threads slows down far more on a busy CPU than ONNX Runtime does, so
-compare figures from an idle machine, or from --threads 1. The last line reads `inference speedup vs MMPose: N.NNx` (median single-image latency of
-MMPose / of our fastest backend here: onnxruntime on a CPU when installed, else pytorch).
+compare figures from an idle machine, or from --threads 1. The last line reads
+`inference speedup vs MMPose: N.NNx` (median single-image latency of MMPose / of our fastest
+backend here: onnxruntime on a CPU when installed, else pytorch). Imports only from the package.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import io
 import json
 import os
@@ -40,8 +45,10 @@ import time
 import numpy as np
 
 from cephalometric.errors import UserError, run_cli
+from cephalometric.mmpose_reference import stock_model, stock_predict
 
 ROOT = osp.dirname(osp.abspath(__file__))
+TRAIN_SCRIPT = osp.join(ROOT, 'train_cephalometric.py')
 DEMO_CHECKPOINT = osp.join('work_dirs', 'demo', 'best_MRE.pth')
 DEMO_IMAGES = osp.join('data', 'demo', 'cephalometric', 'images')
 
@@ -102,20 +109,18 @@ def random_checkpoint(path: str, input_size: int) -> str:
     from mmpose.utils import register_all_modules
 
     from cephalometric.config_utils import set_input_size
+    from cephalometric.dataset_writer import metainfo_dict
     from cephalometric.landmarks import STANDARD_LANDMARKS
-    from cephalometric.records import metainfo_text
-    from train_cephalometric import DEFAULT_CONFIG
+    from cephalometric.training import DEFAULT_CONFIG
 
     cfg = Config.fromfile(DEFAULT_CONFIG)
     cfg.num_keypoints = cfg.model.head.out_channels = len(STANDARD_LANDMARKS)
     set_input_size(cfg, input_size)
-    metainfo = osp.join(osp.dirname(path), 'metainfo.py')
-    with open(metainfo, 'w') as stream:
-        stream.write(metainfo_text(STANDARD_LANDMARKS))
     register_all_modules(init_default_scope=True)
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)  # PyTorch's default initialisation
-    meta = dict(cfg=cfg.pretty_text, dataset_meta=parse_pose_metainfo(dict(from_file=metainfo)))
+    meta = dict(cfg=cfg.pretty_text,
+                dataset_meta=parse_pose_metainfo(metainfo_dict(STANDARD_LANDMARKS)))
     torch.save(dict(meta=meta, state_dict=model.state_dict()), path)
     return path
 
@@ -124,39 +129,15 @@ def load_images(folder, count: int) -> tuple[list, str]:
     """RGB images: from `folder`, else the demo images, else generated faces."""
     folder = folder or (DEMO_IMAGES if osp.isdir(DEMO_IMAGES) else None)
     if folder is None:
+        from cephalometric.decoding import decode_image
         from cephalometric.demo_data import make_demo_dataframe
-        from cephalometric.records import decode_image
         frame = make_demo_dataframe(num_patients=count, seed=1)
         return [decode_image(value) for value in frame['Image']], 'generated demo faces'
     if not osp.isdir(folder):
         raise UserError(f'--images {folder} is not a folder')
-    from inference import find_images, read_rgb
+    from cephalometric.images import find_images, read_rgb
     paths = find_images(folder)[:count]
     return [read_rgb(p) for p in paths], folder
-
-
-def stock_model(checkpoint: str, device: str):
-    """MMPose's own inference model, exactly as its docs build it from a config and a checkpoint."""
-    import cephalometric.mmcv_compat  # noqa: F401  (must precede mmpose)
-
-    from mmpose.apis import init_model
-
-    from cephalometric.checkpoint import allow_checkpoint_globals, load_checkpoint_file
-
-    allow_checkpoint_globals()  # torch >= 2.6 refuses the numpy metadata otherwise
-    config = tempfile.NamedTemporaryFile('w', suffix='.py', delete=False)
-    with config:
-        config.write(load_checkpoint_file(checkpoint)['meta']['cfg'])
-    try:
-        return init_model(config.name, checkpoint, device=device)
-    finally:
-        os.remove(config.name)
-
-
-def stock_predict(model, image_rgb: np.ndarray) -> np.ndarray:
-    from mmpose.apis import inference_topdown
-    result = inference_topdown(model, np.ascontiguousarray(image_rgb[..., ::-1]))  # MMPose: BGR
-    return result[0].pred_instances.keypoints[0]
 
 
 def load_average() -> float:
@@ -280,8 +261,8 @@ def measure_memory(args, checkpoint, onnx_path, images, device, workdir) -> dict
 
 # -- data preparation and training ----------------------------------------------------------------
 def time_prepare(records: int, workdir: str) -> dict:
+    from cephalometric.dataset_writer import prepare_dataset
     from cephalometric.demo_data import write_demo_pickle
-    from cephalometric.records import prepare_dataset
 
     start = time.perf_counter()
     pickle_path = write_demo_pickle(osp.join(workdir, 'demo.pkl'), num_patients=records)
@@ -294,45 +275,90 @@ def time_prepare(records: int, workdir: str) -> dict:
     return {'records': records, 'seconds': seconds, 'generate_seconds': generated, 'out': out}
 
 
-def _iteration_stats(experiment: str, batch_size: int, warmup: int = 3) -> dict:
-    """Medians of IterTimerHook's per-iteration times of the run named `experiment`."""
-    from mmengine.logging import MessageHub
-    # The Runner names its message hub <experiment_name>_<timestamp>.
-    hub = [MessageHub.get_instance(name) for name in MessageHub._instance_dict
-           if name.startswith(f'{experiment}_')][-1]
-    total = hub.get_scalar('train/time').data[0][warmup:]
-    data = hub.get_scalar('train/data_time').data[0][warmup:]
-    return {'images_per_s': batch_size / float(np.median(total)),
+def _iteration_stats(work_dir: str, images_per_iteration: int, warmup: int = 3) -> dict:
+    """Medians of the per-iteration times MMEngine logged (rank 0's scalars.json in work_dir)."""
+    total, data = [], []
+    for path in glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')):
+        with open(path) as stream:
+            for line in stream:
+                entry = json.loads(line)
+                if 'time' in entry and 'loss' in entry:  # training iterations only
+                    total.append(float(entry['time']))
+                    data.append(float(entry['data_time']))
+    total, data = total[warmup:], data[warmup:]
+    if not total:
+        raise UserError(f'no timed training iterations in {work_dir}; raise --train-iterations '
+                        'above 3')
+    return {'images_per_s': images_per_iteration / float(np.median(total)),
             'iteration_s': float(np.median(total)), 'data_s': float(np.median(data)),
             'iterations': len(total)}
 
 
+def _training_argv(args, data_root: str, work_dir: str, device: str, processes: int) -> list:
+    """One epoch of `--train-iterations` iterations per process, every iteration logged."""
+    images = args.train_iterations * args.train_batch_size * processes
+    return ['--data-root', data_root, '--work-dir', work_dir, '--no-pretrained', '--epochs', '1',
+            '--batch-size', str(args.train_batch_size), '--input-size', str(args.train_input_size),
+            '--workers', '0', '--device', device, '--cfg-options',
+            f'train_dataloader.dataset.indices={images}', 'train_cfg.val_interval=1000',
+            'default_hooks.logger.interval=1', 'log_processor.window_size=1',
+            'log_level=WARNING']  # no validation, every iteration's own time, quiet log
+
+
 def time_training(args, data_root: str, device: str, workdir: str) -> dict:
+    """One process, in this one: a plain MMEngine Runner from the resolved config against
+    train_cephalometric's whole path (cephalometric.training.train)."""
     from mmengine.runner import Runner
 
-    import train_cephalometric
-
-    def argv(name):
-        return ['--data-root', data_root, '--work-dir', osp.join(workdir, name), '--no-pretrained',
-                '--epochs', '1', '--batch-size', str(args.train_batch_size), '--input-size',
-                str(args.train_input_size), '--workers', '0', '--device', device, '--cfg-options',
-                f'train_dataloader.dataset.indices={args.train_iterations * args.train_batch_size}',
-                'train_cfg.val_interval=1000', 'log_level=WARNING',  # no validation, quiet log
-                f'experiment_name=bench_{name}_{os.getpid()}', f'visualizer.name=bench_{name}']
+    from cephalometric import training
 
     results = {}
     for name in ('plain', 'ours'):  # plain first: any one-off warm-up cost lands on the baseline
+        work_dir = osp.join(workdir, name)
+        argv = _training_argv(args, data_root, work_dir, device, 1)
         log = io.StringIO()
         start = time.perf_counter()
         with contextlib.redirect_stdout(log):
             if name == 'ours':
-                train_cephalometric.main(argv(name))
+                training.train(argv)
             else:
-                args_ = train_cephalometric.parse_args(argv(name))
-                cfg = train_cephalometric.build_config(args_)[0]  # the resolved config
+                cfg = training.build_config(training.build_parser().parse_args(argv))[0]
+                cfg.visualizer.name = 'bench-plain'
                 Runner.from_cfg(cfg).train()
-        results[name] = _iteration_stats(f'bench_{name}_{os.getpid()}', args.train_batch_size)
+        results[name] = _iteration_stats(work_dir, args.train_batch_size)
         results[name]['wall_s'] = time.perf_counter() - start
+    return results
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        return probe.getsockname()[1]
+
+
+def time_processes(args, data_root: str, device: str, workdir: str) -> dict:
+    """train_cephalometric.py with 1 process and with 2 (torchrun, gloo on CPU / nccl on GPUs),
+    each a fresh run; images/s counts the images of all processes."""
+    results = {}
+    for count in (1, 2):
+        work_dir = osp.join(workdir, f'processes_{count}')
+        command = [sys.executable, TRAIN_SCRIPT]
+        if count > 1:
+            command = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node',
+                       str(count), '--master_addr', '127.0.0.1', '--master_port',
+                       str(_free_port()), TRAIN_SCRIPT, '--launcher', 'pytorch']
+        env = dict(os.environ)
+        if args.threads:
+            env['OMP_NUM_THREADS'] = str(args.threads)
+        start = time.perf_counter()
+        done = subprocess.run(command + _training_argv(args, data_root, work_dir, device, count),
+                              capture_output=True, text=True, cwd=ROOT, env=env)
+        if done.returncode != 0:
+            raise UserError(f'training with {count} process(es) failed:\n'
+                            f'{(done.stdout + done.stderr)[-2000:]}')
+        results[count] = _iteration_stats(work_dir, args.train_batch_size * count)
+        results[count]['wall_s'] = time.perf_counter() - start
     return results
 
 
@@ -381,13 +407,14 @@ def main(argv=None) -> int:
         memory = (measure_memory(args, checkpoint, onnx_path, images, device, workdir)
                   if not args.skip_memory else None)
         prepared = time_prepare(args.prepare_records, workdir) if not args.skip_prepare else None
-        training = None
+        training = processes = None
         if not args.skip_training:
             data_root = prepared['out'] if prepared else None
             if data_root is None:
                 data_root = time_prepare(max(40, 2 * args.train_iterations * args.train_batch_size),
                                          workdir)['out']
             training = time_training(args, data_root, device, workdir)
+            processes = time_processes(args, data_root, device, workdir)
         load_after = load_average()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -440,6 +467,22 @@ def main(argv=None) -> int:
         print(table(rows, ['path', 'images/s', 'iteration s', 'data s', 'compute s', 'wall s']))
         print(f'train_cephalometric.py overhead vs plain MMEngine: '
               f'{(plain["images_per_s"] / ours_run["images_per_s"] - 1) * 100:+.1f}%')
+    if processes:
+        one, two = processes[1], processes[2]
+        print(f'\nTraining with several processes (train_cephalometric.py; 2 via torchrun '
+              f'--launcher pytorch, {"nccl" if device == "cuda" else "gloo"}), batch '
+              f'{args.train_batch_size} per process, {args.train_iterations} iterations per '
+              'process; images/s counts all processes')
+        rows = [[f'{count} process{"es" if count > 1 else ""}', f'{r["images_per_s"]:.2f}',
+                 f'{r["iteration_s"]:.3f}', f'{r["data_s"]:.3f}', f'{r["wall_s"]:.1f}']
+                for count, r in processes.items()]
+        print(table(rows, ['processes', 'images/s', 'iteration s', 'data s', 'wall s']))
+        print(f'training throughput 2 vs 1 processes: '
+              f'{two["images_per_s"] / one["images_per_s"]:.2f}x (on {os.cpu_count()} CPU cores '
+              'the processes share the cores: expect about 1x on a CPU, up to 2x on two GPUs)'
+              if device == 'cpu' else
+              f'training throughput 2 vs 1 processes: '
+              f'{two["images_per_s"] / one["images_per_s"]:.2f}x')
     fastest = 'ours onnxruntime' if onnx_path else 'ours pytorch'
     print(f'\n"ours" below is {fastest}, one image per call.')
     print(f'inference speedup vs MMPose: {stock_median / statistics.median(times[fastest]):.2f}x')

@@ -8,8 +8,9 @@ nccl or on CPUs with gloo), make the work dir (and remove it again if this run m
 before training began), train, and print the result. Multi-process runs follow MMEngine's rules:
 every process trains on its share of each batch, rank 0 alone writes the outputs.
 
-May import the standard library, torch, MMEngine/MMPose and this package's `errors`, `checkpoint`,
-`config_utils`, `dataset_reader` and `hooks`; nothing from the top-level scripts.
+May import the standard library, torch, MMEngine/MMPose and this package's `errors`, `atomic`,
+`checkpoint`, `config_utils` and `dataset_reader` (the config's `custom_imports` pull in `dataset`,
+`metric` and `hooks`); nothing from the top-level scripts.
 """
 from __future__ import annotations
 
@@ -427,9 +428,13 @@ def start_processes(cfg, processes: Processes, backend: str, use_cuda: bool) -> 
                         'backend') from None
 
 
-def stop_processes() -> None:
+def stop_processes(finished: bool) -> None:
+    """Leave the process group; after a finished run only once every process has finished (one
+    that leaves early can abort another still talking to it)."""
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 
@@ -599,9 +604,9 @@ def train(argv: Optional[Sequence[str]] = None) -> int:
     except BaseException:
         if not started.started and processes.rank == 0:
             _remove_failed_start(args.work_dir, before)
+        stop_processes(finished=False)
         raise
-    finally:
-        stop_processes()
+    stop_processes(finished=True)
 
     if processes.rank == 0:
         report_result(args.work_dir, data_root)
