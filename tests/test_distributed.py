@@ -31,11 +31,10 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def torchrun(*args, port=None, **popen):
+def torchrun(*args, stdout=subprocess.PIPE):
     command = [*TORCHRUN, '--nproc_per_node', '2', '--master_addr', '127.0.0.1', '--master_port',
-               str(port or free_port()), TRAIN, '--launcher', 'pytorch', *map(str, args)]
-    return subprocess.Popen(command, cwd=ROOT, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, **popen)
+               str(free_port()), TRAIN, '--launcher', 'pytorch', *map(str, args)]
+    return subprocess.Popen(command, cwd=ROOT, text=True, stdout=stdout, stderr=subprocess.STDOUT)
 
 
 def finish(process) -> str:
