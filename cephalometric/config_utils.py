@@ -10,7 +10,7 @@ from __future__ import annotations
 import os.path as osp
 from typing import Optional
 
-from .dataset_reader import read_landmark_names
+from .dataset_reader import read_inputs, read_landmark_names
 from .errors import UserError
 
 DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
@@ -62,6 +62,10 @@ def set_data_root(cfg, data_root: str) -> list[str]:
         loader.dataset.data_root = root
     cfg.num_keypoints = len(names)
     cfg.model.head.out_channels = len(names)
+    inputs = read_inputs(data_root)
+    if inputs != ['rgb']:   # RGB-D: 4-channel stem, depth in every pipeline (cephalometric.rgbd)
+        from .rgbd import use_inputs
+        use_inputs(cfg, inputs)
     return names
 
 

@@ -8,7 +8,16 @@ the model also learns to find a small face in a wide frame: the coarse pass of
 and it moves everything that is geometry (image, keypoints, box and any extra image channels such as
 a depth map stored under `results['depth']`) together.
 
-May import numpy, cv2, mmcv/mmpose registries (after `cephalometric.mmcv_compat`).
+RGB-D training adds three steps around MMPose's own (`rgbd.use_inputs` inserts them): `LoadDepth`
+(after LoadImage: the depth map beside the photograph becomes `results['depth']`, the 0..255
+nearness channel of `depth.depth_channel`, 0 where missing), `WarpDepth` (after TopdownAffine: the
+very same affine warp, so shift, scale and rotation move depth with the photo) and `StackDepth`
+(just before PackPoseInputs, after the photometric changes, which therefore touch only the photo:
+the photo and depth become one 4-channel float32 image, BGR + depth; the model's
+`RGBDDataPreprocessor` swaps BGR to RGB and normalises all four channels).
+
+May import numpy, cv2, mmcv/mmpose registries (after `cephalometric.mmcv_compat`) and this
+package's `depth`.
 """
 from __future__ import annotations
 
@@ -20,6 +29,9 @@ import cv2
 import numpy as np
 from mmcv.transforms import BaseTransform
 from mmpose.registry import TRANSFORMS
+from mmpose.structures.bbox import get_udp_warp_matrix, get_warp_matrix
+
+from .depth import check_depth_size, depth_channel, read_depth_file
 
 BACKGROUNDS = ('plain', 'gradient', 'clutter')
 
@@ -113,3 +125,59 @@ class RandomZoomOut(BaseTransform):
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(prob={self.prob}, max_ratio={self.max_ratio}, '
                 f'backgrounds={self.backgrounds})')
+
+
+@TRANSFORMS.register_module()
+class LoadDepth(BaseTransform):
+    """Read `results['depth_path']` into `results['depth']`: (H, W) float32 nearness 0..255.
+
+    Runs right after LoadImage, so every geometric step that follows sees photo and depth.
+    """
+
+    def transform(self, results: dict) -> dict:
+        depth = read_depth_file(results['depth_path'])
+        check_depth_size(depth, results['img'].shape, results['depth_path'])
+        results['depth'] = depth_channel(depth)
+        return results
+
+
+@TRANSFORMS.register_module()
+class WarpDepth(BaseTransform):
+    """Warp `results['depth']` exactly as the TopdownAffine before it warped the image.
+
+    Uses what TopdownAffine left in `results` (input_center, input_scale, input_size and the box
+    rotation), the same matrix function and the same interpolation; outside the photo is 0.
+    """
+
+    def __init__(self, use_udp: bool = False):
+        self.use_udp = use_udp
+
+    def transform(self, results: dict) -> dict:
+        if results.get('depth') is None:
+            return results
+        width, height = (int(v) for v in results['input_size'])
+        rotation = float(results['bbox_rotation'][0]) if 'bbox_rotation' in results else 0.0
+        matrix_of = get_udp_warp_matrix if self.use_udp else get_warp_matrix
+        matrix = matrix_of(np.asarray(results['input_center'], np.float32),
+                           np.asarray(results['input_scale'], np.float32), rotation,
+                           output_size=(width, height))
+        results['depth'] = cv2.warpAffine(results['depth'], matrix, (width, height),
+                                          flags=cv2.INTER_LINEAR)
+        return results
+
+    def __repr__(self) -> str:
+        return f'{self.__class__.__name__}(use_udp={self.use_udp})'
+
+
+@TRANSFORMS.register_module()
+class StackDepth(BaseTransform):
+    """Photo (H, W, 3) + depth (H, W) -> one (H, W, 4) float32 image: B, G, R, depth."""
+
+    def transform(self, results: dict) -> dict:
+        image, depth = results['img'], results.pop('depth')
+        if depth.shape[:2] != image.shape[:2]:
+            raise ValueError(f'StackDepth: depth {depth.shape[:2]} and image {image.shape[:2]} '
+                             'differ; put WarpDepth right after TopdownAffine')
+        results['img'] = np.concatenate(
+            [image.astype(np.float32), depth.astype(np.float32)[..., None]], axis=2)
+        return results
