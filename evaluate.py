@@ -24,7 +24,8 @@ import sys
 
 from cephalometric import report
 from cephalometric.backends import check_device
-from cephalometric.dataset_reader import SPLITS, load_split, mean_shape_baseline
+from cephalometric.dataset_reader import SPLITS, load_split, mean_shape_baseline, recreate_hint
+from cephalometric.depth import match_depth_files
 from cephalometric.errors import UserError, run_cli
 from cephalometric.evaluation import evaluate, predict_split, worst_cases
 from cephalometric.outputs import check_output_folder, staged_output_folder
@@ -48,6 +49,9 @@ def parse_args(argv):
     parser.add_argument('--backend', choices=BACKENDS, default='auto',
                         help='auto: pytorch for a .pth, onnxruntime for a .onnx')
     parser.add_argument('--batch-size', type=int, default=8, help='images per forward pass')
+    parser.add_argument('--depth-path', metavar='FILE|FOLDER',
+                        help='RGB-D models: depth maps named like the images (<stem>.npy); '
+                        'default: those the RGB-D dataset keeps beside its images')
     parser.add_argument('--worst', type=int, default=8,
                         help='how many highest-error images to show (default 8; 0 for none)')
     parser.add_argument('--class-thresholds', default='0,4', metavar='LOW,HIGH',
@@ -100,7 +104,21 @@ def main(argv=None) -> int:
                         'dataset the model was trained on')
     print(f'predicting {len(split.patient_ids)} images of the {args.split} split '
           f'on {predictor.device}')
-    predicted = predict_split(predictor, split.image_paths, args.batch_size)
+    depth_paths = None
+    if getattr(predictor, 'needs_depth', False):
+        depth_paths = (match_depth_files(split.image_paths, args.depth_path) if args.depth_path
+                       else split.depth_paths)
+        if depth_paths is None:
+            raise UserError(f'this model is RGB-D but {args.data_root} keeps no depth maps; pass '
+                            '--depth-path FOLDER (<stem>.npy per image) or prepare the data with '
+                            '--image-source rgbd')
+        missing = [p for p in depth_paths if not osp.isfile(p)]
+        if missing:
+            raise UserError(f'depth map {missing[0]} is missing ({len(missing)} in all); '
+                            f'{recreate_hint(args.data_root)}')
+    elif args.depth_path:
+        print('note: this model takes no depth map; --depth-path is ignored', file=sys.stderr)
+    predicted = predict_split(predictor, split.image_paths, args.batch_size, depth_paths)
 
     # The baseline needs only the train annotations (their mean shape), never the train images.
     has_train = osp.isfile(osp.join(args.data_root, 'annotations', 'train.json'))

@@ -7,7 +7,9 @@
 
 The model was trained on face crops: give the face region with --bbox x,y,w,h when the photograph
 shows more than the face (head and shoulders, background); without it the whole image is used.
-Only the checkpoint is needed: the landmark names and the preprocessing travel inside it.
+Only the checkpoint is needed: the landmark names and the preprocessing travel inside it. An RGB-D
+model (trained with --image-source rgbd) also needs each photograph's depth map: --depth-path FILE,
+or a FOLDER where <stem>.npy (or a 16-bit <stem>.png/.tif) sits for every photograph <stem>.jpg.
 
 All or nothing: every input image is read and every output location checked before the model is
 loaded; pictures, --json and --csv are written beside their targets and moved into place together
@@ -22,6 +24,7 @@ import os.path as osp
 import sys
 from collections import Counter
 
+from cephalometric.depth import check_depth_size, match_depth_files, read_depth_file
 from cephalometric.errors import UserError, run_cli
 from cephalometric.images import find_images, read_rgb
 from cephalometric.predictor import BACKENDS, check_bbox
@@ -48,6 +51,10 @@ def parse_args(argv):
     parser.add_argument('--out-dir', help='folder for annotated pictures '
                         f'(<image name>_landmarks.jpg; default {DEFAULT_OUT_DIR})')
     parser.add_argument('--bbox', help='face region x,y,w,h in pixels (default: whole image)')
+    parser.add_argument('--depth-path', metavar='FILE|FOLDER',
+                        help='RGB-D models: the depth map of the photograph (.npy, or 16-bit '
+                        'PNG/TIFF with 0 = no reading), or a folder of them named like the '
+                        'photographs (<stem>.npy)')
     parser.add_argument('--json', help='write landmarks and measurements as JSON')
     parser.add_argument('--csv', help='write one row per image as CSV')
     parser.add_argument('--mm-per-pixel', type=float,
@@ -151,6 +158,21 @@ def read_all(images: list[str]) -> list[tuple[int, int]]:
     return sizes
 
 
+def check_depths(images: list[str], sizes, needs_depth: bool, depth_path):
+    """The depth file of each image for an RGB-D model (all read and size-checked now), else None.
+
+    A missing depth is refused with one line before anything is written.
+    """
+    if not needs_depth:
+        if depth_path:
+            print('note: this model takes no depth map; --depth-path is ignored', file=sys.stderr)
+        return None
+    files = match_depth_files(images, depth_path)
+    for image, (width, height), path in zip(images, sizes, files):
+        check_depth_size(read_depth_file(path), (height, width), f'{image} and {path}')
+    return files
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     check_args(args)
@@ -171,6 +193,8 @@ def main(argv=None) -> int:
     from cephalometric.predictor import LandmarkPredictor
 
     predictor = LandmarkPredictor(args.checkpoint, device=args.device, backend=args.backend)
+    depth_files = check_depths(images, sizes, getattr(predictor, 'needs_depth', False),
+                               args.depth_path)
     records = []
     with StagedFiles() as staged:
         # Reserved first: proves the locations writable before minutes of work.
@@ -178,7 +202,10 @@ def main(argv=None) -> int:
         for start in range(0, len(images), args.batch_size):
             chunk = slice(start, start + args.batch_size)
             batch = [read_rgb(p) for p in images[chunk]]
-            predictions = predictor(batch, [bbox] * len(batch), batch_size=args.batch_size)
+            depths = {} if depth_files is None else {
+                'depths': [read_depth_file(p) for p in depth_files[chunk]]}
+            predictions = predictor(batch, [bbox] * len(batch), batch_size=args.batch_size,
+                                    **depths)
             for path, picture, prediction, out, size in zip(images[chunk], batch, predictions,
                                                             pictures[chunk], sizes[chunk]):
                 measurements = compute_measurements(prediction.names, prediction.keypoints,

@@ -55,6 +55,7 @@ def build_model(model_config: dict, state_dict: dict, source: str):
     from mmpose.utils import register_all_modules
 
     register_all_modules(init_default_scope=True)
+    import cephalometric.rgbd  # noqa: F401  (registers RGBDDataPreprocessor, RGB-D models)
     try:
         model = MODELS.build(model_config)
         model.load_state_dict(state_dict)

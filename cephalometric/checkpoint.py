@@ -176,6 +176,7 @@ def model_registry_types() -> set:
     from mmpose.registry import KEYPOINT_CODECS, MODELS
     from mmpose.utils import register_all_modules
     register_all_modules(init_default_scope=False)
+    import cephalometric.rgbd  # noqa: F401  (registers RGBDDataPreprocessor, RGB-D models)
     names = set()
     for registry in (MODELS, KEYPOINT_CODECS):
         while registry is not None:

@@ -94,12 +94,16 @@ def measurement_errors(truth: Sequence[Mapping[str, float]],
     return out
 
 
-def predict_split(predictor, image_paths, batch_size: int) -> np.ndarray:
-    """(N, K, 2) predicted pixels; images are read one batch at a time to bound memory."""
+def predict_split(predictor, image_paths, batch_size: int, depth_paths=None) -> np.ndarray:
+    """(N, K, 2) predicted pixels; images are read one batch at a time to bound memory.
+    `depth_paths`: one depth file per image, for an RGB-D model."""
+    from .depth import read_depth_file
     points = []
     for start in range(0, len(image_paths), batch_size):
         images = [read_rgb(p) for p in image_paths[start:start + batch_size]]
-        points += [p.keypoints for p in predictor(images, batch_size=batch_size)]
+        depths = {} if depth_paths is None else {'depths': [
+            read_depth_file(p) for p in depth_paths[start:start + batch_size]]}
+        points += [p.keypoints for p in predictor(images, batch_size=batch_size, **depths)]
     return np.stack(points)
 
 

@@ -14,6 +14,9 @@ from typing import Any, Mapping, Sequence
 from .errors import UserError
 
 SETTINGS_KEYS = ('landmark_names', 'input_size', 'bbox_padding', 'mean', 'std', 'decoder')
+# Optional: what the model takes, in channel order; absent means ['rgb'] (all older files).
+# ['rgb', 'depth'] is an RGB-D model: mean/std then have a fourth value, the depth channel's.
+INPUT_KINDS = (['rgb'], ['rgb', 'depth'])
 MAX_INPUT_SIDE = 4096
 
 
@@ -40,10 +43,15 @@ def settings_from_config(config: Mapping, names: Sequence[str], source: str) -> 
             'bbox_padding': _pipeline_step(config, 'GetBBoxCenterScale').get('padding', 1.25),
             'mean': list(preprocessor['mean']),  # RGB order
             'std': list(preprocessor['std']),
+            'inputs': ['rgb'],
             'decoder': {'heatmap_size': list(decoder['heatmap_size']),
                         'unbiased': decoder.get('unbiased', False),
                         'blur_kernel_size': decoder.get('blur_kernel_size', 11)},
         }
+        if model.get('backbone', {}).get('in_channels', 3) == 4:   # RGB-D (cephalometric.rgbd)
+            settings['inputs'] = ['rgb', 'depth']
+            settings['mean'] = settings['mean'][:3] + [preprocessor['depth_mean']]
+            settings['std'] = settings['std'][:3] + [preprocessor['depth_std']]
     except (KeyError, TypeError, AttributeError) as error:
         raise UserError(f'{source}: its stored config lacks {error}; pass a checkpoint written by '
                         'train_cephalometric.py') from None
@@ -82,11 +90,15 @@ def validate_settings(settings: Any, source: str) -> dict:
     padding = settings['bbox_padding']
     if not _number(padding) or not 0.5 <= padding <= 10:
         raise bad(f'bbox_padding must be a number 0.5..10, got {padding!r}')
+    inputs = settings.get('inputs', ['rgb'])
+    if inputs not in INPUT_KINDS:
+        raise bad(f'inputs must be ["rgb"] or ["rgb", "depth"], got {inputs!r}')
+    channels = 3 + len(inputs) - 1
     for key in ('mean', 'std'):
         values = settings[key]
-        if (not isinstance(values, (list, tuple)) or len(values) != 3
+        if (not isinstance(values, (list, tuple)) or len(values) != channels
                 or not all(_number(v) for v in values)):
-            raise bad(f'{key} must be three finite numbers, got {values!r}')
+            raise bad(f'{key} must be {channels} finite numbers, got {values!r}')
     if not all(v > 0 for v in settings['std']):
         raise bad(f'std must be positive, got {settings["std"]!r}')
     decoder = settings['decoder']
@@ -106,6 +118,7 @@ def validate_settings(settings: Any, source: str) -> dict:
     return {'landmark_names': list(names), 'input_size': list(settings['input_size']),
             'bbox_padding': float(padding), 'mean': [float(v) for v in settings['mean']],
             'std': [float(v) for v in settings['std']],
+            **({'inputs': list(inputs)} if inputs != ['rgb'] else {}),
             'decoder': {'heatmap_size': list(heatmap), 'unbiased': decoder.get('unbiased', False),
                         'blur_kernel_size': kernel}}
 
@@ -146,7 +159,8 @@ def check_model_config(model: Any, allowed_types, source: str) -> dict:
 def settings_to_metadata(settings: Mapping) -> dict:
     """The settings as ONNX metadata_props: one JSON string per key."""
     import json
-    return {key: json.dumps(settings[key]) for key in SETTINGS_KEYS}
+    return {key: json.dumps(settings[key]) for key in SETTINGS_KEYS + ('inputs',)
+            if key in settings}
 
 
 def settings_from_metadata(metadata: Mapping[str, str], source: str) -> dict:
@@ -162,5 +176,11 @@ def settings_from_metadata(metadata: Mapping[str, str], source: str) -> dict:
             settings[key] = json.loads(metadata[key])
         except (ValueError, RecursionError):
             raise UserError(f'{source}: its metadata {key!r} is not JSON; export it again with '
+                            'export_onnx.py') from None
+    if 'inputs' in metadata:
+        try:
+            settings['inputs'] = json.loads(metadata['inputs'])
+        except (ValueError, RecursionError):
+            raise UserError(f'{source}: its metadata \'inputs\' is not JSON; export it again with '
                             'export_onnx.py') from None
     return validate_settings(settings, source)

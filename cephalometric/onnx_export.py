@@ -41,7 +41,8 @@ def export_onnx(net, settings: dict, path: Optional[str] = None) -> bytes:
     # deprecation and tracer notes (HRNet's fixed upsampling sizes) are expected here.
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        torch.onnx.export(net, (torch.zeros(1, 3, height, width),), buffer, dynamo=False,
+        channels = len(settings['mean'])   # 3, or 4 for an RGB-D model (photo + depth)
+        torch.onnx.export(net, (torch.zeros(1, channels, height, width),), buffer, dynamo=False,
                           input_names=['input'], output_names=['heatmaps'], opset_version=17,
                           dynamic_axes={'input': {0: 'batch'}, 'heatmaps': {0: 'batch'}})
     proto = onnx.load_from_string(buffer.getvalue())
@@ -105,8 +106,12 @@ def export_checked(checkpoint: str, out: str) -> tuple:
     exported = LandmarkPredictor.from_backend(reference.settings,
                                               OnnxRuntimeBackend(data, out, 'cpu'))
     image = synthetic_face()
-    difference = float(np.abs(exported([image])[0].keypoints
-                              - reference([image])[0].keypoints).max())
+    # RGB-D: a smooth dome registered to the picture stands in for its depth map.
+    ys, xs = np.mgrid[:image.shape[0], :image.shape[1]].astype(np.float32)
+    depths = ([1.0 + ((xs / image.shape[1] - 0.5) ** 2 + (ys / image.shape[0] - 0.5) ** 2)]
+              if reference.needs_depth else None)
+    difference = float(np.abs(exported([image], depths=depths)[0].keypoints
+                              - reference([image], depths=depths)[0].keypoints).max())
     if not difference <= TOLERANCE_PX:
         raise UserError(f'the ONNX model disagrees with PyTorch by {difference:.3f} px on a test '
                         'image; not writing it')

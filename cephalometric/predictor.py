@@ -6,7 +6,8 @@ of `backends`), `postprocess` (MSRAHeatmap decoding from `heatmaps`, mapped back
 image). Results agree with MMPose's `inference_topdown` to well under 0.1 px (tests).
 A .pth runs on 'pytorch' by default, a .onnx from export_onnx.py on 'onnxruntime' (needs no torch
 or MMPose); 'onnxruntime' with a .pth exports in memory first. Imports numpy, OpenCV and the
-package's `backends`, `checkpoint`, `heatmaps`, `model_settings`, `errors` (and `onnx_export`).
+package's `backends`, `checkpoint`, `depth`, `heatmaps`, `model_settings`, `errors` (and
+`onnx_export`).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import cv2
 import numpy as np
 
 from .backends import OnnxRuntimeBackend, PyTorchBackend, check_device, resolve_device  # noqa: F401
+from .depth import check_depth_size, depth_channel
 from .errors import UserError
 from .heatmaps import decode_heatmaps, warp_matrix
 from .model_settings import settings_from_metadata
@@ -102,14 +104,20 @@ class LandmarkPredictor:
         self.names = list(self.settings['landmark_names'])
         self.input_size = tuple(self.settings['input_size'])  # (w, h)
         self.padding = self.settings['bbox_padding']
-        self.mean = np.asarray(self.settings['mean'], np.float32).reshape(1, 1, 3)
-        self.std = np.asarray(self.settings['std'], np.float32).reshape(1, 1, 3)
+        # RGB-D models (settings 'inputs' ['rgb', 'depth']) take a 4th channel: see `depth`.
+        self.needs_depth = 'depth' in self.settings.get('inputs', ['rgb'])
+        self.mean = np.asarray(self.settings['mean'], np.float32).reshape(1, 1, -1)
+        self.std = np.asarray(self.settings['std'], np.float32).reshape(1, 1, -1)
         self.backend = self.network.name  # 'pytorch' or 'onnxruntime'
         self.device = self.network.device
 
     # -- the three stages ------------------------------------------------------------------------
-    def preprocess(self, image: np.ndarray, bbox: Optional[Sequence[float]] = None):
+    def preprocess(self, image: np.ndarray, bbox: Optional[Sequence[float]] = None,
+                   depth: Optional[np.ndarray] = None):
         """RGB uint8 (H, W, 3) -> normalised (3, h, w) float32 input, box centre and scale.
+
+        An RGB-D model also needs `depth`, the (H, W) map registered to the image (any units,
+        NaN or <= 0 missing); it is warped like the image and becomes the 4th channel.
 
         The box (x, y, w, h; default the whole image) is padded and widened to the input's aspect
         ratio exactly as GetBBoxCenterScale + TopdownAffine do, so results match MMPose.
@@ -124,8 +132,16 @@ class LandmarkPredictor:
             scale = np.array([scale[0], scale[0] / aspect], np.float32)
         else:
             scale = np.array([scale[1] * aspect, scale[1]], np.float32)
-        crop = cv2.warpAffine(image, warp_matrix(center, scale, self.input_size),
-                              (input_w, input_h), flags=cv2.INTER_LINEAR)
+        matrix = warp_matrix(center, scale, self.input_size)
+        crop = cv2.warpAffine(image, matrix, (input_w, input_h), flags=cv2.INTER_LINEAR)
+        if self.needs_depth:
+            if depth is None:
+                raise UserError('this model is RGB-D and needs the depth map of each photograph; '
+                                'pass --depth-path FILE|FOLDER')
+            check_depth_size(np.asarray(depth), image.shape, 'depth map')
+            channel = cv2.warpAffine(depth_channel(depth), matrix, (input_w, input_h),
+                                     flags=cv2.INTER_LINEAR)
+            crop = np.concatenate([crop.astype(np.float32), channel[..., None]], axis=2)
         normalised = (crop.astype(np.float32) - self.mean) / self.std
         return normalised.transpose(2, 0, 1), center, scale
 
@@ -143,8 +159,9 @@ class LandmarkPredictor:
         return keypoints / input_size * scales + centers - 0.5 * scales, scores
 
     def __call__(self, images: Sequence[np.ndarray], bboxes=None,
-                 batch_size: int = 8) -> list[Prediction]:
-        """Predict landmarks for RGB images; `bboxes` is None or one (x, y, w, h)/None per image."""
+                 batch_size: int = 8, depths=None) -> list[Prediction]:
+        """Predict landmarks for RGB images; `bboxes` is None or one (x, y, w, h)/None per image;
+        `depths` (RGB-D models) one depth map per image."""
         boxes = []
         for i, image in enumerate(images):
             box = None if bboxes is None else bboxes[i]
@@ -154,7 +171,8 @@ class LandmarkPredictor:
         results = []
         for start in range(0, len(images), batch_size):
             chunk = range(start, min(start + batch_size, len(images)))
-            prepared = [self.preprocess(images[i], boxes[i]) for i in chunk]
+            prepared = [self.preprocess(images[i], boxes[i],
+                                        None if depths is None else depths[i]) for i in chunk]
             heatmaps = self.infer(np.stack([p[0] for p in prepared]))
             keypoints, scores = self.postprocess(heatmaps, [p[1] for p in prepared],
                                                  [p[2] for p in prepared])
