@@ -200,6 +200,9 @@ def test_inference_output_that_cannot_be_written(models, photo, tmp_path, capsys
 
 def test_inference_refuses_to_overwrite_its_input_or_write_one_file_twice(models, photo,
                                                                          tmp_path, capsys):
+    result = run(inference.main, ['--checkpoint', models['pth'], '--img-path', photo,
+                                  '--out-dir', photo], capsys)
+    assert_refused(result, '--out-dir', 'is a file')
     original = open(photo, 'rb').read()
     result = run(inference.main, ['--checkpoint', models['pth'], '--img-path', photo,
                                   '--out-file', photo], capsys)
