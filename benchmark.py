@@ -140,6 +140,26 @@ def load_images(folder, count: int) -> tuple[list, str]:
     return [read_rgb(p) for p in paths], folder
 
 
+def load_depths(folder, images: list) -> tuple[list, str]:
+    """RGB-D models: <stem>.npy beside each image of `folder` when all are there (a prepared RGB-D
+    dataset), else a smooth dome per image (speed does not depend on the depth values)."""
+    from cephalometric.depth import read_depth_file
+    folder = folder or (DEMO_IMAGES if osp.isdir(DEMO_IMAGES) else None)
+    if folder is not None:
+        from cephalometric.images import find_images
+        paths = [osp.splitext(p)[0] + '.npy' for p in find_images(folder)[:len(images)]]
+        if all(osp.isfile(p) for p in paths):
+            return [read_depth_file(p) for p in paths], 'depth maps beside the images'
+    return [dome_depth(image) for image in images], 'synthetic depth domes'
+
+
+def dome_depth(image) -> np.ndarray:
+    """A smooth depth map (metres) the size of `image`, nearest in the middle."""
+    height, width = image.shape[:2]
+    ys, xs = np.mgrid[:height, :width].astype(np.float32)
+    return 0.6 + 0.3 * ((xs / width - 0.5) ** 2 + (ys / height - 0.5) ** 2)
+
+
 def load_average() -> float:
     try:
         return os.getloadavg()[0]
@@ -176,18 +196,27 @@ def time_paths(paths: dict, images: list, rounds: int):
     return times, keypoints
 
 
-def inference_paths(args, checkpoint: str, device: str, ours, onnx_path) -> dict:
+def inference_paths(args, checkpoint: str, device: str, ours, onnx_path, depth_of=None) -> dict:
+    """`depth_of` (RGB-D models): image -> its depth map, for every path including MMPose's."""
     from cephalometric.predictor import LandmarkPredictor
 
     stock = stock_model(checkpoint, device)
+
+    def depths(ims):
+        return {} if depth_of is None else {'depths': [depth_of(im) for im in ims]}
+
     def single(predictor):
-        return lambda ims: [p.keypoints for p in predictor(ims, batch_size=1)], 1
+        return lambda ims: [p.keypoints for p in predictor(ims, batch_size=1, **depths(ims))], 1
 
     def batched(predictor):
-        return (lambda ims: [p.keypoints for p in predictor(ims, batch_size=len(ims))],
+        return (lambda ims: [p.keypoints for p in predictor(ims, batch_size=len(ims),
+                                                            **depths(ims))],
                 args.batch_size)
 
-    paths = {'MMPose inference_topdown': (lambda ims: [stock_predict(stock, im) for im in ims], 1),
+    def stock_path(ims):
+        return [stock_predict(stock, im, None if depth_of is None else depth_of(im)) for im in ims]
+
+    paths = {'MMPose inference_topdown': (stock_path, 1),
              'ours pytorch': single(ours), f'ours pytorch, batch {args.batch_size}': batched(ours)}
     if onnx_path:
         fast = LandmarkPredictor(onnx_path, threads=args.threads)
@@ -229,13 +258,15 @@ def memory_probe(args) -> int:
             import torch
             torch.set_num_threads(args.threads)
         model = stock_model(args.checkpoint, args.device)
+        rgbd = model.cfg.model.backbone.get('in_channels', 3) == 4
         for image in images:
-            stock_predict(model, image)
+            stock_predict(model, image, dome_depth(image) if rgbd else None)
     else:
         predictor = LandmarkPredictor(args.onnx if kind == 'onnxruntime' else args.checkpoint,
                                       device=args.device, threads=args.threads)
         for image in images:  # one image per call, like MMPose's path
-            predictor([image])
+            predictor([image], **({'depths': [dome_depth(image)]} if predictor.needs_depth
+                                  else {}))
     peak = peak_rss_mib()
     print(json.dumps({'after_imports_mib': baseline, 'peak_mib': peak,
                       'torch_loaded': 'torch' in sys.modules}))
@@ -402,7 +433,12 @@ def main(argv=None) -> int:
             start = time.perf_counter()
             ours.export_onnx(onnx_path)
             export_s = time.perf_counter() - start
-        paths = inference_paths(args, checkpoint, device, ours, onnx_path)
+        depth_of, depth_source = None, None
+        if ours.needs_depth:   # an RGB-D checkpoint: every path gets each image's depth map
+            depths, depth_source = load_depths(args.images, images)
+            by_image = {id(image): depth for image, depth in zip(images, depths)}
+            depth_of = lambda image: by_image[id(image)]  # noqa: E731
+        paths = inference_paths(args, checkpoint, device, ours, onnx_path, depth_of)
         times, keypoints = time_paths(paths, images, args.iterations)
         memory = (measure_memory(args, checkpoint, onnx_path, images, device, workdir)
                   if not args.skip_memory else None)
@@ -430,7 +466,8 @@ def main(argv=None) -> int:
           + (f'; --threads {args.threads} everywhere' if args.threads else ''))
     print(f'Model: {args.checkpoint or "random weights, project config"}, input {width}x{height}, '
           f'{len(ours.names)} landmarks; images: {len(images)} from {source} '
-          f'({images[0].shape[1]}x{images[0].shape[0]})')
+          f'({images[0].shape[1]}x{images[0].shape[0]})'
+          + (f'; RGB-D model, {depth_source}' if depth_source else ''))
     if export_s is not None:
         print(f'ONNX export (once per model, export_onnx.py): {export_s:.1f} s')
     print(f'\nInference, {args.iterations} rounds, paths interleaved; ms per image'

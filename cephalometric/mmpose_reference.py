@@ -31,8 +31,22 @@ def stock_model(checkpoint: str, device: str):
     return init_model(Config(config), checkpoint, device=device)
 
 
-def stock_predict(model, image_rgb: np.ndarray) -> np.ndarray:
-    """Keypoints (K, 2) of one RGB image, whole image as the box, by `inference_topdown`."""
+def stock_predict(model, image_rgb: np.ndarray, depth=None) -> np.ndarray:
+    """Keypoints (K, 2) of one RGB image, whole image as the box, by `inference_topdown`.
+
+    An RGB-D model also takes the image's depth map: inference_topdown has no place for it, so its
+    few lines run here with the depth beside the image (the model's own test pipeline loads it).
+    """
     from mmpose.apis import inference_topdown
-    result = inference_topdown(model, np.ascontiguousarray(image_rgb[..., ::-1]))  # MMPose: BGR
+    image_bgr = np.ascontiguousarray(image_rgb[..., ::-1])  # MMPose: BGR
+    if depth is None:
+        return inference_topdown(model, image_bgr)[0].pred_instances.keypoints[0]
+    import torch
+    from mmengine.dataset import Compose, pseudo_collate
+    height, width = image_bgr.shape[:2]
+    info = dict(img=image_bgr, depth_map=depth, bbox=np.array([[0, 0, width, height]], np.float32),
+                bbox_score=np.ones(1, np.float32), **model.dataset_meta)
+    data = Compose(model.cfg.test_dataloader.dataset.pipeline)(info)
+    with torch.no_grad():
+        result = model.test_step(pseudo_collate([data]))
     return result[0].pred_instances.keypoints[0]

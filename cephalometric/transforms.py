@@ -31,7 +31,7 @@ from mmcv.transforms import BaseTransform
 from mmpose.registry import TRANSFORMS
 from mmpose.structures.bbox import get_udp_warp_matrix, get_warp_matrix
 
-from .depth import check_depth_size, depth_channel, read_depth_file
+from .depth import check_depth_size, clean_depth, depth_channel, read_depth_file
 
 BACKGROUNDS = ('plain', 'gradient', 'clutter')
 
@@ -129,14 +129,18 @@ class RandomZoomOut(BaseTransform):
 
 @TRANSFORMS.register_module()
 class LoadDepth(BaseTransform):
-    """Read `results['depth_path']` into `results['depth']`: (H, W) float32 nearness 0..255.
+    """Read `results['depth_path']` (or take an in-memory `results['depth_map']`, any units, NaN
+    missing) into `results['depth']`: (H, W) float32 nearness 0..255.
 
     Runs right after LoadImage, so every geometric step that follows sees photo and depth.
     """
 
     def transform(self, results: dict) -> dict:
-        depth = read_depth_file(results['depth_path'])
-        check_depth_size(depth, results['img'].shape, results['depth_path'])
+        if results.get('depth_path'):
+            depth = read_depth_file(results['depth_path'])
+        else:
+            depth = clean_depth(results.pop('depth_map'))
+        check_depth_size(depth, results['img'].shape, results.get('depth_path') or 'depth map')
         results['depth'] = depth_channel(depth)
         return results
 

@@ -315,3 +315,22 @@ def test_depth_files_are_matched_by_stem(tmp_path):
     assert found == [str(tmp_path / 'a.npy'), str(tmp_path / 'b.png')]
     with pytest.raises(UserError, match='no depth map in .* for c.jpg'):
         match_depth_files([str(tmp_path / 'c.jpg')], str(tmp_path))
+
+
+def test_predictor_agrees_with_mmpose_own_rgbd_pipeline(rgbd_run):
+    """MMPose's test pipeline (LoadDepth, WarpDepth, StackDepth, RGBDDataPreprocessor) and our
+    predictor give the same landmarks for the same photo and depth map."""
+    import cv2
+
+    from cephalometric.mmpose_reference import stock_model, stock_predict
+    from cephalometric.predictor import LandmarkPredictor
+    checkpoint = str(rgbd_run / 'run' / 'best_MRE.pth')
+    stock = stock_model(checkpoint, 'cpu')
+    ours = LandmarkPredictor(checkpoint, device='cpu')
+    for stem in ('demo_0005', 'demo_0011'):
+        photo = cv2.cvtColor(cv2.imread(str(rgbd_run / 'rgbd' / 'images' / f'{stem}.png')),
+                             cv2.COLOR_BGR2RGB)
+        depth = read_depth_file(rgbd_run / 'rgbd' / 'images' / f'{stem}.npy')
+        reference = stock_predict(stock, photo, depth)
+        predicted = ours([photo], depths=[depth])[0].keypoints
+        assert np.abs(predicted - reference).max() < 0.05
