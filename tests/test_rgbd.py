@@ -334,3 +334,27 @@ def test_predictor_agrees_with_mmpose_own_rgbd_pipeline(rgbd_run):
         reference = stock_predict(stock, photo, depth)
         predicted = ours([photo], depths=[depth])[0].keypoints
         assert np.abs(predicted - reference).max() < 0.05
+
+
+def test_rgbd_without_a_depth_column_is_refused(tmp_path, capsys):
+    table = pd.read_pickle(write_demo_pickle(tmp_path / 'd.pkl', num_patients=6, image_size=48))
+    table.drop(columns=['depth_feature']).to_pickle(tmp_path / 'no_depth.pkl')
+    assert prepare('--input', tmp_path / 'no_depth.pkl', '--out-dir', tmp_path / 'out',
+                   '--image-source', 'rgbd') == 2
+    error = capsys.readouterr().err
+    assert error.count('\n') == 1 and 'depth_feature' in error and not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('name', ['../../secret.npy', '/etc/passwd', '', None])
+def test_a_depth_file_name_leading_out_of_the_dataset_is_refused(rgbd_run, tmp_path, name):
+    import shutil
+
+    from cephalometric.dataset_reader import load_split
+    data = tmp_path / 'data'
+    shutil.copytree(rgbd_run / 'rgbd', data)
+    path = data / 'annotations' / 'val.json'
+    coco = json.loads(path.read_text())
+    coco['images'][0]['depth_file'] = name
+    path.write_text(json.dumps(coco))
+    with pytest.raises(UserError, match='depth_file'):
+        load_split(str(data), 'val')
