@@ -18,7 +18,7 @@
 custom_imports = dict(
     # mmcv_compat must come first: it lets mmpose import on mmcv-lite (no compiled ops).
     imports=['cephalometric.mmcv_compat', 'cephalometric.dataset', 'cephalometric.hooks',
-             'cephalometric.metric'],
+             'cephalometric.metric', 'cephalometric.transforms'],
     allow_failed_imports=False)
 
 default_scope = 'mmpose'
@@ -106,6 +106,11 @@ resume = False
 bbox_padding = 1.1
 train_pipeline = [
     dict(type='LoadImage'),
+    # A clinic's photograph is framed wider than these crops: half the time the crop is pasted at a
+    # random place into a canvas up to 3x its size (plain, gradient or cluttered), which becomes
+    # the box. That teaches the coarse pass of inference's automatic framing to find a small face;
+    # the refining pass then sees a crop framed like the rest (cephalometric/framing.py).
+    dict(type='RandomZoomOut', prob=0.5, max_ratio=3.0),
     dict(type='GetBBoxCenterScale', padding=bbox_padding),
     # Patients sit slightly differently in front of the camera: small shifts, zoom and head tilt.
     # No horizontal flip: every training face looks the same way, and mirroring would make the

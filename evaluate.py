@@ -5,7 +5,10 @@
         --out-dir results/eval_val --overwrite
 
 Every image of the split (default: test, the one neither training nor checkpoint selection saw) is
-predicted with the whole image as the face box, as in training. Written to --out-dir (default
+predicted with the whole image as the face box, as in training (--bbox full; --bbox auto finds the
+face as inference.py does). --robustness adds the framing check: every image also pasted into a
+canvas 1.5x, 2x and 3x its size on a plain and a cluttered background, and mirrored, each predicted
+with automatic framing and with the whole image as the box. Written to --out-dir (default
 <checkpoint folder>/eval_<split>), all at once so a failed run leaves nothing half-written;
 --overwrite replaces only a folder this project wrote, never the data or the checkpoint's folder:
   metrics.json      every number below, machine-readable
@@ -27,9 +30,9 @@ from cephalometric.backends import check_device
 from cephalometric.dataset_reader import SPLITS, load_split, mean_shape_baseline, recreate_hint
 from cephalometric.depth import match_depth_files
 from cephalometric.errors import UserError, run_cli
-from cephalometric.evaluation import evaluate, predict_split, worst_cases
+from cephalometric.evaluation import evaluate, framing_robustness, predict_split, worst_cases
 from cephalometric.outputs import check_output_folder, staged_output_folder
-from cephalometric.predictor import BACKENDS
+from cephalometric.predictor import BACKENDS, FRAMING_MODES
 from cephalometric.results import json_text
 
 
@@ -52,6 +55,12 @@ def parse_args(argv):
     parser.add_argument('--depth-path', metavar='FILE|FOLDER',
                         help='RGB-D models: depth maps named like the images (<stem>.npy); '
                         'default: those the RGB-D dataset keeps beside its images')
+    parser.add_argument('--bbox', choices=FRAMING_MODES, default='full',
+                        help='face box: full (the whole image, as training validates; default) '
+                        'or auto (found in the photograph, as inference.py does)')
+    parser.add_argument('--robustness', action='store_true',
+                        help='also measure automatic framing on wider and mirrored photographs '
+                        'made from the split (see above)')
     parser.add_argument('--worst', type=int, default=8,
                         help='how many highest-error images to show (default 8; 0 for none)')
     parser.add_argument('--class-thresholds', default='0,4', metavar='LOW,HIGH',
@@ -118,7 +127,11 @@ def main(argv=None) -> int:
                             f'{recreate_hint(args.data_root)}')
     elif args.depth_path:
         print('note: this model takes no depth map; --depth-path is ignored', file=sys.stderr)
-    predicted = predict_split(predictor, split.image_paths, args.batch_size, depth_paths)
+    if args.robustness and depth_paths is not None:
+        raise UserError('--robustness builds wider photographs without depth maps; run it with an '
+                        'RGB or depth model, not an RGB-D one')
+    predicted = predict_split(predictor, split.image_paths, args.batch_size, depth_paths,
+                              args.bbox)
 
     # The baseline needs only the train annotations (their mean shape), never the train images.
     has_train = osp.isfile(osp.join(args.data_root, 'annotations', 'train.json'))
@@ -127,6 +140,10 @@ def main(argv=None) -> int:
     metrics = {'split': args.split, 'checkpoint': osp.abspath(args.checkpoint),
                'data_root': osp.abspath(args.data_root), **numbers}
     worst, metrics['worst_cases'] = worst_cases(metrics, split, args.worst)
+    metrics['bbox'] = args.bbox
+    if args.robustness:
+        print(f'framing robustness: {len(split.patient_ids)} images x 8 variants x 2 ways')
+        metrics['robustness'] = framing_robustness(predictor, split)
 
     with staged_output_folder(out_dir, tool='evaluate') as staging:
         files = report.write_figures(str(staging), metrics, values, split, predicted, worst)

@@ -5,8 +5,11 @@
     python inference.py --checkpoint best_MRE.pth --img-path photos/ --out-dir results/ \
         --json results/landmarks.json --csv results/landmarks.csv --mm-per-pixel 0.1
 
-The model was trained on face crops: give the face region with --bbox x,y,w,h when the photograph
-shows more than the face (head and shoulders, background); without it the whole image is used.
+The model was trained on face crops that all look one way. By default (--bbox auto) the face region
+and the facing direction are found automatically, so a photograph framed wider than the training
+crops, or of the patient's other side, works as it is; --bbox full uses the whole image (photographs
+cropped like the training data), --bbox x,y,w,h a region you give. A picture with no face found, or
+too small a one, gets its landmarks flagged for review and no skeletal class.
 Only the checkpoint is needed: the landmark names and the preprocessing travel inside it. An RGB-D
 model (trained with --image-source rgbd) also needs each photograph's depth map: --depth-path FILE,
 or a FOLDER where <stem>.npy (or a 16-bit <stem>.png/.tif) sits for every photograph <stem>.jpg.
@@ -27,7 +30,7 @@ from collections import Counter
 from cephalometric.depth import check_depth_size, match_depth_files, read_depth_file
 from cephalometric.errors import UserError, run_cli
 from cephalometric.images import find_images, read_rgb
-from cephalometric.predictor import BACKENDS, check_bbox
+from cephalometric.predictor import BACKENDS, FRAMING_MODES, check_bbox
 from cephalometric.results import (
     StagedFiles,
     check_output_file,
@@ -50,7 +53,9 @@ def parse_args(argv):
     parser.add_argument('--out-file', help='annotated picture for a single image')
     parser.add_argument('--out-dir', help='folder for annotated pictures '
                         f'(<image name>_landmarks.jpg; default {DEFAULT_OUT_DIR})')
-    parser.add_argument('--bbox', help='face region x,y,w,h in pixels (default: whole image)')
+    parser.add_argument('--bbox', default='auto',
+                        help='face region: auto (found in the photograph, either facing '
+                        'direction; default), full (the whole image) or x,y,w,h in pixels')
     parser.add_argument('--depth-path', metavar='FILE|FOLDER',
                         help='RGB-D models: the depth map of the photograph (.npy, or 16-bit '
                         'PNG/TIFF with 0 = no reading), or a folder of them named like the '
@@ -71,17 +76,17 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def parse_bbox(text: str | None):
-    if text is None:
-        return None
+def parse_bbox(text: str):
+    if text in FRAMING_MODES:
+        return text
     try:
         values = [float(v) for v in text.split(',')]
     except ValueError:
         values = []
     if len(values) != 4 or not all(map(math.isfinite, values)) or values[2] <= 0 \
             or values[3] <= 0:
-        raise UserError(f'--bbox must be x,y,w,h (finite numbers, positive width and height), '
-                        f'got {text!r}')
+        raise UserError(f'--bbox must be x,y,w,h (finite numbers, positive width and height) or '
+                        f'one of {", ".join(FRAMING_MODES)}, got {text!r}')
     return tuple(values)
 
 
@@ -181,7 +186,7 @@ def main(argv=None) -> int:
     pictures = output_paths(images, args)
     check_outputs(images, pictures, args)
     sizes = read_all(images)       # every input readable before anything is loaded or written
-    if bbox is not None:
+    if bbox not in FRAMING_MODES:
         for path, (width, height) in zip(images, sizes):
             try:
                 check_bbox(bbox, width, height)
@@ -204,14 +209,14 @@ def main(argv=None) -> int:
             batch = [read_rgb(p) for p in images[chunk]]
             depths = {} if depth_files is None else {
                 'depths': [read_depth_file(p) for p in depth_files[chunk]]}
-            predictions = predictor(batch, [bbox] * len(batch), batch_size=args.batch_size,
-                                    **depths)
+            predictions = predictor.predict(batch, bbox, batch_size=args.batch_size, **depths)
             for path, picture, prediction, out, size in zip(images[chunk], batch, predictions,
                                                             pictures[chunk], sizes[chunk]):
                 measurements = compute_measurements(prediction.names, prediction.keypoints,
                                                     mm_per_pixel=args.mm_per_pixel)
-                reason = class_withheld_reason(prediction.names, prediction.scores, size,
-                                               args.score_threshold)
+                reason = (prediction.framing['review_reason']
+                          or class_withheld_reason(prediction.names, prediction.scores, size,
+                                                   args.score_threshold))
                 note = None if reason is None else f'no skeletal class: {reason}'
                 record = image_record(path, prediction, measurements,
                                       score_threshold=args.score_threshold, picture=out,

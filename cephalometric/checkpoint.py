@@ -17,8 +17,11 @@ versions stored the config as Python text (`meta['cfg']`); it is read only when 
 be plain literal assignments, and refused with one line otherwise. The stored model architecture
 may name only MMPose's registered model classes (see `model_settings.check_model_config`).
 
-Imports torch, numpy, the standard library, `atomic`, `errors` and `model_settings`; MMEngine and
-MMPose only inside the functions that need them.
+The inference settings also carry the training data's framing prior (`framing`), so inference
+can find the face in a wider photograph the way the training crops framed it.
+
+Imports torch, numpy, the standard library, `atomic`, `errors`, `framing` and `model_settings`;
+MMEngine and MMPose only inside the functions that need them.
 """
 from __future__ import annotations
 
@@ -218,6 +221,19 @@ def published_meta(cfg, dataset_meta: dict, source: str = 'checkpoint') -> dict:
     return dict(config=config, inference=settings, dataset_meta=dataset_meta)
 
 
+def framing_prior_of(dataset) -> dict:
+    """Where the training boxes lie around their landmarks (`framing.FramingPrior`), as data."""
+    from .framing import measure_prior
+    keypoints, visible, sizes = [], [], []
+    for index in range(len(dataset)):
+        info = dataset.get_data_info(index)
+        x0, y0, x1, y1 = np.asarray(info['bbox'], np.float64).reshape(-1)[:4]
+        keypoints.append(np.asarray(info['keypoints'], np.float64)[0] - [x0, y0])
+        visible.append(np.asarray(info['keypoints_visible'])[0] > 0)
+        sizes.append((x1 - x0, y1 - y0))
+    return measure_prior(np.array(keypoints), np.array(visible), np.array(sizes)).to_dict()
+
+
 def write_published_checkpoint(path: str, meta: dict, state_dict: dict) -> None:
     """torch.save weights + metadata to `path` atomically (weights moved to the CPU)."""
     from mmengine.runner.checkpoint import weights_to_cpu
@@ -236,7 +252,9 @@ def save_published_checkpoint(runner, path: str, extra_meta: dict | None = None)
     from mmengine.runner.checkpoint import get_state_dict
 
     model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-    meta = published_meta(runner.cfg, runner.train_dataloader.dataset.metainfo, path)
+    dataset = runner.train_dataloader.dataset
+    meta = published_meta(runner.cfg, dataset.metainfo, path)
+    meta['inference']['framing_prior'] = framing_prior_of(dataset)
     meta.update(
         epoch=runner.epoch,
         iter=runner.iter,

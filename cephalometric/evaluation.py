@@ -94,16 +94,19 @@ def measurement_errors(truth: Sequence[Mapping[str, float]],
     return out
 
 
-def predict_split(predictor, image_paths, batch_size: int, depth_paths=None) -> np.ndarray:
+def predict_split(predictor, image_paths, batch_size: int, depth_paths=None,
+                  bbox='full') -> np.ndarray:
     """(N, K, 2) predicted pixels; images are read one batch at a time to bound memory.
-    `depth_paths`: one depth file per image, for an RGB-D model."""
+    `depth_paths`: one depth file per image, for an RGB-D model. `bbox`: 'full' (the whole image
+    is the face box, as training validates) or 'auto' (`LandmarkPredictor.predict`)."""
     from .depth import read_depth_file
     points = []
     for start in range(0, len(image_paths), batch_size):
         images = [read_rgb(p) for p in image_paths[start:start + batch_size]]
         depths = {} if depth_paths is None else {'depths': [
             read_depth_file(p) for p in depth_paths[start:start + batch_size]]}
-        points += [p.keypoints for p in predictor(images, batch_size=batch_size, **depths)]
+        points += [p.keypoints for p in predictor.predict(images, bbox, batch_size=batch_size,
+                                                          **depths)]
     return np.stack(points)
 
 
@@ -173,3 +176,28 @@ def worst_cases(metrics: dict, split, count: int) -> tuple[list[int], list[dict]
     cases = [{'patient_id': split.patient_ids[i], 'MRE': float(ranked[i]),
               'unit': metrics['unit']} for i in chosen]
     return chosen, cases
+
+
+def framing_robustness(predictor, split, seed: int = 0) -> dict:
+    """MRE (px) of each `robustness.VARIANTS` photograph with automatic framing and with the
+    whole image as the face box, and the seconds per photograph each took."""
+    import time
+
+    from .robustness import VARIANTS, robustness_errors
+    seconds = {'auto': 0.0, 'full': 0.0}
+
+    def timed(mode):
+        def predict(photo):
+            start = time.perf_counter()
+            keypoints = predictor.predict([photo], mode)[0].keypoints
+            seconds[mode] += time.perf_counter() - start
+            return keypoints
+        return predict
+
+    images = [read_rgb(path) for path in split.image_paths]
+    errors = robustness_errors(images, split.keypoints, {m: timed(m) for m in seconds}, seed)
+    calls = len(images) * len(VARIANTS)
+    return {'unit': 'px', 'num_images': len(images), 'seed': seed,
+            'MRE': {name: {mode: float(np.nanmean(errors[mode][name])) for mode in errors}
+                    for name, _, _ in VARIANTS},
+            'seconds_per_image': {mode: value / calls for mode, value in seconds.items()}}

@@ -159,12 +159,21 @@ class FaceFramer:
         self.max_iterations = max_iterations
         self.min_face_px, self.min_face_score = min_face_px, min_face_score
 
-    def __call__(self, image: np.ndarray):
-        """(prediction in the photograph's pixels, Framing)."""
+    def __call__(self, image: np.ndarray, depth: Optional[np.ndarray] = None):
+        """(prediction in the photograph's pixels, Framing); `depth` for RGB-D models."""
         height, width = image.shape[:2]
         views = [image] + ([np.ascontiguousarray(image[:, ::-1])] if self.mirror else [])
+        extra = {}
+        if depth is not None:    # the depth map is mirrored with its photograph
+            depth = np.asarray(depth)
+            extra['depths'] = [depth] + ([np.ascontiguousarray(depth[:, ::-1])]
+                                         if self.mirror else [])
+
+        def predict(boxes):
+            return self.predictor(views, bboxes=boxes, batch_size=len(views), **extra)
+
         boxes = [[0.0, 0.0, float(width), float(height)]] * len(views)
-        predictions = self.predictor(views, bboxes=boxes, batch_size=len(views))  # coarse pass
+        predictions = predict(boxes)  # the coarse pass
         candidates, flipped, iterations = None, False, 0
         while iterations < self.max_iterations:
             new_boxes = [keep_in_view(self.prior.box(p.keypoints), width, height)
@@ -172,7 +181,7 @@ class FaceFramer:
             if iterations and all(box_iou(a, b) >= SETTLED_IOU for a, b in zip(boxes, new_boxes)):
                 break
             boxes = new_boxes
-            predictions = self.predictor(views, bboxes=boxes, batch_size=len(views))
+            predictions = predict(boxes)
             iterations += 1
             if candidates is None:
                 # After one refining pass both directions are judged on comparable crops; only
@@ -181,6 +190,8 @@ class FaceFramer:
                 best = int(np.argmax(candidates))
                 flipped = best == 1
                 views, boxes, predictions = [views[best]], [boxes[best]], [predictions[best]]
+                if extra:
+                    extra['depths'] = [extra['depths'][best]]
         prediction, box = predictions[0], boxes[0]
         mean_score = float(np.mean(prediction.scores))
         if flipped:
@@ -189,14 +200,18 @@ class FaceFramer:
         if hasattr(prediction, 'bbox'):
             prediction.bbox = tuple(box)
         framing = Framing('auto', list(box), flipped, iterations, mean_score,
-                          self.review_reason(box, mean_score), candidates or [mean_score])
+                          review_reason(box, mean_score, self.min_face_px, self.min_face_score),
+                          candidates or [mean_score])
         return prediction, framing
 
-    def review_reason(self, box: Sequence[float], mean_score: float) -> Optional[str]:
-        if not np.isfinite(mean_score) or mean_score < self.min_face_score:
-            return (f'no face found (mean landmark confidence {mean_score:.2f} < '
-                    f'{self.min_face_score}); check that the photograph shows a profile')
-        if min(box[2], box[3]) < self.min_face_px:
-            return (f'the face region is only {min(box[2], box[3]):.0f} px; photograph the face '
-                    'closer or at a higher resolution')
-        return None
+
+def review_reason(box: Sequence[float], mean_score: float, min_face_px: float = MIN_FACE_PX,
+                  min_face_score: float = MIN_FACE_SCORE) -> Optional[str]:
+    """Why landmarks found in `box` need a human look before any measurement, or None."""
+    if not np.isfinite(mean_score) or mean_score < min_face_score:
+        return (f'no face found (mean landmark confidence {mean_score:.2f} < {min_face_score}); '
+                'check that the photograph shows a profile')
+    if min(box[2], box[3]) < min_face_px:
+        return (f'the face region is only {min(box[2], box[3]):.0f} px; photograph the face '
+                'closer or at a higher resolution')
+    return None

@@ -14,6 +14,8 @@ from typing import Any, Mapping, Sequence
 from .errors import UserError
 
 SETTINGS_KEYS = ('landmark_names', 'input_size', 'bbox_padding', 'mean', 'std', 'decoder')
+# Optional: absent in older files, which then get the defaults (RGB input; framing.FramingPrior()).
+OPTIONAL_KEYS = ('inputs', 'framing_prior')
 # Optional: what the model takes, in channel order; absent means ['rgb'] (all older files).
 # ['rgb', 'depth'] is an RGB-D model: mean/std then have a fourth value, the depth channel's.
 INPUT_KINDS = (['rgb'], ['rgb', 'depth'])
@@ -115,10 +117,21 @@ def validate_settings(settings: Any, source: str) -> dict:
         raise bad(f'decoder blur_kernel_size must be an odd whole number 1..99, got {kernel!r}')
     if not isinstance(decoder.get('unbiased', False), bool):
         raise bad('decoder unbiased must be true or false')
+    prior = settings.get('framing_prior')
+    if prior is not None:
+        if not isinstance(prior, Mapping) or not all(
+                isinstance(prior.get(key), (list, tuple)) and len(prior[key]) == 2
+                and all(_number(v) for v in prior[key]) for key in ('offset', 'ratio')) \
+                or not all(0 < v <= 100 for v in prior['ratio']):
+            raise bad(f'framing_prior must be {{"offset": [x, y], "ratio": [w, h]}} with '
+                      f'finite numbers and positive ratios, got {prior!r}')
+        prior = {'offset': [float(v) for v in prior['offset']],
+                 'ratio': [float(v) for v in prior['ratio']]}
     return {'landmark_names': list(names), 'input_size': list(settings['input_size']),
             'bbox_padding': float(padding), 'mean': [float(v) for v in settings['mean']],
             'std': [float(v) for v in settings['std']],
             **({'inputs': list(inputs)} if inputs != ['rgb'] else {}),
+            **({'framing_prior': prior} if prior is not None else {}),
             'decoder': {'heatmap_size': list(heatmap), 'unbiased': decoder.get('unbiased', False),
                         'blur_kernel_size': kernel}}
 
@@ -159,7 +172,7 @@ def check_model_config(model: Any, allowed_types, source: str) -> dict:
 def settings_to_metadata(settings: Mapping) -> dict:
     """The settings as ONNX metadata_props: one JSON string per key."""
     import json
-    return {key: json.dumps(settings[key]) for key in SETTINGS_KEYS + ('inputs',)
+    return {key: json.dumps(settings[key]) for key in SETTINGS_KEYS + OPTIONAL_KEYS
             if key in settings}
 
 
@@ -177,10 +190,12 @@ def settings_from_metadata(metadata: Mapping[str, str], source: str) -> dict:
         except (ValueError, RecursionError):
             raise UserError(f'{source}: its metadata {key!r} is not JSON; export it again with '
                             'export_onnx.py') from None
-    if 'inputs' in metadata:
+    for key in OPTIONAL_KEYS:
+        if key not in metadata:
+            continue
         try:
-            settings['inputs'] = json.loads(metadata['inputs'])
+            settings[key] = json.loads(metadata[key])
         except (ValueError, RecursionError):
-            raise UserError(f'{source}: its metadata \'inputs\' is not JSON; export it again with '
+            raise UserError(f'{source}: its metadata {key!r} is not JSON; export it again with '
                             'export_onnx.py') from None
     return validate_settings(settings, source)

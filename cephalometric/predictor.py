@@ -5,9 +5,10 @@ MMPose's GetBBoxCenterScale + TopdownAffine + PoseDataPreprocessor do), `infer` 
 of `backends`), `postprocess` (MSRAHeatmap decoding from `heatmaps`, mapped back to the original
 image). Results agree with MMPose's `inference_topdown` to well under 0.1 px (tests).
 A .pth runs on 'pytorch' by default, a .onnx from export_onnx.py on 'onnxruntime' (needs no torch
-or MMPose); 'onnxruntime' with a .pth exports in memory first. Imports numpy, OpenCV and the
-package's `backends`, `checkpoint`, `depth`, `heatmaps`, `model_settings`, `errors` (and
-`onnx_export`).
+or MMPose); 'onnxruntime' with a .pth exports in memory first. `predict` adds the face region:
+found automatically (`framing`), the whole image, or given. Imports numpy, OpenCV and the
+package's `backends`, `checkpoint`, `depth`, `framing`, `heatmaps`, `model_settings`, `errors`
+(and `onnx_export`).
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ from .heatmaps import decode_heatmaps, warp_matrix
 from .model_settings import settings_from_metadata
 
 BACKENDS = ('auto', 'pytorch', 'onnxruntime')
+# What `predict` takes for the face region: found automatically, the whole image, or given.
+FRAMING_MODES = ('auto', 'full')
 
 
 @dataclass
@@ -35,6 +38,7 @@ class Prediction:
     keypoints: np.ndarray  # (K, 2) x, y
     scores: np.ndarray     # (K,) heatmap peak values; low means unsure
     bbox: tuple = field(default=())  # x, y, w, h of the face region used
+    framing: Optional[dict] = None   # how that region was found (`framing.Framing.to_dict`)
 
 
 def check_bbox(bbox, width: int, height: int) -> tuple:
@@ -178,4 +182,34 @@ class LandmarkPredictor:
                                                  [p[2] for p in prepared])
             results += [Prediction(self.names, keypoints[j], scores[j], boxes[i])
                         for j, i in enumerate(chunk)]
+        return results
+
+    def predict(self, images: Sequence[np.ndarray], bbox='auto', depths=None,
+                batch_size: int = 8) -> list[Prediction]:
+        """Landmarks with the face region found as `bbox` says, recorded in `.framing`.
+
+        'auto': `framing.FaceFramer` finds the face box and the facing direction (a photograph
+        framed wider than the training crops, or of the other side); 'full': the whole image is
+        the face box (photographs cropped like the training data); (x, y, w, h): that box.
+        """
+        from .framing import FaceFramer, Framing, FramingPrior, review_reason
+        if isinstance(bbox, str) and bbox not in FRAMING_MODES:
+            raise UserError(f'bbox must be one of {", ".join(FRAMING_MODES)} or x,y,w,h, got '
+                            f'{bbox!r}')
+        if bbox == 'auto':
+            framer = FaceFramer(self, FramingPrior.from_dict(self.settings.get('framing_prior')))
+            results = []
+            for i, image in enumerate(images):
+                prediction, framing = framer(image, None if depths is None else depths[i])
+                prediction.framing = framing.to_dict()
+                results.append(prediction)
+            return results
+        results = self(images, None if bbox == 'full' else [bbox] * len(images),
+                       batch_size=batch_size, depths=depths)
+        for prediction in results:
+            score = float(np.mean(prediction.scores))
+            framing = Framing('full' if bbox == 'full' else 'bbox', list(prediction.bbox),
+                              mean_score=score,
+                              review_reason=review_reason(prediction.bbox, score))
+            prediction.framing = framing.to_dict()
         return results

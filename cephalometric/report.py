@@ -278,6 +278,8 @@ def render_report(metrics: dict, files: dict) -> str:
     out += [markdown_table(['measurement', 'unit', 'n', 'mean abs error', 'bias', 'max abs error'],
                            rows, 'llrrrr') if rows else 'No measurement could be computed.']
 
+    out += robustness_section(metrics.get('robustness'))
+
     worst = metrics['worst_cases']
     out += ['', '## Worst cases', '']
     if worst:
@@ -291,3 +293,23 @@ def render_report(metrics: dict, files: dict) -> str:
     else:
         out.append('None shown (--worst 0).')
     return '\n'.join(out) + '\n'
+
+
+def robustness_section(robustness) -> list:
+    """The framing table of `evaluate.py --robustness` (nothing without it)."""
+    if not robustness:
+        return []
+    table = robustness['MRE']
+    crop = table['crop']['auto']
+    rows = [[name, _fmt(values['auto']), f'{values["auto"] / crop:.2f}x', _fmt(values['full'])]
+            for name, values in table.items()]
+    seconds = robustness['seconds_per_image']
+    return ['', '## Framing robustness', '',
+            f'The {robustness["num_images"]} images pasted at a random place into a larger plain '
+            'or cluttered canvas, and mirrored; MRE in pixels. "auto" finds the face box and the '
+            'facing direction (inference.py\'s default); "full" takes the whole picture as the '
+            'face box (`--bbox full`).', '',
+            markdown_table(['photograph', 'MRE auto (px)', 'vs crop', 'MRE full (px)'], rows,
+                           'lrrr'), '',
+            f'Time per photograph: {seconds["auto"] * 1000:.0f} ms with automatic framing, '
+            f'{seconds["full"] * 1000:.0f} ms with the whole image as the box.']

@@ -6,13 +6,18 @@ A record is a plain dict, the same in `--json` output and for the review app:
      "picture": "out/x_landmarks.jpg",   # annotated picture, or null when none was drawn
      "size": [width, height],            # of the input image, pixels
      "bbox": [x, y, w, h],               # face region the model saw, pixels
+     "framing": {"method": "auto", "bbox": [...], "mirrored": false, "iterations": 2,
+                 "mean_score": 0.71, "review_reason": null, "candidates": [0.71, 0.32]},
      "landmarks": [{"name": "S", "x": 101.5, "y": 88.25, "score": 0.91, "review": false}, ...],
      "measurements": {"SNA": 82.1, ..., "skeletal_class": 1},
      "skeletal_class_note": null}        # why no class was given, when it was withheld
 
 `review` is true for a landmark scoring below the score threshold. `skeletal_class` is left out of
 `measurements` (and `skeletal_class_note` says why) when S, N, A or B is unsure or the image is too
-small to hold a face. JSON is strict: NaN and infinity become null, never bare `NaN`.
+small to hold a face, or when framing found no face or too small a one (`framing.review_reason`:
+'auto' finds the box, 'full' is the whole image, 'bbox' was given; `mirrored` true means the face
+looked the other way than in training and the landmarks were mapped back).
+JSON is strict: NaN and infinity become null, never bare `NaN`.
 `--json` holds one record for a single image and a list of records otherwise; `load_records`
 reads either back as a list. `StagedFiles` writes several outputs together or not at all.
 Imports only the standard library, numpy, `atomic`, `errors` and
@@ -95,6 +100,7 @@ def image_record(image: str, prediction, measurements: Mapping[str, Any], *,
         'picture': None if picture is None else str(picture),
         'size': None if size is None else [int(v) for v in size],
         'bbox': [_rounded(v, 2) for v in prediction.bbox] if len(prediction.bbox) else None,
+        'framing': getattr(prediction, 'framing', None),
         'landmarks': [{'name': name, 'x': _rounded(x, 2), 'y': _rounded(y, 2),
                        'score': _rounded(s, 4), 'review': not (float(s) >= score_threshold)}
                       for name, (x, y), s in zip(prediction.names, prediction.keypoints,

@@ -83,11 +83,12 @@ def _number(value) -> Optional[float]:
 class ReviewStore:
     """The images of `images_dir`, predicted by `predictor`, reviewed into `out_dir`.
 
-    `predictor` is called with a list of RGB arrays and returns one prediction per image (names,
-    keypoints, scores, bbox), as `LandmarkPredictor` does.
+    `predictor.predict` is called with a list of RGB arrays and returns one prediction per image
+    (names, keypoints, scores, bbox), as `LandmarkPredictor.predict` does (face region and facing
+    direction found automatically).
     """
 
-    def __init__(self, images_dir: str, out_dir: str, predictor: Callable,
+    def __init__(self, images_dir: str, out_dir: str, predictor,
                  score_threshold: float = 0.3, mm_per_pixel: Optional[float] = None,
                  batch_size: int = 8, log: Callable[[str], None] = print):
         self.check_options(images_dir, out_dir, score_threshold, mm_per_pixel)
@@ -148,7 +149,7 @@ class ReviewStore:
                     log(f'left out {name}: {error}')
             if not chunk:
                 continue
-            for name, picture, prediction in zip(chunk, pictures, predictor(pictures)):
+            for name, picture, prediction in zip(chunk, pictures, predictor.predict(pictures)):
                 self._check_names(prediction.names, name)
                 height, width = picture.shape[:2]
                 keypoints = np.asarray(prediction.keypoints, float).reshape(-1, 2)

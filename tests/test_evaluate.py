@@ -176,7 +176,7 @@ class FakePredictor:
     def __init__(self, checkpoint, device='auto', **_):
         self.names, self.device = list(STANDARD_LANDMARKS), 'cpu'
 
-    def __call__(self, images, batch_size=8):
+    def predict(self, images, bbox='full', batch_size=8):
         fan = np.linspace([0.3, 0.2], [0.7, 0.8], len(self.names))
         return [SimpleNamespace(keypoints=fan * [i.shape[1], i.shape[0]]) for i in images]
 
