@@ -1,16 +1,16 @@
 """Let MMPose import on mmcv-lite, the pure-Python build of mmcv without compiled ops.
 
 Import this module before anything from mmpose (our scripts do; configs list it first in
-`custom_imports`). Full mmcv needs a 30-45 minute C++/CUDA build, while mmcv-lite installs in seconds
-and has everything HRNet top-down training and inference use. mmpose 1.3.2, however, imports
-`mmcv.ops.MultiScaleDeformableAttention` unconditionally in two transformer-head modules we never use
-(EDPose), and `mmcv.ops` cannot load without the compiled `mmcv._ext`.
+`custom_imports`). Full mmcv needs a 30-45 minute C++/CUDA build, while mmcv-lite installs in
+seconds and has everything HRNet top-down training and inference use. mmpose 1.3.2, however,
+imports `mmcv.ops.MultiScaleDeformableAttention` unconditionally in two transformer-head modules we
+never use (EDPose), and `mmcv.ops` cannot load without the compiled `mmcv._ext`.
 
 When the real `mmcv.ops` loads, this module does nothing. Otherwise it registers a small stand-in
 `mmcv.ops` that defines only the names mmpose imports unconditionally; instantiating any of them
 raises `MissingCompiledOpError` naming full mmcv as the fix. Names imported inside mmpose's own
-`try/except ImportError` guards (DeformConv2d, nms, ...) are deliberately absent, so mmpose's checks
-still see that the compiled ops are unavailable.
+`try/except ImportError` guards (DeformConv2d, nms, ...) are deliberately absent, so mmpose's
+checks still see that the compiled ops are unavailable. Imports the standard library and `errors`.
 """
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ import warnings
 from .errors import UserError
 
 FULL_MMCV_FIX = ('install full mmcv built for your torch instead of mmcv-lite: '
-                 'pip uninstall -y mmcv-lite && pip install "mmcv==2.1.0" (see README, Installation)')
+                 'pip uninstall -y mmcv-lite && pip install "mmcv==2.1.0" '
+                 '(see README, Installation)')
 
 # Names that mmpose 1.3.2 imports from mmcv.ops outside a try/except.
 _UNCONDITIONAL_OPS = ('MultiScaleDeformableAttention', )
@@ -68,7 +69,8 @@ def install() -> bool:
         return False
     import mmcv
 
-    stand_in = types.ModuleType('mmcv.ops', 'Stand-in for compiled mmcv ops (mmcv-lite is installed).')
+    stand_in = types.ModuleType('mmcv.ops',
+                                'Stand-in for compiled mmcv ops (mmcv-lite is installed).')
     stand_in.__cephalometric_stand_in__ = True
     for name in _UNCONDITIONAL_OPS:
         setattr(stand_in, name, _missing_op(name))
