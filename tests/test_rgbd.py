@@ -135,8 +135,12 @@ def test_photo_and_depth_stay_aligned_through_the_training_pipeline(tmp_path):
     for step in steps:                    # always augment, strongly
         if step['type'] == 'RandomBBoxTransform':
             step.update(shift_prob=1.0, rotate_prob=1.0, rotate_factor=40, shift_factor=0.15)
-    steps.insert(types.index('LoadDepth') + 1, dict(type='RandomZoomOut', prob=1.0,
-                                                    max_ratio=1.6))
+    zoom_out = dict(type='RandomZoomOut', prob=1.0, max_ratio=1.6)
+    if 'RandomZoomOut' in types:          # the config's framing augmentation, always on
+        assert types.index('RandomZoomOut') > types.index('LoadDepth')
+        steps[types.index('RandomZoomOut')].update(zoom_out)
+    else:
+        steps.insert(types.index('LoadDepth') + 1, zoom_out)
     from mmpose.utils import register_all_modules
     register_all_modules(init_default_scope=True)
     pipeline = Compose(steps[:-1])       # all but PackPoseInputs, to read the keypoints back
