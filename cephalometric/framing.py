@@ -32,6 +32,9 @@ MIN_FACE_PX = 48.0
 MIN_FACE_SCORE = 0.2
 MAX_ITERATIONS = 5
 SETTLED_IOU = 0.95   # the box has settled when successive boxes overlap this much
+# Below this mean confidence after settling, framing starts again from a grid of smaller boxes
+# (a trained model scores its crops 0.6-0.95; a lost coarse pass stays near 0.1).
+RETRY_SCORE = 0.5
 
 
 @dataclass
@@ -163,17 +166,52 @@ class FaceFramer:
         """(prediction in the photograph's pixels, Framing); `depth` for RGB-D models."""
         height, width = image.shape[:2]
         views = [image] + ([np.ascontiguousarray(image[:, ::-1])] if self.mirror else [])
-        extra = {}
+        depths = None
         if depth is not None:    # the depth map is mirrored with its photograph
             depth = np.asarray(depth)
-            extra['depths'] = [depth] + ([np.ascontiguousarray(depth[:, ::-1])]
-                                         if self.mirror else [])
+            depths = [depth] + ([np.ascontiguousarray(depth[:, ::-1])] if self.mirror else [])
+        full = [0.0, 0.0, float(width), float(height)]
+        result = self._settle(views, depths, [full] * len(views))
+        if result[3] < RETRY_SCORE:
+            # The whole-image pass found no confident face (a small face in a busy frame):
+            # start again from the best of a grid of smaller boxes, once per direction.
+            starts = grid_boxes(width, height)
+            retry = self._settle(views, depths, [self._best_start(view, starts, depths, i)
+                                                 for i, view in enumerate(views)])
+            if retry[3] > result[3]:
+                result = retry
+        prediction, box, flipped, mean_score, iterations, candidates = result
+        if flipped:
+            prediction.keypoints = mirror_keypoints(prediction.keypoints, width)
+            box = mirror_box(box, width)
+        if hasattr(prediction, 'bbox'):
+            prediction.bbox = tuple(box)
+        framing = Framing('auto', list(box), flipped, iterations, mean_score,
+                          review_reason(box, mean_score, self.min_face_px, self.min_face_score),
+                          candidates)
+        return prediction, framing
 
-        def predict(boxes):
-            return self.predictor(views, bboxes=boxes, batch_size=len(views), **extra)
+    def _predict(self, views, depths, boxes):
+        extra = {} if depths is None else {'depths': depths}
+        return self.predictor(views, bboxes=boxes, batch_size=len(views), **extra)
 
-        boxes = [[0.0, 0.0, float(width), float(height)]] * len(views)
-        predictions = predict(boxes)  # the coarse pass
+    def _best_start(self, view, starts, depths, index):
+        """The start box whose prediction is the most confident, for one view."""
+        scores = []
+        for begin in range(0, len(starts), 8):
+            chunk = starts[begin:begin + 8]
+            extra = None if depths is None else [depths[index]] * len(chunk)
+            scores += [float(np.mean(p.scores))
+                       for p in self._predict([view] * len(chunk), extra, chunk)]
+        return starts[int(np.argmax(scores))]
+
+    def _settle(self, views, depths, boxes):
+        """Predict from `boxes`, then refine until the box settles; the better direction wins.
+
+        Returns (prediction, box, flipped, mean score, refining passes, per-direction scores).
+        """
+        height, width = views[0].shape[:2]
+        predictions = self._predict(views, depths, boxes)
         candidates, flipped, iterations = None, False, 0
         while iterations < self.max_iterations:
             new_boxes = [keep_in_view(self.prior.box(p.keypoints), width, height)
@@ -181,7 +219,7 @@ class FaceFramer:
             if iterations and all(box_iou(a, b) >= SETTLED_IOU for a, b in zip(boxes, new_boxes)):
                 break
             boxes = new_boxes
-            predictions = predict(boxes)
+            predictions = self._predict(views, depths, boxes)
             iterations += 1
             if candidates is None:
                 # After one refining pass both directions are judged on comparable crops; only
@@ -190,19 +228,21 @@ class FaceFramer:
                 best = int(np.argmax(candidates))
                 flipped = best == 1
                 views, boxes, predictions = [views[best]], [boxes[best]], [predictions[best]]
-                if extra:
-                    extra['depths'] = [extra['depths'][best]]
-        prediction, box = predictions[0], boxes[0]
-        mean_score = float(np.mean(prediction.scores))
-        if flipped:
-            prediction.keypoints = mirror_keypoints(prediction.keypoints, width)
-            box = mirror_box(box, width)
-        if hasattr(prediction, 'bbox'):
-            prediction.bbox = tuple(box)
-        framing = Framing('auto', list(box), flipped, iterations, mean_score,
-                          review_reason(box, mean_score, self.min_face_px, self.min_face_score),
-                          candidates or [mean_score])
-        return prediction, framing
+                depths = None if depths is None else [depths[best]]
+        mean_score = float(np.mean(predictions[0].scores))
+        return (predictions[0], boxes[0], flipped, mean_score, iterations,
+                candidates or [mean_score])
+
+
+def grid_boxes(width: int, height: int) -> list:
+    """Square start boxes of 1/2 and 1/3 of the longer side, overlapping by half, over the image."""
+    side_max, boxes = max(width, height), []
+    for fraction in (1 / 2, 1 / 3):
+        side = side_max * fraction
+        xs = np.arange(side / 2, max(width - side / 2, side / 2) + 1e-6, side / 2)
+        ys = np.arange(side / 2, max(height - side / 2, side / 2) + 1e-6, side / 2)
+        boxes += [[float(x - side / 2), float(y - side / 2), side, side] for y in ys for x in xs]
+    return boxes
 
 
 def review_reason(box: Sequence[float], mean_score: float, min_face_px: float = MIN_FACE_PX,
