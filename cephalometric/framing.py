@@ -27,9 +27,12 @@ import numpy as np
 
 # A face box narrower than this (pixels of the photograph) holds too little detail to measure.
 MIN_FACE_PX = 48.0
-# Mean landmark confidence below which no face is taken to be there (heatmap peak height; a
-# trained model scores its training crops around 0.6-0.9, blank or unrelated images far lower).
-MIN_FACE_SCORE = 0.2
+# Mean landmark confidence below which no face is taken to be there (heatmap peak height). The
+# demo model scores faces 0.85-1.0 after framing, whatever the framing; blank walls, noise and a
+# page of text 0.13-0.57 (framing zooms into them looking for a face, which lifts their scores).
+MIN_FACE_SCORE = 0.6
+# A face region whose pixels vary less than this (standard deviation, 0-255) is blank.
+MIN_FACE_CONTRAST = 4.0
 MAX_ITERATIONS = 5
 SETTLED_IOU = 0.95   # the box has settled when successive boxes overlap this much
 # Below this mean confidence after settling, framing starts again from a grid of smaller boxes
@@ -187,8 +190,8 @@ class FaceFramer:
         if hasattr(prediction, 'bbox'):
             prediction.bbox = tuple(box)
         framing = Framing('auto', list(box), flipped, iterations, mean_score,
-                          review_reason(box, mean_score, self.min_face_px, self.min_face_score),
-                          candidates)
+                          review_reason(box, mean_score, self.min_face_px, self.min_face_score,
+                                        image), candidates)
         return prediction, framing
 
     def _predict(self, views, depths, boxes):
@@ -245,9 +248,22 @@ def grid_boxes(width: int, height: int) -> list:
     return boxes
 
 
+def region_contrast(image: np.ndarray, box: Sequence[float]) -> float:
+    """Standard deviation of the photograph's pixels inside the box (0 for an empty overlap)."""
+    x, y, w, h = box
+    height, width = image.shape[:2]
+    x0, y0 = int(max(np.floor(x), 0)), int(max(np.floor(y), 0))
+    x1, y1 = int(min(np.ceil(x + w), width)), int(min(np.ceil(y + h), height))
+    region = image[y0:y1, x0:x1]
+    return float(region.std()) if region.size else 0.0
+
+
 def review_reason(box: Sequence[float], mean_score: float, min_face_px: float = MIN_FACE_PX,
-                  min_face_score: float = MIN_FACE_SCORE) -> Optional[str]:
+                  min_face_score: float = MIN_FACE_SCORE,
+                  image: Optional[np.ndarray] = None) -> Optional[str]:
     """Why landmarks found in `box` need a human look before any measurement, or None."""
+    if image is not None and region_contrast(image, box) < MIN_FACE_CONTRAST:
+        return 'no face found (the face region is blank); check the photograph'
     if not np.isfinite(mean_score) or mean_score < min_face_score:
         return (f'no face found (mean landmark confidence {mean_score:.2f} < {min_face_score}); '
                 'check that the photograph shows a profile')

@@ -206,10 +206,10 @@ class LandmarkPredictor:
             return results
         results = self(images, None if bbox == 'full' else [bbox] * len(images),
                        batch_size=batch_size, depths=depths)
-        for prediction in results:
+        for image, prediction in zip(images, results):
             score = float(np.mean(prediction.scores))
             framing = Framing('full' if bbox == 'full' else 'bbox', list(prediction.bbox),
                               mean_score=score,
-                              review_reason=review_reason(prediction.bbox, score))
+                              review_reason=review_reason(prediction.bbox, score, image=image))
             prediction.framing = framing.to_dict()
         return results

@@ -91,8 +91,11 @@ def image_record(image: str, prediction, measurements: Mapping[str, Any], *,
                  score_threshold: float, picture: Optional[str] = None,
                  size: Optional[Sequence[int]] = None,
                  class_note: Optional[str] = None) -> dict:
-    """The record of one image (see the module docstring); values rounded, strict-JSON ready."""
+    """The record of one image (see the module docstring); values rounded, strict-JSON ready.
+    Every landmark is marked for review when framing found no usable face."""
     measurements = dict(measurements)
+    framing = getattr(prediction, 'framing', None)
+    unframed = bool(framing and framing.get('review_reason'))
     if class_note is not None:
         measurements.pop('skeletal_class', None)
     return {
@@ -100,9 +103,10 @@ def image_record(image: str, prediction, measurements: Mapping[str, Any], *,
         'picture': None if picture is None else str(picture),
         'size': None if size is None else [int(v) for v in size],
         'bbox': [_rounded(v, 2) for v in prediction.bbox] if len(prediction.bbox) else None,
-        'framing': getattr(prediction, 'framing', None),
+        'framing': framing,
         'landmarks': [{'name': name, 'x': _rounded(x, 2), 'y': _rounded(y, 2),
-                       'score': _rounded(s, 4), 'review': not (float(s) >= score_threshold)}
+                       'score': _rounded(s, 4),
+                       'review': unframed or not (float(s) >= score_threshold)}
                       for name, (x, y), s in zip(prediction.names, prediction.keypoints,
                                                  prediction.scores)],
         'measurements': {k: (int(v) if k == 'skeletal_class' else _rounded(v, 3))

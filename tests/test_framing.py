@@ -139,3 +139,75 @@ def test_prior_round_trips_and_refuses_nonsense():
         FramingPrior.from_dict({'offset': [0, 0], 'ratio': [0, 1]})
     with pytest.raises(ValueError):
         FramingPrior.from_dict({'offset': [float('nan'), 0], 'ratio': [1, 1]})
+
+
+# -- with a model that has learned (the shared learned_run fixture) -------------------------------
+
+def test_learned_model_recognises_the_other_side(learned_run):
+    """A mirrored photograph gives the mirrored landmarks (far better than `--bbox full`), and
+    framing a crop costs nothing. The shared learned model trains without RandomZoomOut (it must
+    learn fast), so finding small faces in wide photographs is tested with the stand-in model
+    above and measured on the demo model in the README (evaluate.py --robustness)."""
+    from cephalometric.dataset_reader import load_split
+    from cephalometric.images import read_rgb
+    from cephalometric.predictor import LandmarkPredictor
+    from cephalometric.robustness import make_variant
+
+    prepared, work_dir = learned_run
+    predictor = LandmarkPredictor(str(work_dir / 'best_MRE.pth'), device='cpu')
+    assert predictor.settings['framing_prior']['ratio'][0] > 1   # measured on the training boxes
+    split = load_split(str(prepared), 'val')
+    rng = np.random.default_rng(0)
+    errors = {key: [] for key in ('crop auto', 'crop full', 'mirrored auto', 'mirrored full')}
+    mirrored_flags = []
+    for path, truth in list(zip(split.image_paths, split.keypoints))[:6]:
+        image = read_rgb(path)
+        cases = {'crop': (image, truth),
+                 'mirrored': make_variant(image, truth, 1.0, None, rng, mirrored=True)}
+        for case, (photo, photo_truth) in cases.items():
+            for mode in ('auto', 'full'):
+                prediction = predictor.predict([photo], mode)[0]
+                assert prediction.framing['method'] == mode
+                error = np.nanmean(np.linalg.norm(prediction.keypoints - photo_truth, axis=1))
+                errors[f'{case} {mode}'].append(error)
+                if case == 'mirrored' and mode == 'auto':
+                    mirrored_flags.append(prediction.framing['mirrored'])
+    mean = {key: float(np.mean(values)) for key, values in errors.items()}
+    print(', '.join(f'{key} {value:.2f} px' for key, value in mean.items()))
+    assert mean['mirrored auto'] < 0.5 * mean['mirrored full']
+    assert mean['mirrored auto'] < 1.1 * mean['crop auto']
+    assert sum(mirrored_flags) >= len(mirrored_flags) - 1    # the other side was recognised
+    assert mean['crop auto'] < 1.5 * mean['crop full']
+
+
+def test_given_box_and_whole_image_overrides(learned_run, tmp_path):
+    """--bbox full and --bbox x,y,w,h bypass framing; a blank picture gets no class."""
+    import json
+
+    from cephalometric.errors import run_cli
+    from inference import main
+
+    prepared, work_dir = learned_run
+    photo = next((prepared / 'images').iterdir())
+    blank = tmp_path / 'blank.png'
+    import cv2
+    cv2.imwrite(str(blank), np.full((200, 300, 3), 128, np.uint8))
+    records = {}
+    for name, path, bbox in (('full', photo, 'full'), ('given', photo, '10,10,100,120'),
+                             ('auto', photo, 'auto'), ('blank', blank, 'auto')):
+        out = tmp_path / f'{name}.json'
+        assert run_cli(main, ['--checkpoint', str(work_dir / 'best_MRE.pth'), '--img-path',
+                              str(path), '--bbox', bbox, '--json', str(out), '--no-draw',
+                              '--device', 'cpu']) == 0
+        records[name] = json.loads(out.read_text())
+    height, width = cv2.imread(str(photo)).shape[:2]
+    assert records['full']['framing']['method'] == 'full'
+    assert records['full']['bbox'] == [0, 0, width, height]
+    assert records['given']['framing']['method'] == 'bbox'
+    assert records['given']['bbox'] == [10, 10, 100, 120]
+    assert records['auto']['framing']['method'] == 'auto'
+    blank_record = records['blank']
+    assert blank_record['framing']['review_reason'].startswith('no face found')
+    assert all(landmark['review'] for landmark in blank_record['landmarks'])
+    assert 'skeletal_class' not in blank_record['measurements']
+    assert 'no face found' in blank_record['skeletal_class_note']
