@@ -214,9 +214,9 @@ def main(argv=None) -> int:
                                                             pictures[chunk], sizes[chunk]):
                 measurements = compute_measurements(prediction.names, prediction.keypoints,
                                                     mm_per_pixel=args.mm_per_pixel)
-                reason = (prediction.framing['review_reason']
-                          or class_withheld_reason(prediction.names, prediction.scores, size,
-                                                   args.score_threshold))
+                reason = class_withheld_reason(prediction.names, prediction.scores, size,
+                                               args.score_threshold,
+                                               prediction.framing['review_reason'])
                 note = None if reason is None else f'no skeletal class: {reason}'
                 record = image_record(path, prediction, measurements,
                                       score_threshold=args.score_threshold, picture=out,

@@ -132,7 +132,7 @@ def keep_in_view(box: Sequence[float], width: int, height: int) -> list:
     x, y, w, h = (float(v) for v in box)
     cx = min(max(x + w / 2, 0.0), float(width))
     cy = min(max(y + h / 2, 0.0), float(height))
-    w, h = min(w, 4.0 * width), min(h, 4.0 * height)
+    w, h = min(w, 2.0 * width), min(h, 2.0 * height)   # a face box never needs more
     return [cx - w / 2, cy - h / 2, w, h]
 
 

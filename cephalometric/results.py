@@ -69,8 +69,9 @@ def _rounded(value, digits: int):
 
 
 def class_withheld_reason(names: Sequence[str], scores, size, score_threshold: float,
-                          ) -> Optional[str]:
-    """Why no skeletal class may be reported for this prediction, or None when it may."""
+                          framing_reason: Optional[str] = None) -> Optional[str]:
+    """Why no skeletal class may be reported for this prediction, or None when it may.
+    `framing_reason`: why framing found no usable face (`framing.review_reason`), if it did not."""
     width, height = size
     if min(width, height) < MIN_CLASS_IMAGE_SIDE:
         return f'image {width}x{height} px is too small (under {MIN_CLASS_IMAGE_SIDE} px a side)'
@@ -82,9 +83,9 @@ def class_withheld_reason(names: Sequence[str], scores, size, score_threshold: f
         score = float(scores[index])
         if not (score >= score_threshold):
             unsure.append(key)
-    if unsure:
-        return f'{", ".join(unsure)} below score {score_threshold:g}, check them'
-    return None
+    reasons = [f'{", ".join(unsure)} below score {score_threshold:g}, check them'] if unsure else []
+    reasons += [framing_reason] if framing_reason else []
+    return '; '.join(reasons) or None
 
 
 def image_record(image: str, prediction, measurements: Mapping[str, Any], *,
