@@ -19,8 +19,9 @@ from cephalometric.errors import UserError, run_cli
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split('\n', 1)[1])
     parser.add_argument('--checkpoint', help='best_MRE.pth written by training, or a .onnx from '
                         'export_onnx.py')
     parser.add_argument('--images', required=True, help='folder of photographs to review')
