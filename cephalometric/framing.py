@@ -10,7 +10,9 @@ such photograph look like a training crop:
    `FramingPrior`, measured on the training annotations and stored in the checkpoint);
 3. a refining pass on that box, repeated until the box settles;
 4. the same on the mirrored image; the more confident of the two is kept and its landmarks are
-   mapped back, so a photograph of the other side gives mirrored landmarks and the same angles.
+   mapped back, so a photograph of the other side gives mirrored landmarks and the same angles;
+5. when even the better direction is unsure (mean score under RETRY_SCORE), the same again from
+   the most confident of a grid of smaller start boxes (a small face in a busy frame).
 
 A photograph in which no face is found (low confidence) or whose face is too small to measure is
 flagged for review with a reason; callers then report no skeletal class.
