@@ -10,7 +10,7 @@ Every tool that writes a folder of results (prepare, evaluate, and any future on
 - never a protected path (the data root, the input file, the checkpoint's folder) or a folder
   that contains one, whatever the marker says.
 
-Imports only the standard library and `errors`.
+Imports only the standard library, `atomic` and `errors`.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Union
 
+from .atomic import current_umask
 from .errors import UserError
 
 MARKER = '.cephalometric-output'
@@ -70,12 +71,6 @@ def check_output_folder(out_dir: PathLike, *, overwrite: bool, option: str = '--
                         f'--overwrite will not delete it; choose another {option}')
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 @contextlib.contextmanager
 def staged_output_folder(out_dir: PathLike, tool: str) -> Iterator[Path]:
     """Yield an empty staging folder; on success mark it and swap it onto `out_dir`.
@@ -90,7 +85,7 @@ def staged_output_folder(out_dir: PathLike, tool: str) -> Iterator[Path]:
         parent.mkdir(parents=True, exist_ok=True)
         staging = parent / f'.{out_dir.name}.tmp-{uuid.uuid4().hex[:12]}'
         # Not tempfile.mkdtemp: its folder is private (0700) and would stay so once renamed.
-        staging.mkdir(mode=0o777 & ~_umask())
+        staging.mkdir(mode=0o777 & ~current_umask())
     except OSError as error:
         raise UserError(f'cannot write to {str(parent)!r}: {error.strerror or error}; choose '
                         'another output folder or check its permissions') from None

@@ -31,12 +31,11 @@ import io
 import json
 import math
 import os
-import tempfile
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .atomic import write_text_atomically
+from .atomic import publish, temporary_beside, write_text_atomically
 from .errors import UserError
 from .landmarks import find_landmark
 
@@ -218,19 +217,13 @@ class StagedFiles:
         for folder in reversed(missing):
             os.mkdir(folder)
             self.created.append(folder)
-        handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.tmp-',
-                                             suffix=os.path.basename(path))
-        os.close(handle)
+        temporary = temporary_beside(path)
         self.pending.append((temporary, path))
         return temporary
 
     def commit(self) -> None:
-        mask = os.umask(0)
-        os.umask(mask)
-        for temporary, _ in self.pending:
-            os.chmod(temporary, 0o666 & ~mask)
         for temporary, path in self.pending:
-            os.replace(temporary, path)
+            publish(temporary, path)
         self.pending, self.created = [], []
 
     def discard(self) -> None:

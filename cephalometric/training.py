@@ -26,6 +26,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from .atomic import atomic_path, write_text_atomically
 from .errors import UserError
 
 DEFAULT_CONFIG = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
@@ -108,17 +109,13 @@ def fetch_pretrained(url: str) -> str:
     cache = osp.join(torch.hub.get_dir(), 'checkpoints', osp.basename(url))
     if osp.isfile(cache):
         return cache
-    os.makedirs(osp.dirname(cache), exist_ok=True)
-    temporary = f'{cache}.part-{os.getpid()}'
     print(f'downloading pretrained weights {url}', file=sys.stderr)
     try:
-        with urllib.request.urlopen(url, timeout=30) as response, open(temporary, 'wb') as out:
+        with atomic_path(cache) as temporary, open(temporary, 'wb') as out, \
+                urllib.request.urlopen(url, timeout=30) as response:
             while chunk := response.read(1 << 20):
                 out.write(chunk)
-        os.replace(temporary, cache)
     except Exception as error:  # no network, proxy, HTTP error, disk full
-        if osp.exists(temporary):
-            os.remove(temporary)
         reason = getattr(error, 'reason', None) or error
         raise UserError(f'cannot download the pretrained checkpoint {url} ({reason}); '
                         'download it yourself and pass --load-from PATH, or pass --no-pretrained '
@@ -485,7 +482,6 @@ class _TrainingStarted:
                 if not outer.started:
                     outer.started = True
                     if runner.rank == 0:
-                        from .atomic import write_text_atomically
                         write_text_atomically(osp.join(outer.work_dir, RESOLVED_CONFIG),
                                               outer.cfg.pretty_text)
 

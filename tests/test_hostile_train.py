@@ -156,3 +156,15 @@ def test_a_start_up_failure_removes_the_work_dir_it_made(prepared, tmp_path, cap
                                  *broken)
     assert_one_error(code, lines, err, 'NoSuchBackbone')
     assert sorted(os.listdir(mine)) == ['notes.txt']
+
+
+def test_failed_pretrained_download_leaves_nothing_in_the_cache(tmp_path, monkeypatch):
+    import torch
+
+    from cephalometric.errors import UserError
+    from cephalometric.training import fetch_pretrained
+    monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path / 'hub'))
+    with pytest.raises(UserError, match='--no-pretrained'):
+        fetch_pretrained('http://127.0.0.1:9/unreachable.pth')
+    leftovers = list((tmp_path / 'hub').rglob('*'))
+    assert all(path.is_dir() for path in leftovers), leftovers
