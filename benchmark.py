@@ -330,7 +330,7 @@ def _training_argv(args, data_root: str, work_dir: str, device: str, processes: 
     images = args.train_iterations * args.train_batch_size * processes
     return ['--data-root', data_root, '--work-dir', work_dir, '--no-pretrained', '--epochs', '1',
             '--batch-size', str(args.train_batch_size), '--input-size', str(args.train_input_size),
-            '--workers', '0', '--device', device, '--cfg-options',
+            '--workers', '0', '--device', device, '--framing-epochs', '0', '--cfg-options',
             f'train_dataloader.dataset.indices={images}', 'train_cfg.val_interval=1000',
             'default_hooks.logger.interval=1', 'log_processor.window_size=1',
             'log_level=WARNING']  # no validation, every iteration's own time, quiet log

@@ -3,6 +3,8 @@
     python export_onnx.py --checkpoint work_dirs/cephalometric/best_MRE.pth --out model.onnx
     python inference.py --checkpoint model.onnx --img-path patient.jpg
 
+A model with a framing model (the default training) also gets model.framing.onnx beside
+model.onnx: automatic face framing runs on it, so keep the two files together.
 The .onnx file carries the landmark names and everything preprocessing and decoding need (input
 size, box padding, normalisation, heatmap decoder) in its metadata, so inference needs only that
 file, numpy, OpenCV and onnxruntime: no torch or MMPose. Any batch size works. Before writing, the
@@ -29,12 +31,14 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if not args.out.lower().endswith('.onnx'):
         raise UserError(f'--out must end in .onnx, got {args.out}')
-    from cephalometric.onnx_export import export_checked
+    from cephalometric.onnx_export import export_checked, framing_file
 
     reference, difference = export_checked(args.checkpoint, args.out)
     width, height = reference.input_size
     print(f'{args.out}: {len(reference.names)} landmarks, input {width}x{height}; agrees with the '
           f'PyTorch model within {difference:.4f} px')
+    if reference.framing_network is not None:
+        print(f'{framing_file(args.out)}: its framing model (keep it beside {args.out})')
     return 0
 
 

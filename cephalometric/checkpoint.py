@@ -18,7 +18,9 @@ be plain literal assignments, and refused with one line otherwise. The stored mo
 may name only MMPose's registered model classes (see `model_settings.check_model_config`).
 
 The inference settings also carry the training data's framing prior (`framing`), so inference
-can find the face in a wider photograph the way the training crops framed it.
+can find the face in a wider photograph the way the training crops framed it. The framing model,
+a second copy of the network fine-tuned for finding faces (see the config's `framing_model`), is
+stored beside the landmark model's weights as `framing_state_dict` once it has trained.
 
 Imports torch, numpy, the standard library, `atomic`, `errors`, `framing` and `model_settings`;
 MMEngine and MMPose only inside the functions that need them.
@@ -30,6 +32,7 @@ import contextlib
 import os
 import time
 import warnings
+import weakref
 from typing import Any
 
 import numpy as np
@@ -191,7 +194,25 @@ def model_registry_types() -> set:
 
 def load_published_model(path: str, map_location: Any = 'cpu') -> tuple[dict, dict, dict]:
     """(model architecture dict, inference settings, state_dict) of best_MRE.pth, checked."""
+    return load_published_models(path, map_location)[:3]
+
+
+def load_published_models(path: str, map_location: Any = 'cpu') -> tuple:
+    """(architecture, settings, landmark state_dict, framing state_dict or None), checked.
+
+    Both networks share the architecture; checkpoints written before the framing model existed,
+    or trained with --framing-epochs 0, have none.
+    """
     data = load_checkpoint_file(path, map_location)
+    framing_state = data.get('framing_state_dict')
+    if framing_state is not None and (not isinstance(framing_state, dict) or not all(
+            isinstance(value, torch.Tensor) for value in framing_state.values())):
+        raise UserError(f'{path}: its framing_state_dict is not a dict of tensors; pass a '
+                        'checkpoint written by train_cephalometric.py')
+    return (*_published_model(data, path), framing_state)
+
+
+def _published_model(data: dict, path: str) -> tuple[dict, dict, dict]:
     meta = data.get('meta') if isinstance(data.get('meta'), dict) else {}
     config = stored_config(meta, path)
     model = check_model_config(config.get('model'), model_registry_types(), path)
@@ -221,8 +242,21 @@ def published_meta(cfg, dataset_meta: dict, source: str = 'checkpoint') -> dict:
     return dict(config=config, inference=settings, dataset_meta=dataset_meta)
 
 
+_FRAMING_PRIORS: 'weakref.WeakKeyDictionary' = weakref.WeakKeyDictionary()
+
+
 def framing_prior_of(dataset) -> dict:
-    """Where the training boxes lie around their landmarks (`framing.FramingPrior`), as data."""
+    """Where the training boxes lie around their landmarks (`framing.FramingPrior`), as data.
+
+    Measured once per training dataset: its annotations do not change while it trains, and every
+    new best checkpoint stores the prior.
+    """
+    if dataset not in _FRAMING_PRIORS:
+        _FRAMING_PRIORS[dataset] = _measure_framing_prior(dataset)
+    return {key: list(values) for key, values in _FRAMING_PRIORS[dataset].items()}
+
+
+def _measure_framing_prior(dataset) -> dict:
     from .framing import measure_prior
     keypoints, visible, sizes = [], [], []
     for index in range(len(dataset)):
@@ -234,11 +268,29 @@ def framing_prior_of(dataset) -> dict:
     return measure_prior(np.array(keypoints), np.array(visible), np.array(sizes)).to_dict()
 
 
-def write_published_checkpoint(path: str, meta: dict, state_dict: dict) -> None:
+def write_published_checkpoint(path: str, meta: dict, state_dict: dict,
+                               framing_state_dict: dict | None = None) -> None:
     """torch.save weights + metadata to `path` atomically (weights moved to the CPU)."""
+    from collections import OrderedDict
+
     from mmengine.runner.checkpoint import weights_to_cpu
+
+    def on_cpu(weights):   # weights_to_cpu keeps a state_dict's _metadata: an OrderedDict's
+        return weights_to_cpu(weights if isinstance(weights, OrderedDict) else
+                              OrderedDict(weights))
+    data = dict(meta=meta, state_dict=on_cpu(state_dict))
+    if framing_state_dict is not None:
+        data['framing_state_dict'] = on_cpu(framing_state_dict)
     with atomic_path(path) as temporary:
-        torch.save(dict(meta=meta, state_dict=weights_to_cpu(state_dict)), temporary)
+        torch.save(data, temporary)
+
+
+def attach_framing_model(path: str, framing_state_dict: dict, info: dict) -> None:
+    """Store the framing model's weights in the published checkpoint `path` (atomically), with
+    `info` (how it was trained) as meta['framing_model']."""
+    data = load_checkpoint_file(path)
+    meta = dict(data.get('meta') or {}, framing_model=plain_data(info))
+    write_published_checkpoint(path, meta, data['state_dict'], framing_state_dict)
 
 
 def save_published_checkpoint(runner, path: str, extra_meta: dict | None = None) -> None:

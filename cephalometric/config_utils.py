@@ -1,9 +1,10 @@
 """Fill in the parts of the MMPose config that depend on the prepared data and the command line.
 
 Its job: point the data loaders at a prepared dataset and size the head for its landmarks, and map
---input-size, --sigma, --epochs, --batch-size and --workers onto every place of the config that
-holds them. Used by `training` (and by benchmark.py, through `training.build_config`). May import
-the standard library, this package's `errors` and `dataset_reader`.
+--input-size, --sigma, --epochs, --framing-epochs, --batch-size and --workers onto every place of
+the config that holds them; derive the framing model's run from the landmark model's. Used by
+`training` (and by benchmark.py, through `training.build_config`). May import the standard
+library, this package's `errors` and `dataset_reader`.
 """
 from __future__ import annotations
 
@@ -70,11 +71,14 @@ def set_data_root(cfg, data_root: str) -> list[str]:
 
 
 def set_epochs(cfg, epochs: int) -> None:
-    """Train for `epochs`, keeping the step-decay milestones at the same fractions of training."""
+    """Train for `epochs`, keeping the step-decay milestones at the same fractions of training
+    and the framing model's epochs (unless --framing-epochs sets them) in the same proportion."""
     if epochs < 1:
         raise UserError(f'--epochs must be at least 1, got {epochs}')
     old = cfg.train_cfg.max_epochs
     cfg.train_cfg.max_epochs = epochs
+    if framing_epochs(cfg):
+        cfg.framing_model.max_epochs = max(1, round(framing_epochs(cfg) * epochs / old))
     for scheduler in cfg.param_scheduler:
         if scheduler.get('by_epoch', True) and scheduler['type'] == 'MultiStepLR':
             scheduler['end'] = epochs
@@ -96,3 +100,44 @@ def set_workers(cfg, workers: int) -> None:
     for loader in _loaders(cfg):
         loader.num_workers = workers
         loader.persistent_workers = workers > 0
+
+
+def set_framing_epochs(cfg, epochs: int) -> None:
+    """Epochs of the framing model's run (0: no framing model; the landmark model frames)."""
+    if epochs < 0:
+        raise UserError(f'--framing-epochs must be 0 or more, got {epochs}')
+    if epochs and not cfg.get('framing_model'):
+        raise UserError('--framing-epochs: this config has no framing_model section; add one '
+                        '(see cephalometric_hrnetv2_w18_config.py) or pass --framing-epochs 0')
+    if cfg.get('framing_model'):
+        cfg.framing_model.max_epochs = epochs
+
+
+def framing_epochs(cfg) -> int:
+    return int((cfg.get('framing_model') or {}).get('max_epochs', 0) or 0)
+
+
+def framing_config(cfg, work_dir: str):
+    """The framing model's run: the landmark run's config fine-tuning its best_MRE.pth for the
+    framing epochs with zoom-out, in <work_dir>/framing; None when there is no framing model.
+
+    Zoom-out goes right after the loading steps (LoadImage, and LoadDepth for RGB-D), so every
+    input channel is zoomed together. Only FramingModelHook publishes: the run has no best_MRE.pth
+    of its own.
+    """
+    import copy
+    epochs = framing_epochs(cfg)
+    if not epochs:
+        return None
+    framing = copy.deepcopy(cfg)
+    steps = framing.train_dataloader.dataset.pipeline
+    loading = [i for i, step in enumerate(steps) if step['type'] in ('LoadImage', 'LoadDepth')]
+    steps.insert(max(loading, default=-1) + 1, dict(cfg.framing_model.zoom_out))
+    set_epochs(framing, epochs)
+    landmark_checkpoint = osp.join(work_dir, 'best_MRE.pth')
+    framing.work_dir = osp.join(work_dir, 'framing')
+    framing.load_from = landmark_checkpoint
+    framing.custom_hooks = [hook for hook in framing.get('custom_hooks', [])
+                            if hook['type'] != 'BestCheckpointHook']
+    framing.custom_hooks.append(dict(type='FramingModelHook', checkpoint=landmark_checkpoint))
+    return framing

@@ -4,15 +4,20 @@ The model is trained on tight face crops that all look the same way; a clinic's 
 the face smaller, anywhere in the frame, and sometimes from the other side. `FaceFramer` makes any
 such photograph look like a training crop:
 
-1. a coarse pass on the whole image (the training augmentation `RandomZoomOut` taught the model to
-   find a small face in a wide frame);
+1. a coarse pass on the whole image (the training augmentation `RandomZoomOut` taught the framing
+   model to find a small face in a wide frame);
 2. a box around the predicted landmarks with the padding the training crops had (the
    `FramingPrior`, measured on the training annotations and stored in the checkpoint);
 3. a refining pass on that box, repeated until the box settles;
 4. the same on the mirrored image; the more confident of the two is kept and its landmarks are
    mapped back, so a photograph of the other side gives mirrored landmarks and the same angles;
 5. when even the better direction is unsure (mean score under RETRY_SCORE), the same again from
-   the most confident of a grid of smaller start boxes (a small face in a busy frame).
+   the most confident of a grid of smaller start boxes (a small face in a busy frame); the more
+   confident of the two results is kept.
+
+With a framing model (a copy of the network fine-tuned on zoomed-out crops, stored in the
+checkpoint), steps 1-5 run on it, and the landmark model, trained on crops only, then measures the
+settled box once in the chosen direction: each network does the job it was trained for.
 
 A photograph in which no face is found (low confidence) or whose face is too small to measure is
 flagged for review with a reason; callers then report no skeletal class.
@@ -37,9 +42,10 @@ MIN_FACE_SCORE = 0.6
 MIN_FACE_CONTRAST = 4.0
 MAX_ITERATIONS = 5
 SETTLED_IOU = 0.95   # the box has settled when successive boxes overlap this much
-# Below this mean confidence after settling, framing starts again from a grid of smaller boxes
-# (a trained model scores its crops 0.6-0.95; a lost coarse pass stays near 0.1).
-RETRY_SCORE = 0.5
+# Below this mean confidence after settling, framing also starts from a grid of smaller boxes and
+# keeps the more confident result. A trained framing model scores a face it has framed 0.85-1.0;
+# in a busy 3x-wider frame it can settle on a corner of clutter at 0.5-0.7, or lose the face at 0.1.
+RETRY_SCORE = 0.8
 
 
 @dataclass
@@ -154,16 +160,19 @@ class FaceFramer:
     """Predict landmarks with an automatically found face box, either facing direction.
 
     Args:
-        predictor: LandmarkPredictor-like callable.
+        predictor: LandmarkPredictor-like callable that finds the face (the framing model).
         prior: the checkpoint's FramingPrior.
+        measurer: LandmarkPredictor-like callable that predicts the landmarks reported, on the
+            box found (the landmark model); None: the predictor's own last pass.
         mirror: also try the mirrored photograph and keep the more confident direction.
         min_face_px, min_face_score: below these the result is flagged for review.
     """
 
     def __init__(self, predictor, prior: FramingPrior, mirror: bool = True,
                  max_iterations: int = MAX_ITERATIONS, min_face_px: float = MIN_FACE_PX,
-                 min_face_score: float = MIN_FACE_SCORE):
+                 min_face_score: float = MIN_FACE_SCORE, measurer=None):
         self.predictor, self.prior, self.mirror = predictor, prior, mirror
+        self.measurer = measurer
         self.max_iterations = max_iterations
         self.min_face_px, self.min_face_score = min_face_px, min_face_score
 
@@ -186,6 +195,12 @@ class FaceFramer:
             if retry[3] > result[3]:
                 result = retry
         prediction, box, flipped, mean_score, iterations, candidates = result
+        if self.measurer is not None:
+            # The face check keeps the framing model's score (MIN_FACE_SCORE is calibrated on
+            # it); the landmarks and their scores are the landmark model's.
+            index = int(flipped)
+            extra = {} if depth is None else {'depths': [depths[index]]}
+            prediction = self.measurer([views[index]], bboxes=[box], batch_size=1, **extra)[0]
         if flipped:
             prediction.keypoints = mirror_keypoints(prediction.keypoints, width)
             box = mirror_box(box, width)

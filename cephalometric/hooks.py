@@ -5,6 +5,8 @@ people and scripts cannot rely on a path, and it stores optimizer and message-hu
 does not need. BestCheckpointHook keeps `<work_dir>/best_<metric>.pth` (weights, config, landmark
 names: all inference needs) and `best_<metric>.json` (epoch and every validation metric) for the
 best epoch so far. The best score lives in MMEngine's message hub, so it survives --resume.
+FramingModelHook ends the framing model's run (see the config's `framing_model`): it stores that
+network's weights in the landmark run's best_MRE.pth and notes it in best_MRE.json.
 In a multi-process run every process validates the same model (the config's SyncBuffersHook
 averages BatchNorm statistics after each epoch) and rank 0 alone writes files.
 May import MMEngine/MMPose (after `mmcv_compat`) and this package's `atomic`, `checkpoint` and
@@ -87,3 +89,38 @@ class TrainingCurveHook(Hook):
                                     metric=self.metric)
         if path:
             runner.logger.info(f'training curves: {path}')
+
+
+@HOOKS.register_module()
+class FramingModelHook(Hook):
+    """After the framing model's run, store its weights in the landmark model's `checkpoint`.
+
+    The last epoch's weights are kept: the framing model is judged by the faces it finds in wide
+    photographs, which its validation on crops does not measure.
+    """
+
+    priority = 'LOW'
+
+    def __init__(self, checkpoint: str) -> None:
+        self.checkpoint = checkpoint
+
+    def after_train(self, runner) -> None:
+        if runner.rank != 0:
+            return
+        from mmengine.model import is_model_wrapper
+        from mmengine.runner.checkpoint import get_state_dict
+
+        from .checkpoint import attach_framing_model
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        zoom_out = next((dict(step) for step in runner.cfg.train_dataloader.dataset.pipeline
+                         if step['type'] == 'RandomZoomOut'), None)
+        info = dict(epochs=runner.epoch, zoom_out=zoom_out)
+        attach_framing_model(self.checkpoint, get_state_dict(model), info)
+        record_path = osp.splitext(self.checkpoint)[0] + '.json'
+        if osp.isfile(record_path):
+            with open(record_path) as handle:
+                record = json.load(handle)
+            record['framing_model'] = info
+            write_text_atomically(record_path, json.dumps(record, indent=2, sort_keys=True,
+                                                          allow_nan=False))
+        runner.logger.info(f'framing model ({runner.epoch} epochs) stored in {self.checkpoint}')

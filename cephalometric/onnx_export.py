@@ -2,7 +2,8 @@
 
 `export_onnx` traces `backends.heatmap_net` (backbone + neck + head) with a free batch size and
 stores the inference settings in the model's metadata_props (one JSON value per key), so the .onnx
-file alone is enough for inference. `export_checked` compares the exported model with PyTorch on a
+file alone is enough for inference (a checkpoint's framing model goes into a second file beside it,
+which the first names). `export_checked` compares the exported model with PyTorch on a
 deterministic synthetic picture (drawn here, no demo data) and writes the file atomically only when
 they agree. Imports numpy, OpenCV, the standard library and the package's `predictor`, `atomic`,
 `model_settings` and `errors`; torch and onnx inside the functions.
@@ -23,8 +24,10 @@ from .model_settings import settings_to_metadata
 TOLERANCE_PX = 0.1
 
 
-def export_onnx(net, settings: dict, path: Optional[str] = None) -> bytes:
-    """`net` ((N, 3, h, w) -> heatmaps) as ONNX bytes with `settings` in its metadata."""
+def export_onnx(net, settings: dict, path: Optional[str] = None,
+                extra_metadata: Optional[dict] = None) -> bytes:
+    """`net` ((N, 3, h, w) -> heatmaps) as ONNX bytes with `settings` (and `extra_metadata`,
+    JSON-encoded) in its metadata."""
     try:
         import onnx
     except ImportError:
@@ -46,7 +49,10 @@ def export_onnx(net, settings: dict, path: Optional[str] = None) -> bytes:
                           input_names=['input'], output_names=['heatmaps'], opset_version=17,
                           dynamic_axes={'input': {0: 'batch'}, 'heatmaps': {0: 'batch'}})
     proto = onnx.load_from_string(buffer.getvalue())
-    for key, value in settings_to_metadata(settings).items():
+    import json
+    metadata = settings_to_metadata(settings)
+    metadata.update({key: json.dumps(value) for key, value in (extra_metadata or {}).items()})
+    for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     data = proto.SerializeToString()
@@ -95,25 +101,50 @@ def check_writable(path: str) -> None:
                         'folder\'s permissions')
 
 
+def framing_file(out: str) -> str:
+    """Where export_onnx.py writes the framing model of `out`: <stem>.framing.onnx beside it."""
+    return os.path.splitext(out)[0] + '.framing.onnx'
+
+
 def export_checked(checkpoint: str, out: str) -> tuple:
-    """Write `checkpoint` as ONNX to `out` if it agrees with PyTorch: (predictor, max px gap)."""
+    """Write `checkpoint` as ONNX to `out` if it agrees with PyTorch: (predictor, max px gap).
+
+    A checkpoint with a framing model also gets `framing_file(out)`, named in `out`'s metadata;
+    both are checked before either is written.
+    """
     from .backends import OnnxRuntimeBackend
     from .predictor import LandmarkPredictor
 
     check_writable(out)
     reference = LandmarkPredictor(checkpoint, device='cpu', backend='pytorch')
-    data = export_onnx(reference.network.net, reference.settings)
-    exported = LandmarkPredictor.from_backend(reference.settings,
-                                              OnnxRuntimeBackend(data, out, 'cpu'))
+    framing = None
+    if reference.framing_network is not None:
+        framing = export_onnx(reference.framing_network.net, reference.settings)
+    data = export_onnx(reference.network.net, reference.settings, extra_metadata=None if
+                       framing is None else {'framing_model': os.path.basename(framing_file(out))})
+    exported = LandmarkPredictor.from_backend(
+        reference.settings, OnnxRuntimeBackend(data, out, 'cpu'),
+        None if framing is None else OnnxRuntimeBackend(framing, framing_file(out), 'cpu'))
     image = synthetic_face()
     # RGB-D: a smooth dome registered to the picture stands in for its depth map.
     ys, xs = np.mgrid[:image.shape[0], :image.shape[1]].astype(np.float32)
     depths = ([1.0 + ((xs / image.shape[1] - 0.5) ** 2 + (ys / image.shape[0] - 0.5) ** 2)]
               if reference.needs_depth else None)
-    difference = float(np.abs(exported([image], depths=depths)[0].keypoints
-                              - reference([image], depths=depths)[0].keypoints).max())
+    pairs = [(exported, reference)]
+    if framing is not None:
+        pairs.append((exported.framing_predictor(), reference.framing_predictor()))
+    difference = max(float(np.abs(ours([image], depths=depths)[0].keypoints
+                                  - theirs([image], depths=depths)[0].keypoints).max())
+                     for ours, theirs in pairs)
     if not difference <= TOLERANCE_PX:
         raise UserError(f'the ONNX model disagrees with PyTorch by {difference:.3f} px on a test '
                         'image; not writing it')
-    _write(out, data)
+    if framing is not None:
+        _write(framing_file(out), framing)
+    try:
+        _write(out, data)
+    except BaseException:
+        if framing is not None:   # no half-written export: the file this call just wrote goes
+            os.remove(framing_file(out))
+        raise
     return reference, difference

@@ -31,6 +31,30 @@ BACKENDS = ('auto', 'pytorch', 'onnxruntime')
 FRAMING_MODES = ('auto', 'full')
 
 
+def framing_model_path(metadata: dict, source: str) -> Optional[str]:
+    """The framing model an exported .onnx names in its metadata: a file beside it, or None.
+
+    Only a plain file name ending in .onnx is followed (metadata is data from whoever made the
+    file, so no paths elsewhere).
+    """
+    import json
+    if 'framing_model' not in metadata:
+        return None
+    try:
+        name = json.loads(metadata['framing_model'])
+    except (ValueError, RecursionError):
+        name = None
+    if not isinstance(name, str) or os.path.basename(name) != name or name in ('.', '..') \
+            or not name.lower().endswith('.onnx'):
+        raise UserError(f'{source}: its metadata framing_model is not a file name ending in '
+                        '.onnx; export it again with export_onnx.py')
+    path = os.path.join(os.path.dirname(os.path.abspath(source)), name)
+    if not os.path.isfile(path):
+        raise UserError(f'{source} finds faces with {name}, which is not beside it; keep the two '
+                        'files export_onnx.py wrote together (or export again)')
+    return path
+
+
 @dataclass
 class Prediction:
     """Landmarks of one image, in that image's pixels."""
@@ -71,38 +95,63 @@ class LandmarkPredictor:
         backend = ('onnxruntime' if is_onnx else 'pytorch') if backend == 'auto' else backend
         if is_onnx and backend != 'onnxruntime':
             raise UserError(f'{checkpoint} is an ONNX model: use --backend onnxruntime')
+        # framing_network: the framing model (faces in wide photographs), when the checkpoint
+        # has one; None: the landmark network finds faces too.
+        self.framing_network = None
         if is_onnx:
             if not os.path.isfile(checkpoint):
                 raise UserError(f'ONNX model not found: {checkpoint}')
             self.network = OnnxRuntimeBackend(checkpoint, checkpoint, device, threads)
-            self.settings = settings_from_metadata(self.network.metadata(), checkpoint)
+            metadata = self.network.metadata()
+            self.settings = settings_from_metadata(metadata, checkpoint)
             self.network.check_fits(self.settings, checkpoint)
+            framing_path = framing_model_path(metadata, checkpoint)
+            if framing_path:
+                self.framing_network = OnnxRuntimeBackend(framing_path, framing_path, device,
+                                                          threads)
+                self.framing_network.check_fits(self.settings, framing_path)
         else:
-            from .checkpoint import load_published_model
-            model_config, self.settings, state_dict = load_published_model(checkpoint)
-            self.network = PyTorchBackend(model_config, state_dict, checkpoint,
-                                          'cpu' if backend == 'onnxruntime' else device,
-                                          fuse_batch_norm, threads)
+            from .checkpoint import load_published_models
+            model_config, self.settings, state_dict, framing_state = load_published_models(
+                checkpoint)
+            torch_device = 'cpu' if backend == 'onnxruntime' else device
+            self.network, self.framing_network = (
+                PyTorchBackend(model_config, weights, checkpoint, torch_device, fuse_batch_norm,
+                               threads) if weights is not None else None
+                for weights in (state_dict, framing_state))
             if backend == 'onnxruntime':
                 from .onnx_export import export_onnx
-                self.network = OnnxRuntimeBackend(export_onnx(self.network.net, self.settings),
-                                                  checkpoint, device, threads)
+                self.network, self.framing_network = (
+                    OnnxRuntimeBackend(export_onnx(network.net, self.settings), checkpoint,
+                                       device, threads) if network is not None else None
+                    for network in (self.network, self.framing_network))
         self._configure()
 
     @classmethod
-    def from_backend(cls, settings: dict, network) -> 'LandmarkPredictor':
-        """A predictor for checked `settings` and a ready backend (e.g. an in-memory export)."""
+    def from_backend(cls, settings: dict, network, framing_network=None) -> 'LandmarkPredictor':
+        """A predictor for checked `settings` and ready backends (e.g. in-memory exports)."""
         predictor = cls.__new__(cls)
         predictor.settings, predictor.network = settings, network
+        predictor.framing_network = framing_network
         predictor._configure()
         return predictor
 
     def export_onnx(self, path: Optional[str] = None) -> bytes:
-        """The network as ONNX with the settings in its metadata (see `onnx_export.export_onnx`)."""
+        """The landmark network as ONNX with the settings in its metadata
+        (`onnx_export.export_onnx`; export_onnx.py also writes the framing model beside it)."""
         if not hasattr(self.network, 'net'):
             raise UserError('export_onnx needs a PyTorch checkpoint (.pth)')
         from .onnx_export import export_onnx
         return export_onnx(self.network.net, self.settings, path)
+
+    def framing_predictor(self) -> 'LandmarkPredictor':
+        """The predictor that finds faces: the framing model's, or this one without it."""
+        if self.framing_network is None:
+            return self
+        if getattr(self, '_framing_predictor', None) is None:
+            self._framing_predictor = LandmarkPredictor.from_backend(self.settings,
+                                                                     self.framing_network)
+        return self._framing_predictor
 
     def _configure(self) -> None:
         self.names = list(self.settings['landmark_names'])
@@ -197,7 +246,9 @@ class LandmarkPredictor:
             raise UserError(f'bbox must be one of {", ".join(FRAMING_MODES)} or x,y,w,h, got '
                             f'{bbox!r}')
         if bbox == 'auto':
-            framer = FaceFramer(self, FramingPrior.from_dict(self.settings.get('framing_prior')))
+            finder = self.framing_predictor()
+            framer = FaceFramer(finder, FramingPrior.from_dict(self.settings.get('framing_prior')),
+                                measurer=None if finder is self else self)
             results = []
             for i, image in enumerate(images):
                 prediction, framing = framer(image, None if depths is None else depths[i])

@@ -5,8 +5,10 @@ Its job: build the config this run uses (config file + prepared data + options, 
 work starts), find the initial weights (the pretrained download, --load-from, or the run's own last
 checkpoint for --resume), set up one or several processes (`--launcher pytorch|slurm`, on GPUs with
 nccl or on CPUs with gloo), make the work dir (and remove it again if this run made it and failed
-before training began), train, and print the result. Multi-process runs follow MMEngine's rules:
-every process trains on its share of each batch, rank 0 alone writes the outputs.
+before training began), train the landmark model, then the framing model (a copy fine-tuned with
+zoom-out in <work_dir>/framing, stored in best_MRE.pth; see the config's `framing_model`), and
+print the result. Multi-process runs follow MMEngine's rules: every process trains on its share of
+each batch, rank 0 alone writes the outputs.
 
 May import the standard library, torch, MMEngine/MMPose and this package's `errors`, `atomic`,
 `checkpoint`, `config_utils` and `dataset_reader` (the config's `custom_imports` pull in `dataset`,
@@ -46,10 +48,12 @@ Train the cephalometric landmark model (HRNetV2-W18, MMPose/MMEngine) on a prepa
     srun --ntasks 8 --gpus-per-task 1 python train_cephalometric.py --launcher slurm
 
 Logs MRE (and SDR, per-landmark MRE) after every epoch and keeps the best model by MRE at
-<work-dir>/best_MRE.pth with best_MRE.json beside it. Everything else (model, augmentation,
-schedule) is in cephalometric_hrnetv2_w18_config.py. With several processes, --batch-size is per
-process and the distributed backend follows the device (nccl on GPUs, gloo on CPUs) unless
---cfg-options env_cfg.dist_cfg.backend=NAME says otherwise."""
+<work-dir>/best_MRE.pth with best_MRE.json beside it. Then fine-tunes a copy of that model with
+zoomed-out crops for --framing-epochs (<work-dir>/framing/): the framing model, which finds the face
+in wider or mirrored photographs at inference; it is stored in best_MRE.pth too. Everything else
+(model, augmentation, schedule) is in cephalometric_hrnetv2_w18_config.py. With several
+processes, --batch-size is per process and the distributed backend follows the device (nccl on
+GPUs, gloo on CPUs) unless --cfg-options env_cfg.dist_cfg.backend=NAME says otherwise."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--work-dir', default=DEFAULT_WORK_DIR,
                         help='checkpoints, logs, best_MRE.pth and training_curves.png go here')
     parser.add_argument('--epochs', type=int, help='number of epochs (config: 100)')
+    parser.add_argument('--framing-epochs', type=int,
+                        help='epochs of the framing model, fine-tuned from the landmark model '
+                        'with zoom-out once it has trained (config: 30; 0: none, the landmark '
+                        'model then finds faces itself)')
     parser.add_argument('--batch-size', type=int,
                         help='images per step and per process (GPU or CPU process; config: 32)')
     parser.add_argument('--auto-scale-lr', action='store_true',
@@ -228,6 +236,8 @@ def build_config(args):
         config_utils.set_input_size(cfg, args.input_size or cfg.codec['input_size'][0], args.sigma)
     if args.epochs is not None:
         config_utils.set_epochs(cfg, args.epochs)
+    if args.framing_epochs is not None:
+        config_utils.set_framing_epochs(cfg, args.framing_epochs)
     if args.batch_size is not None:
         config_utils.set_batch_size(cfg, args.batch_size)
     if args.workers is not None:
@@ -548,55 +558,63 @@ def train(argv: Optional[Sequence[str]] = None) -> int:
 
     import cephalometric.mmcv_compat  # noqa: F401  (must precede mmpose)
 
-    from mmengine.runner import Runner
-
+    from . import config_utils
     from .checkpoint import resume_globals
 
     cfg, names, data_root = build_config(args)
+    landmarks_done = False
     if args.resume:
         with resume_globals():
             checkpoint = torch.load(last_checkpoint(args.work_dir), map_location='cpu',
                                     weights_only=True)
         done = checkpoint.get('meta', {}).get('epoch', 0)
-        if done >= cfg.train_cfg.max_epochs:
+        del checkpoint
+        landmarks_done = done >= cfg.train_cfg.max_epochs
+        if landmarks_done and not framing_pending(cfg, args.work_dir):
             if processes.rank == 0:
                 print(f'training in {args.work_dir} already finished ({done} of '
                       f'{cfg.train_cfg.max_epochs} epochs); best model: '
                       f'{osp.join(args.work_dir, "best_MRE.pth")}. Pass a larger --epochs to '
                       'continue.')
             return 0
-        del checkpoint
     backend = choose_backend(cfg, args.cfg_options, use_cuda) if processes.distributed else None
 
-    runner, started = None, _TrainingStarted(cfg, args.work_dir)
+    started = _TrainingStarted(cfg, args.work_dir)
     try:
         if processes.distributed:
             # every process has passed the checks above when the group forms
             start_processes(cfg, processes, backend, use_cuda)
         if processes.rank == 0:
             os.makedirs(args.work_dir, exist_ok=True)
-        _separate_from_earlier_runs(cfg)
-        try:
-            runner = Runner.from_cfg(cfg)
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else ''
-            raise UserError(f'the config cannot be built ({type(error).__name__}: {reason}); '
-                            'check --config and --cfg-options') from None
-        runner.register_hook(started.hook())
-        runner.logger.info(f'{len(names)} landmarks: {", ".join(names)}')
-        if processes.distributed:
-            _log_process_seeds(runner, processes)
-        # The Runner loads the run's own epoch_N.pth (--resume) or the initial weights
-        # (load_from) when training starts.
-        try:
-            with resume_globals():
-                runner.train()
-        except pickle.UnpicklingError as error:  # only checkpoint loading unpickles in training
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else 'unpickling'
-            source = 'the last checkpoint' if args.resume else cfg.load_from
-            raise UserError(f'cannot load {source} with torch.load(weights_only=True) '
-                            f'({reason}); use a checkpoint from this project or OpenMMLab\'s '
-                            'model zoo') from None
+        if landmarks_done:
+            started.started = True   # only the framing model is left to train
+        else:
+            runner = _build_runner(cfg)
+            runner.register_hook(started.hook())
+            runner.logger.info(f'{len(names)} landmarks: {", ".join(names)}')
+            if processes.distributed:
+                _log_process_seeds(runner, processes)
+            _run(runner, 'the last checkpoint' if args.resume else cfg.load_from)
+        # derived after start_processes, which fills in the process group's settings
+        framing_cfg = config_utils.framing_config(cfg, args.work_dir)
+        if framing_cfg is not None:
+            from mmengine.dist import barrier
+            barrier()   # every process reads the best_MRE.pth rank 0 has finished writing
+            if not osp.isfile(framing_cfg.load_from):
+                raise UserError(f'no {framing_cfg.load_from} to fine-tune the framing model from '
+                                '(validation never ran); keep train_cfg.val_interval at most '
+                                'the number of epochs, or pass --framing-epochs 0')
+            # An interrupted framing run continues under --resume; a new one starts afresh.
+            framing_cfg.resume = bool(landmarks_done and args.resume
+                                      and last_checkpoint(framing_cfg.work_dir))
+            if framing_cfg.resume:
+                framing_cfg.load_from = None
+            runner = _build_runner(framing_cfg)
+            runner.logger.info(f'framing model: {config_utils.framing_epochs(cfg)} epochs '
+                               f'fine-tuned from {osp.join(args.work_dir, "best_MRE.pth")} with '
+                               'zoom-out; stored in it when done')
+            _run(runner, 'the framing run\'s last checkpoint' if framing_cfg.resume
+                 else framing_cfg.load_from)
     except BaseException:
         if not started.started and processes.rank == 0:
             _remove_failed_start(args.work_dir, before)
@@ -607,6 +625,45 @@ def train(argv: Optional[Sequence[str]] = None) -> int:
     if processes.rank == 0:
         report_result(args.work_dir, data_root)
     return 0
+
+
+def _build_runner(cfg):
+    """MMEngine's Runner for `cfg`; a config it cannot build is the user's to fix (one line)."""
+    from mmengine.runner import Runner
+
+    _separate_from_earlier_runs(cfg)
+    try:
+        return Runner.from_cfg(cfg)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ''
+        raise UserError(f'the config cannot be built ({type(error).__name__}: {reason}); '
+                        'check --config and --cfg-options') from None
+
+
+def _run(runner, weights_source: str) -> None:
+    """runner.train(); the Runner loads its checkpoint (resume) or initial weights (load_from)
+    when training starts, with the safe loader's allow-list."""
+    from .checkpoint import resume_globals
+    try:
+        with resume_globals():
+            runner.train()
+    except pickle.UnpicklingError as error:  # only checkpoint loading unpickles in training
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else 'unpickling'
+        raise UserError(f'cannot load {weights_source} with torch.load(weights_only=True) '
+                        f'({reason}); use a checkpoint from this project or OpenMMLab\'s '
+                        'model zoo') from None
+
+
+def framing_pending(cfg, work_dir: str) -> bool:
+    """The config wants a framing model and the published best_MRE.pth holds none yet."""
+    import json
+
+    from . import config_utils
+    record_path = osp.join(work_dir, 'best_MRE.json')
+    if not config_utils.framing_epochs(cfg) or not osp.isfile(record_path):
+        return False
+    with open(record_path) as handle:
+        return 'framing_model' not in json.load(handle)
 
 
 def report_result(work_dir: str, data_root: str) -> None:
@@ -628,6 +685,9 @@ def report_result(work_dir: str, data_root: str) -> None:
     print(f'validation MRE {best["best_score"]:.2f} px{mm} at epoch {best["epoch"]} '
           f'(mean-shape baseline: {baseline["MRE"]:.2f} px)')
     print(f'best checkpoint: {osp.join(work_dir, "best_MRE.pth")}')
+    if best.get('framing_model'):
+        print(f'framing model: {best["framing_model"]["epochs"]} epochs with zoom-out, stored in '
+              'best_MRE.pth (finds the face in wider photographs)')
     curves = osp.join(work_dir, 'training_curves.png')
     if osp.isfile(curves):
         print(f'training curves: {curves}')

@@ -3,8 +3,9 @@
 The training images are tight face crops, but a clinic's photograph shows the face smaller, anywhere
 in the frame, on a plain wall or a busy room. `RandomZoomOut` pastes the crop into a larger canvas
 (plain, gradient or cluttered background) at a random place and makes the canvas the face box, so
-the model also learns to find a small face in a wide frame: the coarse pass of
-`cephalometric.framing` depends on it. It runs after `LoadImage` and before `GetBBoxCenterScale`,
+the framing model (the config's `framing_model`) learns to find a small face in a wide frame: the
+coarse pass of `cephalometric.framing` depends on it. It runs after `LoadImage` (and `LoadDepth`)
+and before `GetBBoxCenterScale`,
 and it moves everything that is geometry (image, keypoints, box and any extra image channels such as
 a depth map stored under `results['depth']`) together.
 

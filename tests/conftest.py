@@ -6,22 +6,21 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# A tiny, fast schedule: 64 px input, random weights, no data-loading processes.
+# A tiny, fast schedule: 64 px input, random weights, no data-loading processes, no framing model.
 TINY_TRAIN_ARGS = ['--no-pretrained', '--epochs', '2', '--batch-size', '4', '--input-size', '64',
-                   '--workers', '0', '--cfg-options', 'param_scheduler.0.end=5']
+                   '--workers', '0', '--framing-epochs', '0', '--cfg-options',
+                   'param_scheduler.0.end=5']
 
 
 # No test runs near this long even on a busy machine (the slowest, test_learning, takes about two
 # minutes on 2 quiet cores): the limit only ends a run that hangs, it never times a test.
 SUBPROCESS_TIMEOUT = 3600
 
-# The learning recipe (Makefile `demo` on fewer images and epochs): ~100 steps at 96 px, without
-# the RandomZoomOut augmentation (pipeline step 1), which teaches inference's automatic framing:
-# with it, 7 epochs reached 8.8 px against the mean shape's 11.5 px, without it 5-6 px.
-LEARNING_ARGS = ['--no-pretrained', '--epochs', '7', '--batch-size', '8', '--input-size', '96',
-                 '--sigma', '1.5', '--lr', '2e-3', '--workers', '0', '--seed', '0',
-                 '--cfg-options', 'param_scheduler.0.end=20',
-                 'train_dataloader.dataset.pipeline.1.prob=0.0']
+# The learning recipe (Makefile `demo` on fewer images and epochs): ~100 steps at 96 px, then a
+# 2-epoch framing model (zoom-out), so the tests of automatic framing use both networks.
+LEARNING_ARGS = ['--no-pretrained', '--epochs', '7', '--framing-epochs', '2', '--batch-size', '8',
+                 '--input-size', '96', '--sigma', '1.5', '--lr', '2e-3', '--workers', '0',
+                 '--seed', '0', '--cfg-options', 'param_scheduler.0.end=20']
 
 
 def run_script(script, *args, check=True, timeout=SUBPROCESS_TIMEOUT):

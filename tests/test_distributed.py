@@ -56,6 +56,7 @@ def test_two_processes_validate_every_image_once_and_agree_with_evaluate(learned
     fine_tune[fine_tune.index('--epochs') + 1] = '1'
     fine_tune[fine_tune.index('--batch-size') + 1] = '4'
     fine_tune[fine_tune.index('--lr') + 1] = '2e-4'
+    fine_tune[fine_tune.index('--framing-epochs') + 1] = '1'   # the framing run, distributed too
     output = finish(torchrun('--data-root', prepared, '--work-dir', work_dir, '--load-from',
                              learned / 'best_MRE.pth', *fine_tune))
     val_images = num_images(prepared, 'val')
@@ -64,9 +65,12 @@ def test_two_processes_validate_every_image_once_and_agree_with_evaluate(learned
     # rank 0 alone reports and writes
     assert output.count('validation MRE') == 1 and output.count('best checkpoint:') == 1
     assert output.count('new best MRE') == 1
+    assert output.count('framing model: 1 epochs with zoom-out, stored in best_MRE.pth') == 1
     entries = set(os.listdir(work_dir))
-    assert OUTPUTS | {'epoch_1.pth'} <= entries
-    assert len([e for e in entries if (work_dir / e).is_dir()]) == 1  # one log folder
+    assert OUTPUTS | {'epoch_1.pth', 'framing'} <= entries
+    # one log folder, and the framing run's folder
+    assert len([e for e in entries if (work_dir / e).is_dir()]) == 2
+    assert json.loads((work_dir / 'best_MRE.json').read_text())['framing_model']['epochs'] == 1
     assert not os.path.exists(os.path.join(ROOT, '.dist_test'))  # results gathered in memory
     assert "backend='gloo'" in (work_dir / 'resolved_config.py').read_text()
 

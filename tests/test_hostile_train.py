@@ -12,7 +12,7 @@ from cephalometric.errors import run_cli
 from cephalometric.training import train
 
 TINY = ['--no-pretrained', '--epochs', '1', '--batch-size', '2', '--input-size', '32',
-        '--workers', '0']
+        '--workers', '0', '--framing-epochs', '0']
 
 
 @pytest.fixture

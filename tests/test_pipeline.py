@@ -10,6 +10,7 @@ import time
 import cv2
 import numpy as np
 import pytest
+import torch
 from conftest import ROOT, TINY_TRAIN_ARGS, run_script
 
 
@@ -72,6 +73,61 @@ def test_resume_continues_with_the_runs_own_settings(trained_run, tmp_path):
     assert (work_dir / 'epoch_3.pth').is_file()
     assert 'validation MRE' in result.stdout
 
+
+
+def test_resume_of_a_finished_landmark_run_trains_only_the_missing_framing_model(trained_run,
+                                                                                  tmp_path):
+    from cephalometric.checkpoint import load_published_models
+    work_dir = tmp_path / 'run'
+    shutil.copytree(trained_run, work_dir)
+    pointer = work_dir / 'last_checkpoint'
+    pointer.write_text(str(work_dir / os.path.basename(pointer.read_text().strip())))
+    landmark_state = load_published_models(str(work_dir / 'best_MRE.pth'))[2]
+    result = run_script('train_cephalometric.py', '--work-dir', work_dir, '--resume',
+                        '--framing-epochs', '1')
+    output = result.stdout + result.stderr
+    assert 'resumed epoch' not in output and 'new best MRE' not in output  # landmarks untouched
+    assert 'framing model: 1 epochs with zoom-out, stored in best_MRE.pth' in result.stdout
+    _, _, state, framing = load_published_models(str(work_dir / 'best_MRE.pth'))
+    assert all(torch.equal(state[k], landmark_state[k]) for k in landmark_state)
+    assert set(framing) == set(state)
+    assert not all(torch.equal(framing[k], state[k]) for k in state)  # it was fine-tuned
+    record = json.loads((work_dir / 'best_MRE.json').read_text())
+    assert record['framing_model']['epochs'] == 1
+    assert record['framing_model']['zoom_out']['type'] == 'RandomZoomOut'
+    assert (work_dir / 'framing' / 'training_curves.png').is_file()
+    assert not (work_dir / 'framing' / 'best_MRE.pth').exists()   # one published model
+    again = run_script('train_cephalometric.py', '--work-dir', work_dir, '--resume',
+                       '--framing-epochs', '1')
+    assert 'already finished' in again.stdout
+
+
+def test_epochs_scale_the_framing_model_unless_given(tmp_path, demo_dataset):
+    from cephalometric.config_utils import framing_config
+    from cephalometric.errors import UserError
+    from cephalometric.training import build_config, build_parser
+    _, prepared = demo_dataset
+
+    def config(*options):
+        args = build_parser().parse_args(['--data-root', str(prepared), '--work-dir',
+                                          str(tmp_path / 'w'), '--no-pretrained', *options])
+        return build_config(args)[0]
+    assert config().framing_model.max_epochs == 30                        # with 100 epochs
+    assert config('--epochs', '10').framing_model.max_epochs == 3
+    assert config('--epochs', '1').framing_model.max_epochs == 1
+    assert config('--epochs', '10', '--framing-epochs', '7').framing_model.max_epochs == 7
+    framing = framing_config(config('--epochs', '12', '--framing-epochs', '10'), 'w')
+    assert framing.train_cfg.max_epochs == 10 and framing.work_dir == os.path.join('w', 'framing')
+    assert framing.load_from == os.path.join('w', 'best_MRE.pth')
+    milestones = next(s for s in framing.param_scheduler if s['type'] == 'MultiStepLR')
+    assert milestones['milestones'] == [7, 9]                  # 70% and 90%, as the main run
+    steps = [step['type'] for step in framing.train_dataloader.dataset.pipeline]
+    assert steps[:3] == ['LoadImage', 'RandomZoomOut', 'GetBBoxCenterScale']
+    hooks = [hook['type'] for hook in framing.custom_hooks]
+    assert 'BestCheckpointHook' not in hooks and 'FramingModelHook' in hooks
+    assert framing_config(config('--framing-epochs', '0'), 'w') is None
+    with pytest.raises(UserError, match='--framing-epochs must be 0 or more'):
+        config('--framing-epochs', '-1')
 
 def test_kill_during_training_then_resume_loses_at_most_the_current_epoch(demo_dataset, tmp_path):
     _, prepared = demo_dataset

@@ -123,3 +123,75 @@ def test_benchmark_runs_end_to_end(checkpoint, demo_dataset):
     lines = result.stdout.strip().splitlines()
     assert 'MMPose inference_topdown' in result.stdout
     assert re.fullmatch(r'inference speedup vs MMPose: \d+\.\d\dx', lines[-1]), lines[-1]
+
+
+def _with_framing_model(checkpoint, path, change):
+    """A copy of `checkpoint` whose framing model is its own network changed by `change`."""
+    import shutil
+
+    from cephalometric.checkpoint import attach_framing_model, load_published_models
+    shutil.copy(checkpoint, path)
+    state = load_published_models(str(path))[2]
+    attach_framing_model(str(path), {k: change(k, v) for k, v in state.items()}, {'epochs': 1})
+    return str(path)
+
+
+def test_framing_model_finds_the_face_and_the_landmark_model_measures(checkpoint, images,
+                                                                      predictor, tmp_path):
+    import torch
+
+    from cephalometric.checkpoint import load_published_models
+    from cephalometric.predictor import LandmarkPredictor
+    assert load_published_models(checkpoint)[3] is None and predictor.framing_network is None
+    assert predictor.framing_predictor() is predictor
+    # A framing model that sees nothing (its heatmap layer is zero): confidence 0, no face.
+    blind = _with_framing_model(checkpoint, tmp_path / 'blind.pth', lambda k, v: (
+        torch.zeros_like(v) if k.startswith('head.final_layer') else v))
+    with_blind = LandmarkPredictor(blind, device='cpu')
+    assert with_blind.framing_network is not None
+    alone = predictor.predict(images[:1])[0]
+    found = with_blind.predict(images[:1])[0]
+    assert alone.framing['mean_score'] > 0.05
+    assert found.framing['mean_score'] == 0 and 'no face found' in found.framing['review_reason']
+    # ... while the landmarks on a given box are still the landmark model's
+    box = (10.0, 20.0, 150.0, 180.0)
+    assert np.abs(with_blind.predict(images[:1], box)[0].keypoints
+                  - predictor.predict(images[:1], box)[0].keypoints).max() < 1e-4
+
+
+def test_onnx_export_writes_the_framing_model_beside_and_refuses_it_elsewhere(
+        checkpoint, images, tmp_path):
+    pytest.importorskip('onnxruntime')
+    import torch
+
+    import export_onnx
+    from cephalometric.errors import UserError, run_cli
+    from cephalometric.onnx_export import export_onnx as export
+    from cephalometric.predictor import LandmarkPredictor
+    generator = torch.Generator().manual_seed(0)
+    noisy = _with_framing_model(checkpoint, tmp_path / 'noisy.pth', lambda k, v: (
+        v + 0.01 * torch.randn(v.shape, generator=generator) if v.is_floating_point() else v))
+    model = tmp_path / 'out' / 'model.onnx'
+    assert run_cli(export_onnx.main, ['--checkpoint', noisy, '--out', str(model)]) == 0
+    assert sorted(p.name for p in model.parent.iterdir()) == ['model.framing.onnx', 'model.onnx']
+    exported = LandmarkPredictor(str(model))
+    reference = LandmarkPredictor(noisy, device='cpu')
+    for ours, theirs in ((exported, reference),
+                         (exported.framing_predictor(), reference.framing_predictor())):
+        assert np.abs(keypoints(ours(images, BBOXES)) - keypoints(theirs(images, BBOXES))).max() \
+            < TOLERANCE_PX
+    assert not np.allclose(keypoints(exported(images, BBOXES)),
+                           keypoints(exported.framing_predictor()(images, BBOXES)))
+    # the .onnx alone: one line saying to keep the two together
+    alone = tmp_path / 'alone'
+    alone.mkdir()
+    (alone / 'model.onnx').write_bytes(model.read_bytes())
+    with pytest.raises(UserError, match='not beside it'):
+        LandmarkPredictor(str(alone / 'model.onnx'))
+    # metadata is data: a path out of the folder is refused, not followed
+    for name in ('../model.framing.onnx', '/etc/passwd.onnx', 'model.framing.pth'):
+        crafted = tmp_path / 'crafted.onnx'
+        export(reference.network.net, reference.settings, str(crafted),
+               extra_metadata={'framing_model': name})
+        with pytest.raises(UserError, match='not a file name ending in .onnx'):
+            LandmarkPredictor(str(crafted))

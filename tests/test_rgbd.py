@@ -15,7 +15,8 @@ from cephalometric.landmarks import STANDARD_LANDMARKS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--no-pretrained', '--epochs', '1', '--batch-size', '4', '--input-size', '64',
-        '--workers', '0', '--device', 'cpu', '--cfg-options', 'param_scheduler.0.end=5']
+        '--workers', '0', '--device', 'cpu', '--framing-epochs', '0', '--cfg-options',
+        'param_scheduler.0.end=5']
 
 
 def prepare(*argv):
@@ -25,14 +26,15 @@ def prepare(*argv):
 
 @pytest.fixture(scope='module')
 def rgbd_run(tmp_path_factory):
-    """A 20-patient demo table prepared as rgbd and as rgb, and a 1-epoch RGB-D model."""
+    """A 20-patient demo table prepared as rgbd and as rgb, and a 1-epoch RGB-D model with a
+    1-epoch framing model."""
     root = tmp_path_factory.mktemp('rgbd')
     table = write_demo_pickle(root / 'demo.pkl', num_patients=20, seed=4, image_size=96)
     assert prepare('--input', table, '--out-dir', root / 'rgbd', '--image-source', 'rgbd') == 0
     assert prepare('--input', table, '--out-dir', root / 'rgb') == 0
     from cephalometric.training import train
     assert run_cli(train, ['--data-root', str(root / 'rgbd'), '--work-dir', str(root / 'run'),
-                           *TINY]) == 0
+                           *TINY, '--framing-epochs', '1']) == 0
     return root
 
 
@@ -204,12 +206,23 @@ def test_pretrained_rgb_filters_load_and_depth_filters_start_at_zero():
 # -- the 4-channel model end to end --------------------------------------------------------------
 
 def test_checkpoint_records_its_inputs_and_predicts_with_depth(rgbd_run, tmp_path):
-    from cephalometric.checkpoint import load_published_model
+    from cephalometric.checkpoint import load_published_models
     from cephalometric.predictor import LandmarkPredictor
-    model, settings, state = load_published_model(str(rgbd_run / 'run' / 'best_MRE.pth'))
+    model, settings, state, framing = load_published_models(
+        str(rgbd_run / 'run' / 'best_MRE.pth'))
     assert settings['inputs'] == ['rgb', 'depth'] and len(settings['mean']) == 4
     assert model['backbone']['in_channels'] == 4
     assert state['backbone.conv1.weight'].shape[1] == 4
+    # the framing model was fine-tuned from it, depth zoomed out with the photograph
+    assert framing['backbone.conv1.weight'].shape[1] == 4
+    assert not torch.equal(framing['backbone.conv1.weight'], state['backbone.conv1.weight'])
+    from cephalometric.config_utils import framing_config
+    from cephalometric.training import build_config, build_parser
+    args = build_parser().parse_args(['--data-root', str(rgbd_run / 'rgbd'), '--work-dir',
+                                      str(tmp_path / 'w'), '--no-pretrained'])
+    steps = framing_config(build_config(args)[0], str(tmp_path / 'w')).train_dataloader.dataset
+    types = [step['type'] for step in steps.pipeline]
+    assert types.index('RandomZoomOut') == types.index('LoadDepth') + 1
 
     import inference
     images = rgbd_run / 'rgbd' / 'images'
@@ -265,6 +278,9 @@ def test_onnx_export_takes_four_channels_and_agrees(rgbd_run, tmp_path):
     predictor = LandmarkPredictor(str(onnx_path), device='cpu')
     assert predictor.needs_depth
     assert predictor.network.session.get_inputs()[0].shape[1] == 4
+    # the framing model goes beside it, 4 channels too; inference frames with it by default
+    assert predictor.framing_network.session.get_inputs()[0].shape[1] == 4
+    assert (tmp_path / 'model.framing.onnx').is_file()
     image = rgbd_run / 'rgbd' / 'images' / 'demo_0002.png'
     assert run_cli(inference.main, ['--checkpoint', str(onnx_path), '--img-path', str(image),
                                     '--depth-path', str(image.with_suffix('.npy')), '--no-draw',
