@@ -60,11 +60,12 @@ def _dark_offsets(maps, x, y, inside, kernel: int) -> np.ndarray:
     m, h, w = maps.shape
     border = (kernel - 1) // 2
     padded = np.zeros((h + 2 * border, w + 2 * border, m), np.float32)  # zero border, as MMPose
-    padded[border:-border, border:-border] = maps.transpose(1, 2, 0)
+    inner = (slice(border, border + h), slice(border, border + w))   # kernel 1: no border
+    padded[inner] = maps.transpose(1, 2, 0)
     for start in range(0, m, OPENCV_MAX_CHANNELS):
         part = np.ascontiguousarray(padded[..., start:start + OPENCV_MAX_CHANNELS])
         padded[..., start:start + OPENCV_MAX_CHANNELS] = cv2.GaussianBlur(part, (kernel, kernel), 0)
-    blurred = padded[border:-border, border:-border].transpose(2, 0, 1)
+    blurred = padded[inner].transpose(2, 0, 1)
     with np.errstate(divide='ignore', invalid='ignore'):
         blurred = blurred * (maps.max((1, 2)) / blurred.max((1, 2)))[:, None, None]
     log = np.log(np.maximum(blurred, 1e-10))

@@ -113,6 +113,9 @@ def test_epochs_scale_the_framing_model_unless_given(tmp_path, demo_dataset):
                                           str(tmp_path / 'w'), '--no-pretrained', *options])
         return build_config(args)[0]
     assert config().framing_model.max_epochs == 30                        # with 100 epochs
+    # DARK's blur follows the heatmap sigma (MMPose's rule): 11 for the config's 2, 7 for 1.5
+    assert config().codec.get('blur_kernel_size', 11) == 11
+    assert config('--sigma', '1.5').model.head.decoder['blur_kernel_size'] == 7
     assert config('--epochs', '10').framing_model.max_epochs == 3
     assert config('--epochs', '1').framing_model.max_epochs == 1
     assert config('--epochs', '10', '--framing-epochs', '7').framing_model.max_epochs == 7

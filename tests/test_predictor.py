@@ -57,21 +57,22 @@ def test_batched_matches_single(images, predictor):
             < TOLERANCE_PX
 
 
-@pytest.mark.parametrize('unbiased', [True, False])
-def test_vectorised_decode_matches_codec(unbiased):
+@pytest.mark.parametrize('unbiased,kernel', [(True, 11), (False, 11), (True, 7)])
+def test_vectorised_decode_matches_codec(unbiased, kernel):
     import cephalometric.mmcv_compat  # noqa: F401
 
     from mmpose.codecs import MSRAHeatmap
 
     from cephalometric.heatmaps import decode_heatmaps
-    codec = MSRAHeatmap(input_size=(128, 128), heatmap_size=(32, 32), sigma=2, unbiased=unbiased)
+    codec = MSRAHeatmap(input_size=(128, 128), heatmap_size=(32, 32), sigma=2, unbiased=unbiased,
+                        blur_kernel_size=kernel)
     rng = np.random.default_rng(0)
     ys, xs = np.mgrid[:32, :32]
     centres = rng.uniform(-2, 34, (3, 5, 2, 1, 1))  # some peaks at or past the border
     heatmaps = np.exp(-((xs - centres[:, :, 0]) ** 2 + (ys - centres[:, :, 1]) ** 2) / 8)
     heatmaps = (heatmaps + rng.normal(0, 0.02, heatmaps.shape)).astype(np.float32)
     heatmaps[0, 0] = -1.0  # no positive response: MMPose marks it -1
-    points, scores = decode_heatmaps(heatmaps, (128, 128), unbiased, 11)
+    points, scores = decode_heatmaps(heatmaps, (128, 128), unbiased, kernel)
     for n in range(3):
         expected_points, expected_scores = codec.decode(heatmaps[n])
         assert np.abs(points[n] - expected_points[0]).max() < 1e-3
