@@ -6,9 +6,10 @@ of `backends`), `postprocess` (MSRAHeatmap decoding from `heatmaps`, mapped back
 image). Results agree with MMPose's `inference_topdown` to well under 0.1 px (tests).
 A .pth runs on 'pytorch' by default, a .onnx from export_onnx.py on 'onnxruntime' (needs no torch
 or MMPose); 'onnxruntime' with a .pth exports in memory first. `predict` adds the face region:
-found automatically (`framing`), the whole image, or given. Imports numpy, OpenCV and the
-package's `backends`, `checkpoint`, `depth`, `framing`, `heatmaps`, `model_settings`, `errors`
-(and `onnx_export`).
+found automatically (`framing`, with the checkpoint's framing model when it has one, which an
+exported .onnx keeps in <stem>.framing.onnx beside it), the whole image, or given. Imports numpy,
+OpenCV and the package's `backends`, `checkpoint`, `depth`, `framing`, `heatmaps`,
+`model_settings`, `errors` (and `onnx_export`).
 """
 from __future__ import annotations
 
