@@ -121,6 +121,7 @@ def set_framing_epochs(cfg, epochs: int) -> None:
 
 
 def framing_epochs(cfg) -> int:
+    """The framing model's epochs in `cfg` (0 when it has none)."""
     return int((cfg.get('framing_model') or {}).get('max_epochs', 0) or 0)
 
 

@@ -4,9 +4,10 @@
 stores the inference settings in the model's metadata_props (one JSON value per key), so the .onnx
 file alone is enough for inference (a checkpoint's framing model goes into a second file beside it,
 which the first names). `export_checked` compares the exported model with PyTorch on a
-deterministic synthetic picture (drawn here, no demo data) and writes the file atomically only when
-they agree. Imports numpy, OpenCV, the standard library and the package's `predictor`, `atomic`,
-`model_settings` and `errors`; torch and onnx inside the functions.
+deterministic synthetic picture (drawn here, no demo data) and writes the file(s) atomically only
+when they agree. Imports numpy, OpenCV, the standard library and the package's `predictor`,
+`atomic`, `results` (StagedFiles), `model_settings` and `errors`; torch and onnx inside the
+functions.
 """
 from __future__ import annotations
 
@@ -139,12 +140,10 @@ def export_checked(checkpoint: str, out: str) -> tuple:
     if not difference <= TOLERANCE_PX:
         raise UserError(f'the ONNX model disagrees with PyTorch by {difference:.3f} px on a test '
                         'image; not writing it')
-    if framing is not None:
-        _write(framing_file(out), framing)
-    try:
-        _write(out, data)
-    except BaseException:
-        if framing is not None:   # no half-written export: the file this call just wrote goes
-            os.remove(framing_file(out))
-        raise
+    from .results import StagedFiles
+    with StagedFiles() as staged:   # both files or neither
+        for path, content in ((out, data), (framing_file(out), framing)):
+            if content is not None:
+                with open(staged.reserve(path), 'wb') as stream:
+                    stream.write(content)
     return reference, difference

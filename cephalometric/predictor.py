@@ -115,17 +115,18 @@ class LandmarkPredictor:
             from .checkpoint import load_published_models
             model_config, self.settings, state_dict, framing_state = load_published_models(
                 checkpoint)
-            torch_device = 'cpu' if backend == 'onnxruntime' else device
-            self.network, self.framing_network = (
-                PyTorchBackend(model_config, weights, checkpoint, torch_device, fuse_batch_norm,
-                               threads) if weights is not None else None
-                for weights in (state_dict, framing_state))
-            if backend == 'onnxruntime':
+            def network(weights):   # one architecture, the landmark or the framing weights
+                if weights is None:
+                    return None
+                net = PyTorchBackend(model_config, weights, checkpoint,
+                                     'cpu' if backend == 'onnxruntime' else device,
+                                     fuse_batch_norm, threads)
+                if backend != 'onnxruntime':
+                    return net
                 from .onnx_export import export_onnx
-                self.network, self.framing_network = (
-                    OnnxRuntimeBackend(export_onnx(network.net, self.settings), checkpoint,
-                                       device, threads) if network is not None else None
-                    for network in (self.network, self.framing_network))
+                return OnnxRuntimeBackend(export_onnx(net.net, self.settings), checkpoint,
+                                          device, threads)
+            self.network, self.framing_network = network(state_dict), network(framing_state)
         self._configure()
 
     @classmethod

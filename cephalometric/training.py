@@ -263,6 +263,12 @@ def build_config(args):
         except Exception as error:  # MMEngine's own checks (e.g. a dict replaced by a list)
             raise UserError(f'--cfg-options cannot be applied ({error}); see the config file '
                             'for the keys and their types') from None
+    if config_utils.framing_epochs(cfg) and \
+            cfg.train_cfg.get('val_interval', 1) > cfg.train_cfg.max_epochs:
+        raise UserError(f'the framing model is fine-tuned from best_MRE.pth, which validation '
+                        f'writes, but train_cfg.val_interval {cfg.train_cfg.val_interval} is more '
+                        f'than the {cfg.train_cfg.max_epochs} epochs; lower it or pass '
+                        '--framing-epochs 0')
     resolve_initial_weights(cfg, args)
     return cfg, names, data_root
 
@@ -600,10 +606,9 @@ def train(argv: Optional[Sequence[str]] = None) -> int:
         if framing_cfg is not None:
             from mmengine.dist import barrier
             barrier()   # every process reads the best_MRE.pth rank 0 has finished writing
-            if not osp.isfile(framing_cfg.load_from):
+            if not osp.isfile(framing_cfg.load_from):   # validation never found a finite MRE
                 raise UserError(f'no {framing_cfg.load_from} to fine-tune the framing model from '
-                                '(validation never ran); keep train_cfg.val_interval at most '
-                                'the number of epochs, or pass --framing-epochs 0')
+                                '(no validation MRE could be computed); check the training log')
             # An interrupted framing run continues under --resume; a new one starts afresh.
             framing_cfg.resume = bool(landmarks_done and args.resume
                                       and last_checkpoint(framing_cfg.work_dir))

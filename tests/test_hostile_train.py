@@ -168,3 +168,25 @@ def test_failed_pretrained_download_leaves_nothing_in_the_cache(tmp_path, monkey
         fetch_pretrained('http://127.0.0.1:9/unreachable.pth')
     leftovers = list((tmp_path / 'hub').rglob('*'))
     assert all(path.is_dir() for path in leftovers), leftovers
+
+
+def test_a_framing_model_without_validation_or_a_section_is_one_line(prepared, tmp_path, capsys):
+    # the framing model starts from best_MRE.pth, which only validation writes: refused up front
+    tiny = TINY[:-2]   # all but --framing-epochs 0
+    code, lines, err = run_train(capsys, '--data-root', prepared, '--work-dir', tmp_path / 'wd',
+                                 *tiny, '--framing-epochs', '1', '--cfg-options',
+                                 'train_cfg.val_interval=5')
+    assert_one_error(code, lines, err, 'val_interval 5', '--framing-epochs 0')
+    assert not (tmp_path / 'wd').exists()
+    # a config of one's own without a framing_model section cannot be given framing epochs
+    from mmengine.config import Config
+
+    from cephalometric.training import DEFAULT_CONFIG
+    settings = Config.fromfile(DEFAULT_CONFIG).to_dict()
+    del settings['framing_model']
+    own = tmp_path / 'own_config.py'
+    Config(settings).dump(str(own))
+    code, lines, err = run_train(capsys, '--config', own, '--data-root', prepared, '--work-dir',
+                                 tmp_path / 'wd', *tiny, '--framing-epochs', '2')
+    assert_one_error(code, lines, err, 'no framing_model section')
+    assert not (tmp_path / 'wd').exists()

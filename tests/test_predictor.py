@@ -196,3 +196,11 @@ def test_onnx_export_writes_the_framing_model_beside_and_refuses_it_elsewhere(
                extra_metadata={'framing_model': name})
         with pytest.raises(UserError, match='not a file name ending in .onnx'):
             LandmarkPredictor(str(crafted))
+
+
+def test_a_framing_state_that_is_not_weights_is_one_line(checkpoint, tmp_path):
+    from cephalometric.errors import UserError
+    from cephalometric.predictor import LandmarkPredictor
+    odd = _with_framing_model(checkpoint, tmp_path / 'odd.pth', lambda k, v: 'not a tensor')
+    with pytest.raises(UserError, match='framing_state_dict is not a dict of tensors'):
+        LandmarkPredictor(odd, device='cpu')
