@@ -24,7 +24,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps mmpose==1.3.2 mmdet==3.3.0
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
-	$(PY) -c "import cephalometric.mmcv_compat, mmpose.models, mmpose.apis; print('mmpose ready')"
+	$(PY) -c "import cephalometric.mmpose_plugins.mmcv_compat, mmpose.models, mmpose.apis; print('mmpose ready')"
 	touch $(STAMP)
 
 # The whole pipeline on a generated demo dataset: no private data, GPU or internet needed.
@@ -33,7 +33,7 @@ $(STAMP): requirements.txt pyproject.toml
 # landmark model on the crops, then 10 of the framing model (zoom-out) that finds faces in wide
 # photos (see the config's framing_model).
 demo: install
-	$(PY) -m cephalometric.demo_data --out $(DEMO_DIR)/train_data_pure_depth.pkl --num-patients 300
+	$(PY) -m cephalometric.data.demo --out $(DEMO_DIR)/train_data_pure_depth.pkl --num-patients 300
 	$(PY) prepare_cephalometric_data.py --input $(DEMO_DIR)/train_data_pure_depth.pkl \
 		--out-dir $(DEMO_DIR)/cephalometric --overwrite
 	$(PY) train_cephalometric.py --data-root $(DEMO_DIR)/cephalometric --work-dir $(DEMO_WORK) \
@@ -65,7 +65,7 @@ browser:
 
 # The README picture of the review page, from the demo model (run make demo first).
 review-screenshot: install browser
-	$(PY) -m cephalometric.review_browser --checkpoint $(DEMO_WORK)/best_MRE.pth \
+	$(PY) -m cephalometric.review.browser --checkpoint $(DEMO_WORK)/best_MRE.pth \
 		--images $(DEMO_DIR)/cephalometric/images --out docs/review_app.png
 
 # ruff at 100 columns (configuration in pyproject.toml)

@@ -45,7 +45,7 @@ import time
 import numpy as np
 
 from cephalometric.errors import UserError, run_cli
-from cephalometric.mmpose_reference import stock_model, stock_predict
+from cephalometric.evaluation.mmpose_reference import stock_model, stock_predict
 
 ROOT = osp.dirname(osp.abspath(__file__))
 TRAIN_SCRIPT = osp.join(ROOT, 'train_cephalometric.py')
@@ -100,7 +100,7 @@ def parse_args(argv):
 # -- inputs ---------------------------------------------------------------------------------------
 def random_checkpoint(path: str, input_size: int) -> str:
     """A best_MRE.pth-style checkpoint of the project config's model with random weights."""
-    import cephalometric.mmcv_compat  # noqa: F401  (must precede mmpose)
+    import cephalometric.mmpose_plugins.mmcv_compat  # noqa: F401  (must precede mmpose)
 
     import torch
     from mmengine.config import Config
@@ -108,10 +108,10 @@ def random_checkpoint(path: str, input_size: int) -> str:
     from mmpose.registry import MODELS
     from mmpose.utils import register_all_modules
 
-    from cephalometric.config_utils import set_input_size
-    from cephalometric.dataset_writer import metainfo_dict
+    from cephalometric.data.writer import metainfo_dict
     from cephalometric.landmarks import STANDARD_LANDMARKS
-    from cephalometric.training import DEFAULT_CONFIG
+    from cephalometric.training.config import set_input_size
+    from cephalometric.training.run import DEFAULT_CONFIG
 
     cfg = Config.fromfile(DEFAULT_CONFIG)
     cfg.num_keypoints = cfg.model.head.out_channels = len(STANDARD_LANDMARKS)
@@ -129,13 +129,13 @@ def load_images(folder, count: int) -> tuple[list, str]:
     """RGB images: from `folder`, else the demo images, else generated faces."""
     folder = folder or (DEMO_IMAGES if osp.isdir(DEMO_IMAGES) else None)
     if folder is None:
-        from cephalometric.decoding import decode_image
-        from cephalometric.demo_data import make_demo_dataframe
+        from cephalometric.data.decoding import decode_image
+        from cephalometric.data.demo import make_demo_dataframe
         frame = make_demo_dataframe(num_patients=count, seed=1)
         return [decode_image(value) for value in frame['Image']], 'generated demo faces'
     if not osp.isdir(folder):
         raise UserError(f'--images {folder} is not a folder')
-    from cephalometric.images import find_images, read_rgb
+    from cephalometric.data.images import find_images, read_rgb
     paths = find_images(folder)[:count]
     return [read_rgb(p) for p in paths], folder
 
@@ -143,10 +143,10 @@ def load_images(folder, count: int) -> tuple[list, str]:
 def load_depths(folder, images: list) -> tuple[list, str]:
     """RGB-D models: <stem>.npy beside each image of `folder` when all are there (a prepared RGB-D
     dataset), else a smooth dome per image (speed does not depend on the depth values)."""
-    from cephalometric.depth import read_depth_file
+    from cephalometric.data.depth import read_depth_file
     folder = folder or (DEMO_IMAGES if osp.isdir(DEMO_IMAGES) else None)
     if folder is not None:
-        from cephalometric.images import find_images
+        from cephalometric.data.images import find_images
         paths = [osp.splitext(p)[0] + '.npy' for p in find_images(folder)[:len(images)]]
         if all(osp.isfile(p) for p in paths):
             return [read_depth_file(p) for p in paths], 'depth maps beside the images'
@@ -198,7 +198,7 @@ def time_paths(paths: dict, images: list, rounds: int):
 
 def inference_paths(args, checkpoint: str, device: str, ours, onnx_path, depth_of=None) -> dict:
     """`depth_of` (RGB-D models): image -> its depth map, for every path including MMPose's."""
-    from cephalometric.predictor import LandmarkPredictor
+    from cephalometric.prediction.predictor import LandmarkPredictor
 
     stock = stock_model(checkpoint, device)
 
@@ -244,14 +244,14 @@ def memory_probe(args) -> int:
     images = list(np.load(args.images_npz).values())
     kind = args.memory_probe
     if kind in ('mmpose', 'pytorch'):  # the same imports, so "model + run" compares alike
-        import cephalometric.mmcv_compat  # noqa: F401
+        import cephalometric.mmpose_plugins.mmcv_compat  # noqa: F401
 
         import mmpose.apis  # noqa: F401
         from mmpose.utils import register_all_modules
         register_all_modules()
     else:
         import onnxruntime  # noqa: F401
-    from cephalometric.predictor import LandmarkPredictor
+    from cephalometric.prediction.predictor import LandmarkPredictor
     baseline = peak_rss_mib()
     if kind == 'mmpose':
         if args.threads:
@@ -292,8 +292,8 @@ def measure_memory(args, checkpoint, onnx_path, images, device, workdir) -> dict
 
 # -- data preparation and training ----------------------------------------------------------------
 def time_prepare(records: int, workdir: str) -> dict:
-    from cephalometric.dataset_writer import prepare_dataset
-    from cephalometric.demo_data import write_demo_pickle
+    from cephalometric.data.demo import write_demo_pickle
+    from cephalometric.data.writer import prepare_dataset
 
     start = time.perf_counter()
     pickle_path = write_demo_pickle(osp.join(workdir, 'demo.pkl'), num_patients=records)
@@ -341,7 +341,7 @@ def time_training(args, data_root: str, device: str, workdir: str) -> dict:
     train_cephalometric's whole path (cephalometric.training.train)."""
     from mmengine.runner import Runner
 
-    from cephalometric import training
+    from cephalometric.training import run as training
 
     results = {}
     for name in ('plain', 'ours'):  # plain first: any one-off warm-up cost lands on the baseline
@@ -408,11 +408,11 @@ def main(argv=None) -> int:
         os.environ['CUDA_VISIBLE_DEVICES'] = ''  # before torch initialises CUDA
     if args.memory_probe:
         return memory_probe(args)
-    import cephalometric.mmcv_compat  # noqa: F401  (must precede mmpose)
+    import cephalometric.mmpose_plugins.mmcv_compat  # noqa: F401  (must precede mmpose)
 
     import torch
 
-    from cephalometric.predictor import LandmarkPredictor, resolve_device
+    from cephalometric.prediction.predictor import LandmarkPredictor, resolve_device
 
     device = resolve_device(args.device)
     if args.threads:

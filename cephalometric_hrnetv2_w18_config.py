@@ -17,8 +17,9 @@
 
 custom_imports = dict(
     # mmcv_compat must come first: it lets mmpose import on mmcv-lite (no compiled ops).
-    imports=['cephalometric.mmcv_compat', 'cephalometric.dataset', 'cephalometric.hooks',
-             'cephalometric.metric', 'cephalometric.transforms'],
+    imports=['cephalometric.mmpose_plugins.mmcv_compat', 'cephalometric.mmpose_plugins.dataset',
+             'cephalometric.mmpose_plugins.metric', 'cephalometric.mmpose_plugins.transforms',
+             'cephalometric.training.hooks'],
     allow_failed_imports=False)
 
 default_scope = 'mmpose'

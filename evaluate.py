@@ -25,15 +25,20 @@ import math
 import os.path as osp
 import sys
 
-from cephalometric import report
-from cephalometric.backends import check_device
-from cephalometric.dataset_reader import SPLITS, load_split, mean_shape_baseline, recreate_hint
-from cephalometric.depth import match_depth_files
+from cephalometric.data.depth import match_depth_files
+from cephalometric.data.reader import SPLITS, load_split, mean_shape_baseline, recreate_hint
 from cephalometric.errors import UserError, run_cli
-from cephalometric.evaluation import evaluate, framing_robustness, predict_split, worst_cases
+from cephalometric.evaluation import report
+from cephalometric.evaluation.statistics import (
+    evaluate,
+    framing_robustness,
+    predict_split,
+    worst_cases,
+)
 from cephalometric.outputs import check_output_folder, staged_output_folder
-from cephalometric.predictor import BACKENDS, FRAMING_MODES
-from cephalometric.results import json_text
+from cephalometric.prediction.backends import check_device
+from cephalometric.prediction.predictor import BACKENDS, FRAMING_MODES
+from cephalometric.prediction.results import json_text
 
 
 def parse_args(argv):
@@ -103,7 +108,7 @@ def main(argv=None) -> int:
                         protected=[args.data_root, checkpoint_folder, args.checkpoint])
 
     # torch + MMPose take seconds to import: only once the inputs are known to be good.
-    from cephalometric.predictor import LandmarkPredictor
+    from cephalometric.prediction.predictor import LandmarkPredictor
 
     predictor = LandmarkPredictor(args.checkpoint, device=args.device, backend=args.backend)
     if list(predictor.names) != list(split.names):

@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if not args.out.lower().endswith('.onnx'):
         raise UserError(f'--out must end in .onnx, got {args.out}')
-    from cephalometric.onnx_export import export_checked, framing_file
+    from cephalometric.prediction.export import export_checked, framing_file
 
     reference, difference = export_checked(args.checkpoint, args.out)
     width, height = reference.input_size

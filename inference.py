@@ -27,11 +27,11 @@ import os.path as osp
 import sys
 from collections import Counter
 
-from cephalometric.depth import check_depth_size, match_depth_files, read_depth_file
+from cephalometric.data.depth import check_depth_size, match_depth_files, read_depth_file
+from cephalometric.data.images import find_images, read_rgb
 from cephalometric.errors import UserError, run_cli
-from cephalometric.images import find_images, read_rgb
-from cephalometric.predictor import BACKENDS, FRAMING_MODES, check_bbox
-from cephalometric.results import (
+from cephalometric.prediction.predictor import BACKENDS, FRAMING_MODES, check_bbox
+from cephalometric.prediction.results import (
     StagedFiles,
     check_output_file,
     class_withheld_reason,
@@ -98,7 +98,7 @@ def check_args(args) -> None:
         raise UserError(f'--score-threshold must be between 0 and 1, got {args.score_threshold}')
     if args.batch_size < 1:
         raise UserError(f'--batch-size must be at least 1, got {args.batch_size}')
-    from cephalometric.backends import check_device
+    from cephalometric.prediction.backends import check_device
     check_device(args.device)
 
 
@@ -195,7 +195,7 @@ def main(argv=None) -> int:
 
     from cephalometric.drawing import draw_landmarks, encode_image
     from cephalometric.measurements import compute_measurements
-    from cephalometric.predictor import LandmarkPredictor
+    from cephalometric.prediction.predictor import LandmarkPredictor
 
     predictor = LandmarkPredictor(args.checkpoint, device=args.device, backend=args.backend)
     depth_files = check_depths(images, sizes, getattr(predictor, 'needs_depth', False),

@@ -4,6 +4,6 @@ The class lives in the package, `cephalometric.metric`; this file only re-export
 and scripts that import `mre_metric`. The project's own config names the package module in
 `custom_imports`.
 """
-from cephalometric.metric import MeanRadialError
+from cephalometric.mmpose_plugins.metric import MeanRadialError
 
 __all__ = ['MeanRadialError']

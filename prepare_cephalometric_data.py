@@ -13,14 +13,14 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from cephalometric.dataset_writer import format_summary, prepare_dataset
-from cephalometric.errors import run_cli
-from cephalometric.records import (
+from cephalometric.data.records import (
     DEFAULT_RULER_IMAGE_SIZE,
     DEFAULT_TEST_FRACTION,
     DEFAULT_VAL_FRACTION,
     IMAGE_SOURCES,
 )
+from cephalometric.data.writer import format_summary, prepare_dataset
+from cephalometric.errors import run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -45,7 +45,7 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.export_table:
-        from cephalometric.review_export import export_reviewed
+        from cephalometric.review.export import export_reviewed
         count = export_reviewed(args.images, args.out_dir, args.export_table)
         print(f'{count} reviewed images -> {args.export_table}')
         print(f'next: python prepare_cephalometric_data.py --input {args.export_table} '
@@ -56,13 +56,13 @@ def main(argv=None) -> int:
     if not osp.isfile(args.checkpoint):
         raise UserError(f'checkpoint {args.checkpoint} not found; give best_MRE.pth from training '
                         'or a .onnx from export_onnx.py')
-    from cephalometric.review_server import bind, serve
-    from cephalometric.review_store import ReviewStore
+    from cephalometric.review.server import bind, serve
+    from cephalometric.review.store import ReviewStore
     # Bad folders, a bad --host or a busy --port fail before the model is loaded.
     ReviewStore.check_options(args.images, args.out_dir, args.score_threshold, args.mm_per_pixel)
     bind(args.host, args.port).close()
 
-    from cephalometric.predictor import LandmarkPredictor
+    from cephalometric.prediction.predictor import LandmarkPredictor
     predictor = LandmarkPredictor(args.checkpoint, device=args.device)
     store = ReviewStore(args.images, args.out_dir, predictor, score_threshold=args.score_threshold,
                         mm_per_pixel=args.mm_per_pixel)

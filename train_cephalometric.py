@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 
 from cephalometric.errors import run_cli
-from cephalometric.training import train
+from cephalometric.training.run import train
 
 if __name__ == '__main__':
     sys.exit(run_cli(train))

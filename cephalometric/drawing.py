@@ -17,9 +17,9 @@ from typing import Mapping, Optional, Sequence
 import cv2
 import numpy as np
 
-from .errors import UserError
-from .landmarks import find_landmark
-from .measurements import ANGLE_LINES, CLASS_NAMES, MEASUREMENTS
+from cephalometric.errors import UserError
+from cephalometric.landmarks import find_landmark
+from cephalometric.measurements import ANGLE_LINES, CLASS_NAMES, MEASUREMENTS
 
 # matplotlib's tab20 palette (RGB), strong shades first and then the light ones, so neighbouring
 # landmark numbers get clearly different colours. Landmark i gets PALETTE[i % 20].
@@ -361,7 +361,7 @@ def save_image(path, rgb) -> None:
     Encoded for the extension of `path`. Raises UserError (one line) for an unknown extension or a
     folder that does not exist or cannot be written.
     """
-    from .atomic import atomic_path
+    from cephalometric.atomic import atomic_path
     path = os.fspath(path)
     data = encode_image(path, rgb)
     folder = os.path.dirname(os.path.abspath(path))

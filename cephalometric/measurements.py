@@ -27,7 +27,7 @@ from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from .landmarks import find_landmark
+from cephalometric.landmarks import find_landmark
 
 # ANB (degrees) -> skeletal class. Class I: 0 <= ANB <= 4; Class II: ANB > 4; Class III: ANB < 0.
 DEFAULT_CLASS_THRESHOLDS = (0.0, 4.0)

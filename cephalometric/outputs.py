@@ -22,8 +22,8 @@ import uuid
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Union
 
-from .atomic import current_umask
-from .errors import UserError
+from cephalometric.atomic import current_umask
+from cephalometric.errors import UserError
 
 MARKER = '.cephalometric-output'
 PathLike = Union[str, os.PathLike]

@@ -36,7 +36,7 @@ def run_script(script, *args, check=True, timeout=SUBPROCESS_TIMEOUT):
 @pytest.fixture(scope='session')
 def demo_dataset(tmp_path_factory):
     """A prepared 24-patient demo dataset: (pickle path, prepared folder)."""
-    from cephalometric.demo_data import write_demo_pickle
+    from cephalometric.data.demo import write_demo_pickle
     root = tmp_path_factory.mktemp('demo')
     pickle_path = write_demo_pickle(root / 'train_data_pure_depth.pkl', num_patients=24, seed=1)
     prepared = root / 'cephalometric'
@@ -58,7 +58,7 @@ def trained_run(demo_dataset, tmp_path_factory):
 def learned_run(tmp_path_factory):
     """A model that has learned (the recipe above on 150 demo patients): (prepared folder, work
     dir). Shared by test_learning and test_distributed, which fine-tunes it."""
-    from cephalometric.demo_data import write_demo_pickle
+    from cephalometric.data.demo import write_demo_pickle
     root = tmp_path_factory.mktemp('learned')
     pickle_path = write_demo_pickle(root / 'demo.pkl', num_patients=150, seed=3)
     prepared = root / 'prepared'

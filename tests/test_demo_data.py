@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cephalometric.demo_data import main, make_demo_dataframe, write_demo_pickle
+from cephalometric.data.demo import main, make_demo_dataframe, write_demo_pickle
 from cephalometric.errors import run_cli
 from cephalometric.landmarks import STANDARD_LANDMARKS
 from cephalometric.measurements import skeletal_class, sna_snb_anb
@@ -156,7 +156,7 @@ def test_write_demo_pickle_round_trip(tmp_path):
 def test_cli_writes_pickle_and_reports(tmp_path):
     out = tmp_path / 'demo' / 'train_data_pure_depth.pkl'
     result = subprocess.run(
-        [sys.executable, '-m', 'cephalometric.demo_data', '--out', str(out), '--num-patients', '10',
+        [sys.executable, '-m', 'cephalometric.data.demo', '--out', str(out), '--num-patients', '10',
          '--seed', '1'], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert '10 records' in result.stdout and '8 train' in result.stdout

@@ -164,7 +164,7 @@ def test_slurm_variables_start_two_processes(demo_dataset, tmp_path):
     ({'SLURM_NTASKS': '2', 'SLURM_NODELIST': 'n1'}, 'missing SLURM_PROCID'),
 ])
 def test_slurm_variables_that_do_not_add_up_are_one_line(variables, fragment, monkeypatch):
-    from cephalometric import training
+    from cephalometric.training import run as training
     for name in ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST', 'SLURM_LOCALID', 'MASTER_ADDR',
                  'PATH'):
         monkeypatch.delenv(name, raising=False)  # no PATH: no scontrol

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from conftest import run_script
 
-from cephalometric import evaluation as numbers
-from cephalometric import report
-from cephalometric.dataset_reader import load_split
+from cephalometric.data.reader import load_split
 from cephalometric.errors import UserError
+from cephalometric.evaluation import report
+from cephalometric.evaluation import statistics as numbers
 from cephalometric.landmarks import STANDARD_LANDMARKS
 
 SPACING = 0.1  # mm per pixel given to every test image but the first (a mixed dataset)
@@ -184,7 +184,7 @@ class FakePredictor:
 @pytest.fixture
 def cli(monkeypatch):
     import evaluate
-    monkeypatch.setattr('cephalometric.predictor.LandmarkPredictor', FakePredictor)
+    monkeypatch.setattr('cephalometric.prediction.predictor.LandmarkPredictor', FakePredictor)
     return evaluate
 
 

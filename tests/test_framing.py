@@ -4,14 +4,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from cephalometric.framing import (
-    FaceFramer,
-    FramingPrior,
-    box_iou,
-    measure_prior,
-    mirror_keypoints,
-)
-from cephalometric.transforms import RandomZoomOut
+from cephalometric.mmpose_plugins.transforms import RandomZoomOut
+from cephalometric.model.framing_prior import FramingPrior, measure_prior
+from cephalometric.prediction.framing import FaceFramer, box_iou, mirror_keypoints
 
 PRIOR = FramingPrior(offset=(0.05, -0.02), ratio=(1.5, 1.4))
 
@@ -182,10 +177,10 @@ def test_learned_model_recognises_the_other_side(learned_run):
     framing a crop costs nothing. The shared learned model's framing model has only 2 epochs (the
     fixture must be fast), so finding small faces in wide photographs is tested with the stand-in
     models above and measured on the demo model in the README (evaluate.py --robustness)."""
-    from cephalometric.dataset_reader import load_split
-    from cephalometric.images import read_rgb
-    from cephalometric.predictor import LandmarkPredictor
-    from cephalometric.robustness import make_variant
+    from cephalometric.data.images import read_rgb
+    from cephalometric.data.reader import load_split
+    from cephalometric.evaluation.robustness import make_variant
+    from cephalometric.prediction.predictor import LandmarkPredictor
 
     prepared, work_dir = learned_run
     predictor = LandmarkPredictor(str(work_dir / 'best_MRE.pth'), device='cpu')

@@ -21,10 +21,10 @@ import pandas as pd
 import pytest
 
 import prepare_cephalometric_data as prepare_cli  # python -m pytest from the repository root
-from cephalometric import dataset_reader
-from cephalometric.dataset_writer import metainfo_dict, prepare_dataset
-from cephalometric.demo_data import main as demo_main
-from cephalometric.demo_data import make_demo_dataframe
+from cephalometric.data import reader as dataset_reader
+from cephalometric.data.demo import main as demo_main
+from cephalometric.data.demo import make_demo_dataframe
+from cephalometric.data.writer import metainfo_dict, prepare_dataset
 from cephalometric.errors import run_cli
 from cephalometric.landmarks import STANDARD_LANDMARKS
 from cephalometric.outputs import MARKER
@@ -121,9 +121,9 @@ def payload(marker: Path) -> str:
 
 
 def build_dataset(root: Path, ann_file: str = 'annotations/train.json'):
-    import cephalometric.mmcv_compat  # noqa: F401  (must precede mmpose)
+    import cephalometric.mmpose_plugins.mmcv_compat  # noqa: F401  (must precede mmpose)
 
-    from cephalometric.dataset import CephalometricDataset
+    from cephalometric.mmpose_plugins.dataset import CephalometricDataset
     return CephalometricDataset(data_root=str(root), ann_file=ann_file, data_mode='topdown',
                                 pipeline=[], test_mode=True)
 

@@ -27,7 +27,7 @@ IS_ROOT = hasattr(os, 'geteuid') and os.geteuid() == 0
 # -- fixtures ------------------------------------------------------------------------------------
 
 def _tiny_model():
-    import cephalometric.mmcv_compat  # noqa: F401
+    import cephalometric.mmpose_plugins.mmcv_compat  # noqa: F401
 
     import torch
     from mmengine.config import Config
@@ -35,9 +35,9 @@ def _tiny_model():
     from mmpose.registry import MODELS
     from mmpose.utils import register_all_modules
 
-    from cephalometric.config_utils import set_input_size
-    from cephalometric.dataset_writer import metainfo_dict
+    from cephalometric.data.writer import metainfo_dict
     from cephalometric.landmarks import STANDARD_LANDMARKS
+    from cephalometric.training.config import set_input_size
 
     cfg = Config.fromfile(os.path.join(ROOT, 'cephalometric_hrnetv2_w18_config.py'))
     cfg.num_keypoints = cfg.model.head.out_channels = len(STANDARD_LANDMARKS)
@@ -54,8 +54,8 @@ def models(tmp_path_factory):
     'onnx': its export, plus hostile variants}; all paths as str."""
     import torch
 
-    from cephalometric.checkpoint import published_meta, write_published_checkpoint
-    from cephalometric.onnx_export import export_onnx as export
+    from cephalometric.model.checkpoint import published_meta, write_published_checkpoint
+    from cephalometric.prediction.onnx import export_onnx as export
 
     folder = tmp_path_factory.mktemp('models')
     cfg, dataset_meta, state = _tiny_model()
@@ -83,7 +83,7 @@ def models(tmp_path_factory):
         pickle.dump({'meta': {}, 'state_dict': Payload()}, stream)
     torch.save({'meta': {}, 'state_dict': Payload()}, paths['evil_zip'])
 
-    from cephalometric.predictor import LandmarkPredictor
+    from cephalometric.prediction.predictor import LandmarkPredictor
     predictor = LandmarkPredictor(paths['pth'], device='cpu')
     paths['onnx'] = str(folder / 'model.onnx')
     export(predictor.network.net, predictor.settings, paths['onnx'])

@@ -9,7 +9,7 @@ import pickle
 import pytest
 
 from cephalometric.errors import run_cli
-from cephalometric.training import train
+from cephalometric.training.run import train
 
 TINY = ['--no-pretrained', '--epochs', '1', '--batch-size', '2', '--input-size', '32',
         '--workers', '0', '--framing-epochs', '0']
@@ -162,7 +162,7 @@ def test_failed_pretrained_download_leaves_nothing_in_the_cache(tmp_path, monkey
     import torch
 
     from cephalometric.errors import UserError
-    from cephalometric.training import fetch_pretrained
+    from cephalometric.training.run import fetch_pretrained
     monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path / 'hub'))
     with pytest.raises(UserError, match='--no-pretrained'):
         fetch_pretrained('http://127.0.0.1:9/unreachable.pth')
@@ -181,7 +181,7 @@ def test_a_framing_model_without_validation_or_a_section_is_one_line(prepared, t
     # a config of one's own without a framing_model section cannot be given framing epochs
     from mmengine.config import Config
 
-    from cephalometric.training import DEFAULT_CONFIG
+    from cephalometric.training.run import DEFAULT_CONFIG
     settings = Config.fromfile(DEFAULT_CONFIG).to_dict()
     del settings['framing_model']
     own = tmp_path / 'own_config.py'

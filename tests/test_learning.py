@@ -1,7 +1,7 @@
 """The model learns: a few CPU minutes on the demo data beat the mean-shape baseline clearly."""
 import json
 
-from cephalometric.dataset_reader import mean_shape_baseline
+from cephalometric.data.reader import mean_shape_baseline
 
 
 def test_short_cpu_run_clearly_beats_the_mean_shape(learned_run):

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from cephalometric.metrics import radial_errors, summarize_radial_errors
+from cephalometric.radial_error import radial_errors, summarize_radial_errors
 
 NAMES = ['sella', 'nasion', 'A point']
 # Image 1 errors: 5 (3-4-5 triangle), 0, 6; spacing 0.5 mm/px.
@@ -58,12 +58,12 @@ def test_nothing_visible_gives_nan_not_an_exception():
 
 
 def test_registered_metric_reads_mmpose_data_samples():
-    import cephalometric.mmcv_compat  # noqa: F401
+    import cephalometric.mmpose_plugins.mmcv_compat  # noqa: F401
 
     from mmpose.registry import METRICS
 
     import mre_metric  # the user's top-level file re-exports the package's metric
-    from cephalometric.metric import MeanRadialError
+    from cephalometric.mmpose_plugins.metric import MeanRadialError
 
     assert mre_metric.MeanRadialError is MeanRadialError
     metric = METRICS.build(dict(type='MeanRadialError'))
@@ -86,9 +86,9 @@ def test_registered_metric_reads_mmpose_data_samples():
 def test_the_config_registers_package_modules_only():
     from mmengine.config import Config
 
-    from cephalometric.training import DEFAULT_CONFIG
+    from cephalometric.training.run import DEFAULT_CONFIG
 
     imports = Config.fromfile(DEFAULT_CONFIG).custom_imports['imports']
-    assert imports[0] == 'cephalometric.mmcv_compat'
-    assert 'cephalometric.metric' in imports
+    assert imports[0] == 'cephalometric.mmpose_plugins.mmcv_compat'
+    assert 'cephalometric.mmpose_plugins.metric' in imports
     assert all(name.startswith('cephalometric.') for name in imports)

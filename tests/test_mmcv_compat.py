@@ -6,7 +6,7 @@ import pytest
 
 
 def test_mmpose_imports_and_missing_ops_fail_with_one_clear_line():
-    import cephalometric.mmcv_compat as mmcv_compat  # noqa: I001  (must precede mmpose)
+    import cephalometric.mmpose_plugins.mmcv_compat as mmcv_compat  # noqa: I001  (must precede mmpose)
     import mmpose.apis  # noqa: F401
     import mmpose.models  # noqa: F401
     from mmcv.ops import MultiScaleDeformableAttention
@@ -22,7 +22,7 @@ def test_mmpose_imports_and_missing_ops_fail_with_one_clear_line():
 
 def test_without_the_module_mmpose_does_not_import_on_mmcv_lite():
     """Guards the reason the module exists; if this starts passing, the module can go."""
-    from cephalometric import mmcv_compat
+    from cephalometric.mmpose_plugins import mmcv_compat
     if not mmcv_compat.USING_STAND_IN:
         pytest.skip('full mmcv is installed')
     result = subprocess.run([sys.executable, '-c', 'import mmpose.models'],

@@ -29,7 +29,7 @@ def test_training_keeps_best_checkpoint_with_its_metrics(trained_run):
     assert best.is_file()
     record = json.loads((trained_run / 'best_MRE.json').read_text())
     assert record['metric'] == 'MRE' and record['epoch'] in (1, 2)
-    from cephalometric.curves import read_epoch_history
+    from cephalometric.training.curves import read_epoch_history
     _, scores = read_epoch_history(str(trained_run))
     assert sorted(scores) == [1, 2]
     assert record['best_score'] == pytest.approx(min(scores.values()))
@@ -38,7 +38,7 @@ def test_training_keeps_best_checkpoint_with_its_metrics(trained_run):
     assert metrics['MRE'] == pytest.approx(record['best_score'])
     assert {'SD', 'SDR@2px', 'SDR@8px', 'MRE/sella', 'MRE/gnathion'} <= set(metrics)
     # the published model is slim: no optimizer or resume state
-    from cephalometric.checkpoint import load_checkpoint_file
+    from cephalometric.model.checkpoint import load_checkpoint_file
     checkpoint = load_checkpoint_file(str(best))
     assert set(checkpoint) == {'meta', 'state_dict'}
     assert checkpoint['meta']['epoch'] == record['epoch']
@@ -48,7 +48,7 @@ def test_training_keeps_best_checkpoint_with_its_metrics(trained_run):
 
 
 def test_checkpoint_carries_config_and_landmark_names(trained_run):
-    from cephalometric.checkpoint import load_checkpoint_file
+    from cephalometric.model.checkpoint import load_checkpoint_file
     meta = load_checkpoint_file(str(trained_run / 'best_MRE.pth'))['meta']
     # the config travels as data (a plain dict), never as Python text that loading would run
     assert meta['config']['model']['type'] == 'TopdownPoseEstimator'
@@ -77,7 +77,7 @@ def test_resume_continues_with_the_runs_own_settings(trained_run, tmp_path):
 
 def test_resume_of_a_finished_landmark_run_trains_only_the_missing_framing_model(trained_run,
                                                                                   tmp_path):
-    from cephalometric.checkpoint import load_published_models
+    from cephalometric.model.checkpoint import load_published_models
     work_dir = tmp_path / 'run'
     shutil.copytree(trained_run, work_dir)
     pointer = work_dir / 'last_checkpoint'
@@ -103,9 +103,9 @@ def test_resume_of_a_finished_landmark_run_trains_only_the_missing_framing_model
 
 
 def test_epochs_scale_the_framing_model_unless_given(tmp_path, demo_dataset):
-    from cephalometric.config_utils import framing_config
     from cephalometric.errors import UserError
-    from cephalometric.training import build_config, build_parser
+    from cephalometric.training.config import framing_config
+    from cephalometric.training.run import build_config, build_parser
     _, prepared = demo_dataset
 
     def config(*options):

@@ -21,14 +21,14 @@ def checkpoint(trained_run):
 
 @pytest.fixture(scope='module')
 def images(demo_dataset):
-    from cephalometric.images import find_images, read_rgb
+    from cephalometric.data.images import find_images, read_rgb
     _, prepared = demo_dataset
     return [read_rgb(p) for p in find_images(str(prepared / 'images'))[:len(BBOXES)]]
 
 
 @pytest.fixture(scope='module')
 def predictor(checkpoint):
-    from cephalometric.predictor import LandmarkPredictor
+    from cephalometric.prediction.predictor import LandmarkPredictor
     return LandmarkPredictor(checkpoint, device='cpu')
 
 
@@ -39,7 +39,7 @@ def keypoints(predictions):
 def test_matches_stock_mmpose(checkpoint, images, predictor):
     from mmpose.apis import inference_topdown
 
-    from cephalometric.mmpose_reference import stock_model
+    from cephalometric.evaluation.mmpose_reference import stock_model
     model = stock_model(checkpoint, 'cpu')
     expected = []
     for image, bbox in zip(images, BBOXES):
@@ -59,11 +59,11 @@ def test_batched_matches_single(images, predictor):
 
 @pytest.mark.parametrize('unbiased,kernel', [(True, 11), (False, 11), (True, 7)])
 def test_vectorised_decode_matches_codec(unbiased, kernel):
-    import cephalometric.mmcv_compat  # noqa: F401
+    import cephalometric.mmpose_plugins.mmcv_compat  # noqa: F401
 
     from mmpose.codecs import MSRAHeatmap
 
-    from cephalometric.heatmaps import decode_heatmaps
+    from cephalometric.prediction.heatmaps import decode_heatmaps
     codec = MSRAHeatmap(input_size=(128, 128), heatmap_size=(32, 32), sigma=2, unbiased=unbiased,
                         blur_kernel_size=kernel)
     rng = np.random.default_rng(0)
@@ -81,7 +81,7 @@ def test_vectorised_decode_matches_codec(unbiased, kernel):
 
 def test_bad_backend_is_a_user_error(checkpoint):
     from cephalometric.errors import UserError
-    from cephalometric.predictor import LandmarkPredictor
+    from cephalometric.prediction.predictor import LandmarkPredictor
     with pytest.raises(UserError, match='backend'):
         LandmarkPredictor(checkpoint, backend='tensorrt')
 
@@ -92,7 +92,7 @@ def test_onnx_export_and_onnxruntime_match_pytorch(checkpoint, images, predictor
     pytest.importorskip('onnxruntime')
     import onnx
 
-    from cephalometric.predictor import LandmarkPredictor
+    from cephalometric.prediction.predictor import LandmarkPredictor
     model = tmp_path / 'model.onnx'
     run_script('export_onnx.py', '--checkpoint', checkpoint, '--out', model)
     metadata = {p.key: json.loads(p.value) for p in onnx.load(str(model)).metadata_props}
@@ -130,7 +130,7 @@ def _with_framing_model(checkpoint, path, change):
     """A copy of `checkpoint` whose framing model is its own network changed by `change`."""
     import shutil
 
-    from cephalometric.checkpoint import attach_framing_model, load_published_models
+    from cephalometric.model.checkpoint import attach_framing_model, load_published_models
     shutil.copy(checkpoint, path)
     state = load_published_models(str(path))[2]
     attach_framing_model(str(path), {k: change(k, v) for k, v in state.items()}, {'epochs': 1})
@@ -141,8 +141,8 @@ def test_framing_model_finds_the_face_and_the_landmark_model_measures(checkpoint
                                                                       predictor, tmp_path):
     import torch
 
-    from cephalometric.checkpoint import load_published_models
-    from cephalometric.predictor import LandmarkPredictor
+    from cephalometric.model.checkpoint import load_published_models
+    from cephalometric.prediction.predictor import LandmarkPredictor
     assert load_published_models(checkpoint)[3] is None and predictor.framing_network is None
     assert predictor.framing_predictor() is predictor
     # A framing model that sees nothing (its heatmap layer is zero): confidence 0, no face.
@@ -167,8 +167,8 @@ def test_onnx_export_writes_the_framing_model_beside_and_refuses_it_elsewhere(
 
     import export_onnx
     from cephalometric.errors import UserError, run_cli
-    from cephalometric.onnx_export import export_onnx as export
-    from cephalometric.predictor import LandmarkPredictor
+    from cephalometric.prediction.onnx import export_onnx as export
+    from cephalometric.prediction.predictor import LandmarkPredictor
     generator = torch.Generator().manual_seed(0)
     noisy = _with_framing_model(checkpoint, tmp_path / 'noisy.pth', lambda k, v: (
         v + 0.01 * torch.randn(v.shape, generator=generator) if v.is_floating_point() else v))
@@ -200,7 +200,7 @@ def test_onnx_export_writes_the_framing_model_beside_and_refuses_it_elsewhere(
 
 def test_a_framing_state_that_is_not_weights_is_one_line(checkpoint, tmp_path):
     from cephalometric.errors import UserError
-    from cephalometric.predictor import LandmarkPredictor
+    from cephalometric.prediction.predictor import LandmarkPredictor
     odd = _with_framing_model(checkpoint, tmp_path / 'odd.pth', lambda k, v: 'not a tensor')
     with pytest.raises(UserError, match='framing_state_dict is not a dict of tensors'):
         LandmarkPredictor(odd, device='cpu')

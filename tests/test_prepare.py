@@ -14,8 +14,10 @@ import pandas as pd
 import pytest
 
 import prepare_cephalometric_data as cli  # the repository root is on sys.path (conftest.py)
-from cephalometric import dataset_writer, decoding, outputs
-from cephalometric.dataset_reader import SPLITS, read_metainfo
+from cephalometric import outputs
+from cephalometric.data import decoding
+from cephalometric.data import writer as dataset_writer
+from cephalometric.data.reader import SPLITS, read_metainfo
 from cephalometric.errors import run_cli
 from cephalometric.landmarks import STANDARD_LANDMARKS
 
@@ -173,7 +175,7 @@ def test_metainfo_parses_in_mmpose(tmp_path):
     assert all(kp['swap'] == '' for kp in info['keypoint_info'].values())
     assert info['sigmas'] == [0.025] * 3 and info['joint_weights'] == [1.0] * 3
     assert len({tuple(kp['color']) for kp in info['keypoint_info'].values()}) == 3
-    import cephalometric.mmcv_compat  # noqa: F401  (lets mmpose import on mmcv-lite)
+    import cephalometric.mmpose_plugins.mmcv_compat  # noqa: F401  (lets mmpose import on mmcv-lite)
 
     from mmpose.datasets.datasets.utils import parse_pose_metainfo
     meta = parse_pose_metainfo(read_metainfo(str(out)))
@@ -757,7 +759,7 @@ def test_refusal_from_a_subprocess_is_one_line_without_traceback(tmp_path):
 
 
 def test_demo_dataset_prepares_cleanly(tmp_path, capsys):
-    from cephalometric import demo_data as demo
+    from cephalometric.data import demo
     frame = demo.make_demo_dataframe(num_patients=12, seed=0, image_size=64)
     out = ok(tmp_path, frame)
     summary = json.loads((out / 'summary.json').read_text())

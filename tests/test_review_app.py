@@ -20,13 +20,13 @@ from conftest import ROOT, run_script
 import export_onnx
 import prepare_cephalometric_data
 import review_app
-from cephalometric.demo_data import make_demo_dataframe
+from cephalometric.data.demo import make_demo_dataframe
 from cephalometric.errors import run_cli
 from cephalometric.landmarks import STANDARD_LANDMARKS
 from cephalometric.measurements import compute_measurements
-from cephalometric.predictor import Prediction
-from cephalometric.review_server import MAX_BODY_BYTES, host_warning, running_server
-from cephalometric.review_store import ReviewStore
+from cephalometric.prediction.predictor import Prediction
+from cephalometric.review.server import MAX_BODY_BYTES, host_warning, running_server
+from cephalometric.review.store import ReviewStore
 
 NUM_IMAGES = 4
 
@@ -303,7 +303,7 @@ def test_cli_refuses_a_busy_port(tmp_path, capsys, photos):
     folder, _, _ = photos
     checkpoint = tmp_path / 'model.onnx'
     checkpoint.write_bytes(b'not used')
-    from cephalometric.review_server import bind
+    from cephalometric.review.server import bind
     busy = bind('127.0.0.1', 0)
     try:
         port = busy.getsockname()[1]
@@ -333,7 +333,7 @@ def test_browser_drag_changes_anb_and_save_keeps_the_moved_point(server, tmp_pat
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    from cephalometric.review_browser import chromium, save_small_png, wait_for
+    from cephalometric.review.browser import chromium, save_small_png, wait_for
 
     url, store, out_dir = server
     driver = chromium()
@@ -499,7 +499,7 @@ def test_start_refuses_a_foreign_json_in_out_dir(tmp_path, photos):
 
 def test_screenshot_command_with_a_trained_model(trained_run, demo_dataset, tmp_path):
     """The documented screenshot command (make review-screenshot) writes a small PNG."""
-    from cephalometric import review_browser
+    from cephalometric.review import browser as review_browser
     _, prepared = demo_dataset
     photos = tmp_path / 'photos'
     photos.mkdir()

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from cephalometric.demo_data import write_demo_pickle
-from cephalometric.depth import clean_depth, depth_channel, match_depth_files, read_depth_file
+from cephalometric.data.demo import write_demo_pickle
+from cephalometric.data.depth import clean_depth, depth_channel, match_depth_files, read_depth_file
 from cephalometric.errors import UserError, run_cli
 from cephalometric.landmarks import STANDARD_LANDMARKS
 
@@ -32,7 +32,7 @@ def rgbd_run(tmp_path_factory):
     table = write_demo_pickle(root / 'demo.pkl', num_patients=20, seed=4, image_size=96)
     assert prepare('--input', table, '--out-dir', root / 'rgbd', '--image-source', 'rgbd') == 0
     assert prepare('--input', table, '--out-dir', root / 'rgb') == 0
-    from cephalometric.training import train
+    from cephalometric.training.run import train
     assert run_cli(train, ['--data-root', str(root / 'rgbd'), '--work-dir', str(root / 'run'),
                            *TINY, '--framing-epochs', '1']) == 0
     return root
@@ -119,8 +119,8 @@ def test_photo_and_depth_stay_aligned_through_the_training_pipeline(tmp_path):
     geometric augmentation: zoom-out, shift, scale, rotation and the affine crop."""
     from mmengine.dataset import Compose
 
-    import cephalometric.transforms  # noqa: F401
-    from cephalometric.training import build_config, build_parser
+    import cephalometric.mmpose_plugins.transforms  # noqa: F401
+    from cephalometric.training.run import build_config, build_parser
 
     landmark_table(6).to_pickle(tmp_path / 'points.pkl')
     assert prepare('--input', tmp_path / 'points.pkl', '--out-dir', tmp_path / 'data',
@@ -146,7 +146,7 @@ def test_photo_and_depth_stay_aligned_through_the_training_pipeline(tmp_path):
     from mmpose.utils import register_all_modules
     register_all_modules(init_default_scope=True)
     pipeline = Compose(steps[:-1])       # all but PackPoseInputs, to read the keypoints back
-    from cephalometric.dataset import CephalometricDataset
+    from cephalometric.mmpose_plugins.dataset import CephalometricDataset
     dataset = CephalometricDataset(data_root=str(tmp_path / 'data'),
                                    ann_file='annotations/train.json',
                                    data_prefix=dict(img='images/'), pipeline=[])
@@ -171,7 +171,7 @@ def test_photo_and_depth_stay_aligned_through_the_training_pipeline(tmp_path):
 
 
 def test_rgbd_data_preprocessor_swaps_only_the_photo_and_normalises_depth():
-    from cephalometric.rgbd import RGBDDataPreprocessor
+    from cephalometric.mmpose_plugins.rgbd import RGBDDataPreprocessor
     pre = RGBDDataPreprocessor(mean=[100.0, 110.0, 120.0], std=[10.0, 20.0, 30.0])
     inputs = torch.tensor([10.0, 20.0, 30.0, 255.0]).view(4, 1, 1).repeat(1, 4, 4)
     out = pre(dict(inputs=[inputs], data_samples=[_sample()]))['inputs'][0, :, 0, 0]
@@ -187,7 +187,7 @@ def _sample():
 def test_pretrained_rgb_filters_load_and_depth_filters_start_at_zero():
     from types import SimpleNamespace
 
-    from cephalometric.rgbd import DepthInputWeightsHook
+    from cephalometric.mmpose_plugins.rgbd import DepthInputWeightsHook
     conv = torch.nn.Conv2d(4, 8, 3)
     model = SimpleNamespace(backbone=SimpleNamespace(conv1=conv))
     runner = SimpleNamespace(model=model, logger=SimpleNamespace(info=lambda message: None))
@@ -206,8 +206,8 @@ def test_pretrained_rgb_filters_load_and_depth_filters_start_at_zero():
 # -- the 4-channel model end to end --------------------------------------------------------------
 
 def test_checkpoint_records_its_inputs_and_predicts_with_depth(rgbd_run, tmp_path):
-    from cephalometric.checkpoint import load_published_models
-    from cephalometric.predictor import LandmarkPredictor
+    from cephalometric.model.checkpoint import load_published_models
+    from cephalometric.prediction.predictor import LandmarkPredictor
     model, settings, state, framing = load_published_models(
         str(rgbd_run / 'run' / 'best_MRE.pth'))
     assert settings['inputs'] == ['rgb', 'depth'] and len(settings['mean']) == 4
@@ -216,8 +216,8 @@ def test_checkpoint_records_its_inputs_and_predicts_with_depth(rgbd_run, tmp_pat
     # the framing model was fine-tuned from it, depth zoomed out with the photograph
     assert framing['backbone.conv1.weight'].shape[1] == 4
     assert not torch.equal(framing['backbone.conv1.weight'], state['backbone.conv1.weight'])
-    from cephalometric.config_utils import framing_config
-    from cephalometric.training import build_config, build_parser
+    from cephalometric.training.config import framing_config
+    from cephalometric.training.run import build_config, build_parser
     args = build_parser().parse_args(['--data-root', str(rgbd_run / 'rgbd'), '--work-dir',
                                       str(tmp_path / 'w'), '--no-pretrained'])
     steps = framing_config(build_config(args)[0], str(tmp_path / 'w')).train_dataloader.dataset
@@ -251,9 +251,9 @@ def _pipeline_input(root, file_name):
     from mmengine.dataset import Compose
     from mmpose.utils import register_all_modules
 
-    from cephalometric.checkpoint import load_checkpoint_file, load_published_model
-    from cephalometric.dataset import CephalometricDataset
-    from cephalometric.rgbd import RGBDDataPreprocessor
+    from cephalometric.mmpose_plugins.dataset import CephalometricDataset
+    from cephalometric.mmpose_plugins.rgbd import RGBDDataPreprocessor
+    from cephalometric.model.checkpoint import load_checkpoint_file, load_published_model
     register_all_modules(init_default_scope=True)
     config = load_checkpoint_file(str(root / 'run' / 'best_MRE.pth'))['meta']['config']
     dataset = CephalometricDataset(data_root=str(root / 'rgbd'), ann_file='annotations/train.json',
@@ -270,8 +270,8 @@ def _pipeline_input(root, file_name):
 
 def test_onnx_export_takes_four_channels_and_agrees(rgbd_run, tmp_path):
     import inference
-    from cephalometric.onnx_export import export_checked
-    from cephalometric.predictor import LandmarkPredictor
+    from cephalometric.prediction.export import export_checked
+    from cephalometric.prediction.predictor import LandmarkPredictor
     onnx_path = tmp_path / 'model.onnx'
     _, gap = export_checked(str(rgbd_run / 'run' / 'best_MRE.pth'), str(onnx_path))
     assert gap <= 0.1
@@ -342,8 +342,8 @@ def test_predictor_agrees_with_mmpose_own_rgbd_pipeline(rgbd_run):
     predictor give the same landmarks for the same photo and depth map."""
     import cv2
 
-    from cephalometric.mmpose_reference import stock_model, stock_predict
-    from cephalometric.predictor import LandmarkPredictor
+    from cephalometric.evaluation.mmpose_reference import stock_model, stock_predict
+    from cephalometric.prediction.predictor import LandmarkPredictor
     checkpoint = str(rgbd_run / 'run' / 'best_MRE.pth')
     stock = stock_model(checkpoint, 'cpu')
     ours = LandmarkPredictor(checkpoint, device='cpu')
@@ -369,7 +369,7 @@ def test_rgbd_without_a_depth_column_is_refused(tmp_path, capsys):
 def test_a_depth_file_name_leading_out_of_the_dataset_is_refused(rgbd_run, tmp_path, name):
     import shutil
 
-    from cephalometric.dataset_reader import load_split
+    from cephalometric.data.reader import load_split
     data = tmp_path / 'data'
     shutil.copytree(rgbd_run / 'rgbd', data)
     path = data / 'annotations' / 'val.json'

@@ -1,0 +1,201 @@
+"""What inference needs besides the weights, as plain data, and its validation.
+
+The settings dict (landmark names, input size, box padding, normalisation, heatmap decoder) is
+derived from a training config *as data* (a dict, never executed), travels inside checkpoints and
+ONNX metadata, and is validated here before anything uses it, so a file from someone else with
+impossible values gets one line instead of a crash. `check_model_config` limits a stored model
+architecture to MMPose's registered model classes. Imports only the standard library and `errors`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+from cephalometric.errors import UserError
+
+SETTINGS_KEYS = ('landmark_names', 'input_size', 'bbox_padding', 'mean', 'std', 'decoder')
+# Optional: absent in older files, which then get the defaults (RGB input; framing.FramingPrior()).
+OPTIONAL_KEYS = ('inputs', 'framing_prior')
+# Optional: what the model takes, in channel order; absent means ['rgb'] (all older files).
+# ['rgb', 'depth'] is an RGB-D model: mean/std then have a fourth value, the depth channel's.
+INPUT_KINDS = (['rgb'], ['rgb', 'depth'])
+MAX_INPUT_SIDE = 4096
+
+
+def _pipeline_step(config: Mapping, name: str) -> Mapping:
+    pipeline = (config.get('test_dataloader') or {}).get('dataset', {}).get('pipeline') or []
+    for step in pipeline:
+        if isinstance(step, Mapping) and step.get('type') == name:
+            return step
+    return {}
+
+
+def settings_from_config(config: Mapping, names: Sequence[str], source: str) -> dict:
+    """The settings from a training config given as a plain dict (see the module docstring)."""
+    try:
+        model = config['model']
+        decoder = dict(model['head']['decoder'])
+        preprocessor = model['data_preprocessor']
+        if decoder.get('type') != 'MSRAHeatmap':
+            raise UserError(f'{source}: the model decodes {decoder.get("type")!r} heatmaps; only '
+                            'MSRAHeatmap is supported')
+        settings = {
+            'landmark_names': list(names),
+            'input_size': list(decoder['input_size']),  # (w, h)
+            'bbox_padding': _pipeline_step(config, 'GetBBoxCenterScale').get('padding', 1.25),
+            'mean': list(preprocessor['mean']),  # RGB order
+            'std': list(preprocessor['std']),
+            'inputs': ['rgb'],
+            'decoder': {'heatmap_size': list(decoder['heatmap_size']),
+                        'unbiased': decoder.get('unbiased', False),
+                        'blur_kernel_size': decoder.get('blur_kernel_size', 11)},
+        }
+        if model.get('backbone', {}).get('in_channels', 3) == 4:   # RGB-D (cephalometric.rgbd)
+            settings['inputs'] = ['rgb', 'depth']
+            settings['mean'] = settings['mean'][:3] + [preprocessor['depth_mean']]
+            settings['std'] = settings['std'][:3] + [preprocessor['depth_std']]
+    except (KeyError, TypeError, AttributeError) as error:
+        raise UserError(f'{source}: its stored config lacks {error}; pass a checkpoint written by '
+                        'train_cephalometric.py') from None
+    return validate_settings(settings, source)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _size(value, low: int, high: int) -> bool:
+    return (isinstance(value, (list, tuple)) and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+                    for v in value))
+
+
+def validate_settings(settings: Any, source: str) -> dict:
+    """`settings` checked and normalised; UserError naming the first impossible value."""
+    def bad(what: str):
+        return UserError(f'{source}: {what}; re-create the file with train_cephalometric.py or '
+                         'export_onnx.py')
+
+    if not isinstance(settings, Mapping):
+        raise bad('model settings are not a mapping')
+    missing = [key for key in SETTINGS_KEYS if key not in settings]
+    if missing:
+        raise bad(f'model settings lack {", ".join(missing)}')
+    names = settings['landmark_names']
+    if (not isinstance(names, (list, tuple)) or not names
+            or not all(isinstance(n, str) and n.strip() for n in names)
+            or len(set(names)) != len(names)):
+        raise bad('landmark_names must be a non-empty list of distinct names')
+    if not _size(settings['input_size'], 8, MAX_INPUT_SIDE):
+        raise bad(f'input_size must be two whole numbers 8..{MAX_INPUT_SIDE}, got '
+                  f'{settings["input_size"]!r}')
+    padding = settings['bbox_padding']
+    if not _number(padding) or not 0.5 <= padding <= 10:
+        raise bad(f'bbox_padding must be a number 0.5..10, got {padding!r}')
+    inputs = settings.get('inputs', ['rgb'])
+    if inputs not in INPUT_KINDS:
+        raise bad(f'inputs must be ["rgb"] or ["rgb", "depth"], got {inputs!r}')
+    channels = 3 + len(inputs) - 1
+    for key in ('mean', 'std'):
+        values = settings[key]
+        if (not isinstance(values, (list, tuple)) or len(values) != channels
+                or not all(_number(v) for v in values)):
+            raise bad(f'{key} must be {channels} finite numbers, got {values!r}')
+    if not all(v > 0 for v in settings['std']):
+        raise bad(f'std must be positive, got {settings["std"]!r}')
+    decoder = settings['decoder']
+    if not isinstance(decoder, Mapping):
+        raise bad('decoder must be a mapping')
+    heatmap = decoder.get('heatmap_size')
+    if not _size(heatmap, 1, MAX_INPUT_SIDE) or any(
+            h > i for h, i in zip(heatmap, settings['input_size'])):
+        raise bad(f'decoder heatmap_size must be two whole numbers no larger than input_size, '
+                  f'got {heatmap!r}')
+    kernel = decoder.get('blur_kernel_size', 11)
+    if not isinstance(kernel, int) or isinstance(kernel, bool) or not (
+            1 <= kernel <= 99 and kernel % 2):
+        raise bad(f'decoder blur_kernel_size must be an odd whole number 1..99, got {kernel!r}')
+    if not isinstance(decoder.get('unbiased', False), bool):
+        raise bad('decoder unbiased must be true or false')
+    prior = settings.get('framing_prior')
+    if prior is not None:
+        if not isinstance(prior, Mapping) or not all(
+                isinstance(prior.get(key), (list, tuple)) and len(prior[key]) == 2
+                and all(_number(v) for v in prior[key]) for key in ('offset', 'ratio')) \
+                or not all(0 < v <= 100 for v in prior['ratio']):
+            raise bad(f'framing_prior must be {{"offset": [x, y], "ratio": [w, h]}} with '
+                      f'finite numbers and positive ratios, got {prior!r}')
+        prior = {'offset': [float(v) for v in prior['offset']],
+                 'ratio': [float(v) for v in prior['ratio']]}
+    return {'landmark_names': list(names), 'input_size': list(settings['input_size']),
+            'bbox_padding': float(padding), 'mean': [float(v) for v in settings['mean']],
+            'std': [float(v) for v in settings['std']],
+            **({'inputs': list(inputs)} if inputs != ['rgb'] else {}),
+            **({'framing_prior': prior} if prior is not None else {}),
+            'decoder': {'heatmap_size': list(heatmap), 'unbiased': decoder.get('unbiased', False),
+                        'blur_kernel_size': kernel}}
+
+
+def check_model_config(model: Any, allowed_types, source: str) -> dict:
+    """A copy of a stored model architecture whose every `type` is a plain registered name.
+
+    Registries turn a dotted `type` into an import (`subprocess.run`), so only names in
+    `allowed_types` (MMPose's model and codec registries) pass. `init_cfg` entries are dropped:
+    the weights come from the checkpoint, and a `Pretrained` entry would download a file.
+    """
+    def walk(node, where):
+        if isinstance(node, Mapping):
+            out = {}
+            for key, value in node.items():
+                if key == 'init_cfg':
+                    continue
+                if key == 'type':
+                    if not isinstance(value, str) or value not in allowed_types:
+                        raise UserError(f'{source}: its model config names {value!r} at {where}, '
+                                        'which is not an MMPose model class; re-create the file '
+                                        'with train_cephalometric.py')
+                out[str(key)] = walk(value, f'{where}.{key}')
+            return out
+        if isinstance(node, (list, tuple)):
+            return [walk(v, f'{where}[{i}]') for i, v in enumerate(node)]
+        if node is None or isinstance(node, (str, bool, int, float)):
+            return node
+        raise UserError(f'{source}: its model config holds a {type(node).__name__} at {where}; '
+                        're-create the file with train_cephalometric.py')
+
+    if not isinstance(model, Mapping) or 'type' not in model:
+        raise UserError(f'{source}: no model architecture in its metadata; pass a checkpoint '
+                        'written by train_cephalometric.py')
+    return walk(model, 'model')
+
+
+def settings_to_metadata(settings: Mapping) -> dict:
+    """The settings as ONNX metadata_props: one JSON string per key."""
+    import json
+    return {key: json.dumps(settings[key]) for key in SETTINGS_KEYS + OPTIONAL_KEYS
+            if key in settings}
+
+
+def settings_from_metadata(metadata: Mapping[str, str], source: str) -> dict:
+    """Settings back from ONNX metadata_props; one-line UserError for missing or bad values."""
+    import json
+    missing = [key for key in SETTINGS_KEYS if key not in metadata]
+    if missing:
+        raise UserError(f'{source} lacks {", ".join(missing)} in its metadata; export it with '
+                        'export_onnx.py')
+    settings = {}
+    for key in SETTINGS_KEYS:
+        try:
+            settings[key] = json.loads(metadata[key])
+        except (ValueError, RecursionError):
+            raise UserError(f'{source}: its metadata {key!r} is not JSON; export it again with '
+                            'export_onnx.py') from None
+    for key in OPTIONAL_KEYS:
+        if key not in metadata:
+            continue
+        try:
+            settings[key] = json.loads(metadata[key])
+        except (ValueError, RecursionError):
+            raise UserError(f'{source}: its metadata {key!r} is not JSON; export it again with '
+                            'export_onnx.py') from None
+    return validate_settings(settings, source)

@@ -1,0 +1,237 @@
+"""Find the face region and the facing direction of a photograph before measuring it.
+
+The model is trained on tight face crops that all look the same way; a clinic's photograph shows
+the face smaller, anywhere in the frame, and sometimes from the other side. `FaceFramer` makes any
+such photograph look like a training crop:
+
+1. a coarse pass on the whole image (the training augmentation `RandomZoomOut` taught the framing
+   model to find a small face in a wide frame);
+2. a box around the predicted landmarks with the padding the training crops had (the
+   `FramingPrior`, measured on the training annotations and stored in the checkpoint);
+3. a refining pass on that box, repeated until the box settles;
+4. the same on the mirrored image; the more confident of the two is kept and its landmarks are
+   mapped back, so a photograph of the other side gives mirrored landmarks and the same angles;
+5. when even the better direction is unsure (mean score under RETRY_SCORE), the same again from
+   the most confident of a grid of smaller start boxes (a small face in a busy frame); the more
+   confident of the two results is kept.
+
+With a framing model (a copy of the network fine-tuned on zoomed-out crops, stored in the
+checkpoint), steps 1-5 run on it, and the landmark model, trained on crops only, then measures the
+settled box once in the chosen direction: each network does the job it was trained for.
+
+A photograph in which no face is found (low confidence) or whose face is too small to measure is
+flagged for review with a reason; callers then report no skeletal class.
+
+Imports numpy and `landmarks` only; the predictor is passed in (any callable with
+`predictor(images, bboxes=...)` returning objects with `.keypoints` (K, 2) and `.scores` (K,)).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+
+from cephalometric.model.framing_prior import FramingPrior
+
+# A face box narrower than this (pixels of the photograph) holds too little detail to measure.
+MIN_FACE_PX = 48.0
+# Mean landmark confidence below which no face is taken to be there (heatmap peak height). The
+# demo's framing model scores faces 0.91-0.99 after framing, whatever the framing; blank walls,
+# noise and a page of text 0.06-0.22 (a single network trained on both crops and zoomed-out crops
+# scored them up to 0.57: framing zooms into them looking for a face, which lifts their scores).
+MIN_FACE_SCORE = 0.6
+# A face region whose pixels vary less than this (standard deviation, 0-255) is blank.
+MIN_FACE_CONTRAST = 4.0
+MAX_ITERATIONS = 5
+SETTLED_IOU = 0.95   # the box has settled when successive boxes overlap this much
+# Below this mean confidence after settling, framing also starts from a grid of smaller boxes and
+# keeps the more confident result. A trained framing model scores a face it has framed 0.85-1.0;
+# in a busy 3x-wider frame it can settle on a corner of clutter at 0.5-0.7, or lose the face at 0.1.
+RETRY_SCORE = 0.8
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two (x, y, w, h) boxes."""
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    iw = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+    ih = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    inter = iw * ih
+    union = aw * ah + bw * bh - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+@dataclass
+class Framing:
+    """How the face region was found, as recorded in the JSON output."""
+    method: str                      # 'auto', 'bbox' (given) or 'full' (whole image)
+    bbox: list                       # [x, y, w, h] in pixels of the photograph
+    mirrored: bool = False           # True: the face looked the other way than in training
+    iterations: int = 0              # refining passes ('auto' only)
+    mean_score: float = float('nan')
+    review_reason: Optional[str] = None   # why the result needs a human look, else None
+    candidates: list = field(default_factory=list)   # mean score per direction tried
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data['bbox'] = [round(float(v), 2) for v in self.bbox]
+        data['mean_score'] = None if not np.isfinite(self.mean_score) else round(
+            float(self.mean_score), 4)
+        data['candidates'] = [round(float(v), 4) for v in self.candidates]
+        return data
+
+
+def keep_in_view(box: Sequence[float], width: int, height: int) -> list:
+    """The box with its centre moved into the image: lost predictions must not wander off."""
+    x, y, w, h = (float(v) for v in box)
+    cx = min(max(x + w / 2, 0.0), float(width))
+    cy = min(max(y + h / 2, 0.0), float(height))
+    w, h = min(w, 2.0 * width), min(h, 2.0 * height)   # a face box never needs more
+    return [cx - w / 2, cy - h / 2, w, h]
+
+
+def mirror_keypoints(keypoints: np.ndarray, width: int) -> np.ndarray:
+    """Landmarks found on a horizontally flipped image, in the unflipped image's pixels."""
+    mirrored = np.array(keypoints, np.float32, copy=True)
+    mirrored[..., 0] = (width - 1) - mirrored[..., 0]
+    return mirrored
+
+
+def mirror_box(box: Sequence[float], width: int) -> list:
+    x, y, w, h = box
+    return [float(width - x - w), float(y), float(w), float(h)]
+
+
+class FaceFramer:
+    """Predict landmarks with an automatically found face box, either facing direction.
+
+    Args:
+        predictor: LandmarkPredictor-like callable that finds the face (the framing model).
+        prior: the checkpoint's FramingPrior.
+        measurer: LandmarkPredictor-like callable that predicts the landmarks reported, on the
+            box found (the landmark model); None: the predictor's own last pass.
+        mirror: also try the mirrored photograph and keep the more confident direction.
+        min_face_px, min_face_score: below these the result is flagged for review.
+    """
+
+    def __init__(self, predictor, prior: FramingPrior, mirror: bool = True,
+                 max_iterations: int = MAX_ITERATIONS, min_face_px: float = MIN_FACE_PX,
+                 min_face_score: float = MIN_FACE_SCORE, measurer=None):
+        self.predictor, self.prior, self.mirror = predictor, prior, mirror
+        self.measurer = measurer
+        self.max_iterations = max_iterations
+        self.min_face_px, self.min_face_score = min_face_px, min_face_score
+
+    def __call__(self, image: np.ndarray, depth: Optional[np.ndarray] = None):
+        """(prediction in the photograph's pixels, Framing); `depth` for RGB-D models."""
+        height, width = image.shape[:2]
+        views = [image] + ([np.ascontiguousarray(image[:, ::-1])] if self.mirror else [])
+        depths = None
+        if depth is not None:    # the depth map is mirrored with its photograph
+            depth = np.asarray(depth)
+            depths = [depth] + ([np.ascontiguousarray(depth[:, ::-1])] if self.mirror else [])
+        full = [0.0, 0.0, float(width), float(height)]
+        result = self._settle(views, depths, [full] * len(views))
+        if result[3] < RETRY_SCORE:
+            # The whole-image pass found no confident face (a small face in a busy frame):
+            # start again from the best of a grid of smaller boxes, once per direction.
+            starts = grid_boxes(width, height)
+            retry = self._settle(views, depths, [self._best_start(view, starts, depths, i)
+                                                 for i, view in enumerate(views)])
+            if retry[3] > result[3]:
+                result = retry
+        prediction, box, flipped, mean_score, iterations, candidates = result
+        if self.measurer is not None:
+            # The face check keeps the framing model's score (MIN_FACE_SCORE is calibrated on
+            # it); the landmarks and their scores are the landmark model's.
+            index = int(flipped)
+            extra = {} if depth is None else {'depths': [depths[index]]}
+            prediction = self.measurer([views[index]], bboxes=[box], batch_size=1, **extra)[0]
+        if flipped:
+            prediction.keypoints = mirror_keypoints(prediction.keypoints, width)
+            box = mirror_box(box, width)
+        if hasattr(prediction, 'bbox'):
+            prediction.bbox = tuple(box)
+        framing = Framing('auto', list(box), flipped, iterations, mean_score,
+                          review_reason(box, mean_score, self.min_face_px, self.min_face_score,
+                                        image), candidates)
+        return prediction, framing
+
+    def _predict(self, views, depths, boxes):
+        extra = {} if depths is None else {'depths': depths}
+        return self.predictor(views, bboxes=boxes, batch_size=len(views), **extra)
+
+    def _best_start(self, view, starts, depths, index):
+        """The start box whose prediction is the most confident, for one view."""
+        scores = []
+        for begin in range(0, len(starts), 8):
+            chunk = starts[begin:begin + 8]
+            extra = None if depths is None else [depths[index]] * len(chunk)
+            scores += [float(np.mean(p.scores))
+                       for p in self._predict([view] * len(chunk), extra, chunk)]
+        return starts[int(np.argmax(scores))]
+
+    def _settle(self, views, depths, boxes):
+        """Predict from `boxes`, then refine until the box settles; the better direction wins.
+
+        Returns (prediction, box, flipped, mean score, refining passes, per-direction scores).
+        """
+        height, width = views[0].shape[:2]
+        predictions = self._predict(views, depths, boxes)
+        candidates, flipped, iterations = None, False, 0
+        while iterations < self.max_iterations:
+            new_boxes = [keep_in_view(self.prior.box(p.keypoints), width, height)
+                         for p in predictions]
+            if iterations and all(box_iou(a, b) >= SETTLED_IOU for a, b in zip(boxes, new_boxes)):
+                break
+            boxes = new_boxes
+            predictions = self._predict(views, depths, boxes)
+            iterations += 1
+            if candidates is None:
+                # After one refining pass both directions are judged on comparable crops; only
+                # the more confident one is refined further.
+                candidates = [float(np.mean(p.scores)) for p in predictions]
+                best = int(np.argmax(candidates))
+                flipped = best == 1
+                views, boxes, predictions = [views[best]], [boxes[best]], [predictions[best]]
+                depths = None if depths is None else [depths[best]]
+        mean_score = float(np.mean(predictions[0].scores))
+        return (predictions[0], boxes[0], flipped, mean_score, iterations,
+                candidates or [mean_score])
+
+
+def grid_boxes(width: int, height: int) -> list:
+    """Square start boxes of 1/2 and 1/3 of the longer side, overlapping by half, over the image."""
+    side_max, boxes = max(width, height), []
+    for fraction in (1 / 2, 1 / 3):
+        side = side_max * fraction
+        xs = np.arange(side / 2, max(width - side / 2, side / 2) + 1e-6, side / 2)
+        ys = np.arange(side / 2, max(height - side / 2, side / 2) + 1e-6, side / 2)
+        boxes += [[float(x - side / 2), float(y - side / 2), side, side] for y in ys for x in xs]
+    return boxes
+
+
+def region_contrast(image: np.ndarray, box: Sequence[float]) -> float:
+    """Standard deviation of the photograph's pixels inside the box (0 for an empty overlap)."""
+    x, y, w, h = box
+    height, width = image.shape[:2]
+    x0, y0 = int(max(np.floor(x), 0)), int(max(np.floor(y), 0))
+    x1, y1 = int(min(np.ceil(x + w), width)), int(min(np.ceil(y + h), height))
+    region = image[y0:y1, x0:x1]
+    return float(region.std()) if region.size else 0.0
+
+
+def review_reason(box: Sequence[float], mean_score: float, min_face_px: float = MIN_FACE_PX,
+                  min_face_score: float = MIN_FACE_SCORE,
+                  image: Optional[np.ndarray] = None) -> Optional[str]:
+    """Why landmarks found in `box` need a human look before any measurement, or None."""
+    if image is not None and region_contrast(image, box) < MIN_FACE_CONTRAST:
+        return 'no face found (the face region is blank); check the photograph'
+    if not np.isfinite(mean_score) or mean_score < min_face_score:
+        return (f'no face found (mean landmark confidence {mean_score:.2f} < {min_face_score}); '
+                'check that the photograph shows a profile')
+    if min(box[2], box[3]) < min_face_px:
+        return (f'the face region is only {min(box[2], box[3]):.0f} px; photograph the face '
+                'closer or at a higher resolution')
+    return None

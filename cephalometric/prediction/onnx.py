@@ -1,0 +1,93 @@
+"""Export a trained model to ONNX and check the export before it is written.
+
+`export_onnx` traces `backends.heatmap_net` (backbone + neck + head) with a free batch size and
+stores the inference settings in the model's metadata_props (one JSON value per key), so the .onnx
+file alone is enough for inference (a checkpoint's framing model goes into a second file beside it,
+which the first names). `export_checked` compares the exported model with PyTorch on a
+deterministic synthetic picture (drawn here, no demo data) and writes the file(s) atomically only
+when they agree. Imports numpy, OpenCV, the standard library and the package's `predictor`,
+`atomic`, `results` (StagedFiles), `model_settings` and `errors`; torch and onnx inside the
+functions.
+"""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from typing import Optional
+
+from cephalometric.errors import UserError
+from cephalometric.model.settings import settings_to_metadata
+
+
+def export_onnx(net, settings: dict, path: Optional[str] = None,
+                extra_metadata: Optional[dict] = None) -> bytes:
+    """`net` ((N, 3, h, w) -> heatmaps) as ONNX bytes with `settings` (and `extra_metadata`,
+    JSON-encoded) in its metadata."""
+    try:
+        import onnx
+    except ImportError:
+        raise UserError('exporting to ONNX needs the onnx package: '
+                        'pip install -r requirements.txt') from None
+    import copy
+
+    import torch
+
+    net = copy.deepcopy(net).cpu().eval()
+    width, height = settings['input_size']
+    buffer = io.BytesIO()
+    # TorchScript exporter: needs only `onnx` (the dynamo one also needs onnxscript). Its
+    # deprecation and tracer notes (HRNet's fixed upsampling sizes) are expected here.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        channels = len(settings['mean'])   # 3, or 4 for an RGB-D model (photo + depth)
+        torch.onnx.export(net, (torch.zeros(1, channels, height, width),), buffer, dynamo=False,
+                          input_names=['input'], output_names=['heatmaps'], opset_version=17,
+                          dynamic_axes={'input': {0: 'batch'}, 'heatmaps': {0: 'batch'}})
+    proto = onnx.load_from_string(buffer.getvalue())
+    import json
+    metadata = settings_to_metadata(settings)
+    metadata.update({key: json.dumps(value) for key, value in (extra_metadata or {}).items()})
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    data = proto.SerializeToString()
+    if path is not None:
+        _write(path, data)
+    return data
+
+
+def _write(path: str, data: bytes) -> None:
+    from cephalometric.atomic import atomic_path
+    try:
+        with atomic_path(path) as temporary, open(temporary, 'wb') as stream:
+            stream.write(data)
+    except OSError as error:
+        raise UserError(f'cannot write {path}: {error.strerror or error}; choose another --out '
+                        'or check the folder\'s permissions') from None
+
+
+def framing_model_path(metadata: dict, source: str) -> Optional[str]:
+    """The framing model an exported .onnx names in its metadata: a file beside it, or None.
+
+    Only a plain file name ending in .onnx is followed (metadata is data from whoever made the
+    file, so no paths elsewhere).
+    """
+    import json
+    if 'framing_model' not in metadata:
+        return None
+    try:
+        name = json.loads(metadata['framing_model'])
+    except (ValueError, RecursionError):
+        name = None
+    if not isinstance(name, str) or os.path.basename(name) != name or name in ('.', '..') \
+            or not name.lower().endswith('.onnx'):
+        raise UserError(f'{source}: its metadata framing_model is not a file name ending in '
+                        '.onnx; export it again with export_onnx.py')
+    path = os.path.join(os.path.dirname(os.path.abspath(source)), name)
+    if not os.path.isfile(path):
+        raise UserError(f'{source} finds faces with {name}, which is not beside it; keep the two '
+                        'files export_onnx.py wrote together (or export again)')
+    return path
+
+

@@ -1,0 +1,253 @@
+"""Landmark prediction from a trained model: numpy RGB in, pixel coordinates out.
+
+One small class in the style of rtmlib: `preprocess` (crop the face box and normalise, exactly as
+MMPose's GetBBoxCenterScale + TopdownAffine + PoseDataPreprocessor do), `infer` (the network, one
+of `backends`), `postprocess` (MSRAHeatmap decoding from `heatmaps`, mapped back to the original
+image). Results agree with MMPose's `inference_topdown` to well under 0.1 px (tests).
+A .pth runs on 'pytorch' by default, a .onnx from export_onnx.py on 'onnxruntime' (needs no torch
+or MMPose); 'onnxruntime' with a .pth exports in memory first. `predict` adds the face region:
+found automatically (`framing`, with the checkpoint's framing model when it has one, which an
+exported .onnx keeps in <stem>.framing.onnx beside it), the whole image, or given. Imports numpy,
+OpenCV and the package's `backends`, `checkpoint`, `depth`, `framing`, `heatmaps`,
+`model_settings`, `errors` (and `onnx_export`).
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import cv2
+import numpy as np
+
+from cephalometric.data.depth import check_depth_size, depth_channel
+from cephalometric.errors import UserError
+from cephalometric.model.settings import settings_from_metadata
+from cephalometric.prediction.backends import (  # noqa: F401
+    OnnxRuntimeBackend,
+    PyTorchBackend,
+    check_device,
+    resolve_device,
+)
+from cephalometric.prediction.heatmaps import decode_heatmaps, warp_matrix
+from cephalometric.prediction.onnx import export_onnx, framing_model_path
+
+BACKENDS = ('auto', 'pytorch', 'onnxruntime')
+# What `predict` takes for the face region: found automatically, the whole image, or given.
+FRAMING_MODES = ('auto', 'full')
+
+
+@dataclass
+class Prediction:
+    """Landmarks of one image, in that image's pixels."""
+    names: list
+    keypoints: np.ndarray  # (K, 2) x, y
+    scores: np.ndarray     # (K,) heatmap peak values; low means unsure
+    bbox: tuple = field(default=())  # x, y, w, h of the face region used
+    framing: Optional[dict] = None   # how that region was found (`framing.Framing.to_dict`)
+
+
+def check_bbox(bbox, width: int, height: int) -> tuple:
+    """A face box (x, y, w, h) that is finite, positive and overlaps the image, else UserError."""
+    values = tuple(float(v) for v in bbox)
+    if len(values) != 4 or not all(map(math.isfinite, values)) or min(values[2:]) <= 0:
+        raise UserError(f'--bbox must be four finite numbers x,y,w,h with positive width and '
+                        f'height, got {bbox!r}')
+    x, y, w, h = values
+    if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+        raise UserError(f'--bbox {x:g},{y:g},{w:g},{h:g} lies outside the {width}x{height} image; '
+                        'give the face region in that image\'s pixels')
+    return values
+
+
+class LandmarkPredictor:
+    """HRNet top-down landmark model from a training checkpoint (.pth) or an exported .onnx.
+
+    device: 'auto' (CUDA when present), 'cpu' or 'cuda[:N]'; backend: one of BACKENDS;
+    threads: CPU threads for the network (pytorch: torch's process-wide count).
+    """
+
+    def __init__(self, checkpoint: str, device: str = 'auto', fuse_batch_norm: bool = True,
+                 backend: str = 'auto', threads: Optional[int] = None):
+        if backend not in BACKENDS:
+            raise UserError(f'backend must be one of {", ".join(BACKENDS)}, got {backend!r}')
+        check_device(device)
+        checkpoint = os.fspath(checkpoint)
+        is_onnx = checkpoint.lower().endswith('.onnx')
+        backend = ('onnxruntime' if is_onnx else 'pytorch') if backend == 'auto' else backend
+        if is_onnx and backend != 'onnxruntime':
+            raise UserError(f'{checkpoint} is an ONNX model: use --backend onnxruntime')
+        # framing_network: the framing model (faces in wide photographs), when the checkpoint
+        # has one; None: the landmark network finds faces too.
+        self.framing_network = None
+        if is_onnx:
+            if not os.path.isfile(checkpoint):
+                raise UserError(f'ONNX model not found: {checkpoint}')
+            self.network = OnnxRuntimeBackend(checkpoint, checkpoint, device, threads)
+            metadata = self.network.metadata()
+            self.settings = settings_from_metadata(metadata, checkpoint)
+            self.network.check_fits(self.settings, checkpoint)
+            framing_path = framing_model_path(metadata, checkpoint)
+            if framing_path:
+                self.framing_network = OnnxRuntimeBackend(framing_path, framing_path, device,
+                                                          threads)
+                self.framing_network.check_fits(self.settings, framing_path)
+        else:
+            from cephalometric.model.checkpoint import load_published_models
+            model_config, self.settings, state_dict, framing_state = load_published_models(
+                checkpoint)
+            def network(weights):   # one architecture, the landmark or the framing weights
+                if weights is None:
+                    return None
+                net = PyTorchBackend(model_config, weights, checkpoint,
+                                     'cpu' if backend == 'onnxruntime' else device,
+                                     fuse_batch_norm, threads)
+                if backend != 'onnxruntime':
+                    return net
+                return OnnxRuntimeBackend(export_onnx(net.net, self.settings), checkpoint,
+                                          device, threads)
+            self.network, self.framing_network = network(state_dict), network(framing_state)
+        self._configure()
+
+    @classmethod
+    def from_backend(cls, settings: dict, network, framing_network=None) -> 'LandmarkPredictor':
+        """A predictor for checked `settings` and ready backends (e.g. in-memory exports)."""
+        predictor = cls.__new__(cls)
+        predictor.settings, predictor.network = settings, network
+        predictor.framing_network = framing_network
+        predictor._configure()
+        return predictor
+
+    def export_onnx(self, path: Optional[str] = None) -> bytes:
+        """The landmark network as ONNX with the settings in its metadata
+        (`onnx_export.export_onnx`; export_onnx.py also writes the framing model beside it)."""
+        if not hasattr(self.network, 'net'):
+            raise UserError('export_onnx needs a PyTorch checkpoint (.pth)')
+        return export_onnx(self.network.net, self.settings, path)
+
+    def framing_predictor(self) -> 'LandmarkPredictor':
+        """The predictor that finds faces: the framing model's, or this one without it."""
+        if self.framing_network is None:
+            return self
+        if getattr(self, '_framing_predictor', None) is None:
+            self._framing_predictor = LandmarkPredictor.from_backend(self.settings,
+                                                                     self.framing_network)
+        return self._framing_predictor
+
+    def _configure(self) -> None:
+        self.names = list(self.settings['landmark_names'])
+        self.input_size = tuple(self.settings['input_size'])  # (w, h)
+        self.padding = self.settings['bbox_padding']
+        # RGB-D models (settings 'inputs' ['rgb', 'depth']) take a 4th channel: see `depth`.
+        self.needs_depth = 'depth' in self.settings.get('inputs', ['rgb'])
+        self.mean = np.asarray(self.settings['mean'], np.float32).reshape(1, 1, -1)
+        self.std = np.asarray(self.settings['std'], np.float32).reshape(1, 1, -1)
+        self.backend = self.network.name  # 'pytorch' or 'onnxruntime'
+        self.device = self.network.device
+
+    # -- the three stages ------------------------------------------------------------------------
+    def preprocess(self, image: np.ndarray, bbox: Optional[Sequence[float]] = None,
+                   depth: Optional[np.ndarray] = None):
+        """RGB uint8 (H, W, 3) -> normalised (3, h, w) float32 input, box centre and scale.
+
+        An RGB-D model also needs `depth`, the (H, W) map registered to the image (any units,
+        NaN or <= 0 missing); it is warped like the image and becomes the 4th channel.
+
+        The box (x, y, w, h; default the whole image) is padded and widened to the input's aspect
+        ratio exactly as GetBBoxCenterScale + TopdownAffine do, so results match MMPose.
+        """
+        height, width = image.shape[:2]
+        x, y, w, h = bbox if bbox is not None else (0, 0, width, height)
+        center = np.array([x + w * 0.5, y + h * 0.5], np.float32)
+        scale = np.array([w, h], np.float32) * self.padding
+        input_w, input_h = self.input_size
+        aspect = input_w / input_h
+        if scale[0] > scale[1] * aspect:
+            scale = np.array([scale[0], scale[0] / aspect], np.float32)
+        else:
+            scale = np.array([scale[1] * aspect, scale[1]], np.float32)
+        matrix = warp_matrix(center, scale, self.input_size)
+        crop = cv2.warpAffine(image, matrix, (input_w, input_h), flags=cv2.INTER_LINEAR)
+        if self.needs_depth:
+            if depth is None:
+                raise UserError('this model is RGB-D and needs the depth map of each photograph; '
+                                'pass --depth-path FILE|FOLDER')
+            check_depth_size(np.asarray(depth), image.shape, 'depth map')
+            channel = cv2.warpAffine(depth_channel(depth), matrix, (input_w, input_h),
+                                     flags=cv2.INTER_LINEAR)
+            crop = np.concatenate([crop.astype(np.float32), channel[..., None]], axis=2)
+        normalised = (crop.astype(np.float32) - self.mean) / self.std
+        return normalised.transpose(2, 0, 1), center, scale
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """(N, 3, h, w) float32 -> heatmaps (N, K, h/4, w/4) float32."""
+        return self.network(batch)
+
+    def postprocess(self, heatmaps: np.ndarray, centers, scales):
+        """Heatmaps -> keypoints (N, K, 2) in original-image pixels and scores (N, K)."""
+        decoder = self.settings['decoder']
+        keypoints, scores = decode_heatmaps(heatmaps, self.input_size, decoder['unbiased'],
+                                            decoder['blur_kernel_size'])
+        centers, scales = np.asarray(centers)[:, None], np.asarray(scales)[:, None]
+        input_size = np.asarray(self.input_size, np.float32)
+        return keypoints / input_size * scales + centers - 0.5 * scales, scores
+
+    def __call__(self, images: Sequence[np.ndarray], bboxes=None,
+                 batch_size: int = 8, depths=None) -> list[Prediction]:
+        """Predict landmarks for RGB images; `bboxes` is None or one (x, y, w, h)/None per image;
+        `depths` (RGB-D models) one depth map per image."""
+        boxes = []
+        for i, image in enumerate(images):
+            box = None if bboxes is None else bboxes[i]
+            height, width = image.shape[:2]
+            boxes.append((0.0, 0.0, float(width), float(height)) if box is None
+                         else check_bbox(box, width, height))
+        results = []
+        for start in range(0, len(images), batch_size):
+            chunk = range(start, min(start + batch_size, len(images)))
+            prepared = [self.preprocess(images[i], boxes[i],
+                                        None if depths is None else depths[i]) for i in chunk]
+            heatmaps = self.infer(np.stack([p[0] for p in prepared]))
+            keypoints, scores = self.postprocess(heatmaps, [p[1] for p in prepared],
+                                                 [p[2] for p in prepared])
+            results += [Prediction(self.names, keypoints[j], scores[j], boxes[i])
+                        for j, i in enumerate(chunk)]
+        return results
+
+    def predict(self, images: Sequence[np.ndarray], bbox='auto', depths=None,
+                batch_size: int = 8) -> list[Prediction]:
+        """Landmarks with the face region found as `bbox` says, recorded in `.framing`.
+
+        'auto': `framing.FaceFramer` finds the face box and the facing direction (a photograph
+        framed wider than the training crops, or of the other side); 'full': the whole image is
+        the face box (photographs cropped like the training data); (x, y, w, h): that box.
+        """
+        from cephalometric.prediction.framing import (
+            FaceFramer,
+            Framing,
+            FramingPrior,
+            review_reason,
+        )
+        if isinstance(bbox, str) and bbox not in FRAMING_MODES:
+            raise UserError(f'bbox must be one of {", ".join(FRAMING_MODES)} or x,y,w,h, got '
+                            f'{bbox!r}')
+        if bbox == 'auto':
+            finder = self.framing_predictor()
+            framer = FaceFramer(finder, FramingPrior.from_dict(self.settings.get('framing_prior')),
+                                measurer=None if finder is self else self)
+            results = []
+            for i, image in enumerate(images):
+                prediction, framing = framer(image, None if depths is None else depths[i])
+                prediction.framing = framing.to_dict()
+                results.append(prediction)
+            return results
+        results = self(images, None if bbox == 'full' else [bbox] * len(images),
+                       batch_size=batch_size, depths=depths)
+        for image, prediction in zip(images, results):
+            score = float(np.mean(prediction.scores))
+            framing = Framing('full' if bbox == 'full' else 'bbox', list(prediction.bbox),
+                              mean_score=score,
+                              review_reason=review_reason(prediction.bbox, score, image=image))
+            prediction.framing = framing.to_dict()
+        return results

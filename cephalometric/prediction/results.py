@@ -1,0 +1,254 @@
+"""The inference results layout (one record per image) and its JSON/CSV writers.
+
+A record is a plain dict, the same in `--json` output and for the review app:
+
+    {"image": "photos/x.jpg",            # the input path as given
+     "picture": "out/x_landmarks.jpg",   # annotated picture, or null when none was drawn
+     "size": [width, height],            # of the input image, pixels
+     "bbox": [x, y, w, h],               # face region the model saw, pixels
+     "framing": {"method": "auto", "bbox": [...], "mirrored": false, "iterations": 2,
+                 "mean_score": 0.71, "review_reason": null, "candidates": [0.71, 0.32]},
+     "landmarks": [{"name": "S", "x": 101.5, "y": 88.25, "score": 0.91, "review": false}, ...],
+     "measurements": {"SNA": 82.1, ..., "skeletal_class": 1},
+     "skeletal_class_note": null}        # why no class was given, when it was withheld
+
+`review` is true for a landmark scoring below the score threshold. `skeletal_class` is left out of
+`measurements` (and `skeletal_class_note` says why) when S, N, A or B is unsure or the image is too
+small to hold a face, or when framing found no face or too small a one (`framing.review_reason`:
+'auto' finds the box, 'full' is the whole image, 'bbox' was given; `mirrored` true means the face
+looked the other way than in training and the landmarks were mapped back).
+JSON is strict: NaN and infinity become null, never bare `NaN`.
+`--json` holds one record for a single image and a list of records otherwise; `load_records`
+reads either back as a list. `StagedFiles` writes several outputs together or not at all.
+Imports only the standard library, numpy, `atomic`, `errors` and
+`landmarks`.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+from cephalometric.atomic import publish, temporary_beside, write_text_atomically
+from cephalometric.errors import UserError
+from cephalometric.landmarks import find_landmark
+
+# Landmarks the skeletal class (from ANB = SNA - SNB) depends on.
+CLASS_LANDMARKS = ('S', 'N', 'A', 'B')
+# Shorter image side, pixels, below which no face can be resolved well enough to classify.
+MIN_CLASS_IMAGE_SIDE = 32
+
+
+def json_ready(value: Any) -> Any:
+    """NaN/inf -> None and numpy scalars/arrays -> Python, so json.dumps(allow_nan=False) works."""
+    if isinstance(value, Mapping):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return json_ready(value.tolist())
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def _rounded(value, digits: int):
+    value = float(value)
+    return round(value, digits) if math.isfinite(value) else None
+
+
+def class_withheld_reason(names: Sequence[str], scores, size, score_threshold: float,
+                          framing_reason: Optional[str] = None) -> Optional[str]:
+    """Why no skeletal class may be reported for this prediction, or None when it may.
+    `framing_reason`: why framing found no usable face (`framing.review_reason`), if it did not."""
+    width, height = size
+    if min(width, height) < MIN_CLASS_IMAGE_SIDE:
+        return f'image {width}x{height} px is too small (under {MIN_CLASS_IMAGE_SIDE} px a side)'
+    unsure = []
+    for key in CLASS_LANDMARKS:
+        index = find_landmark(names, key)
+        if index is None:
+            continue
+        score = float(scores[index])
+        if not (score >= score_threshold):
+            unsure.append(key)
+    reasons = [f'{", ".join(unsure)} below score {score_threshold:g}, check them'] if unsure else []
+    reasons += [framing_reason] if framing_reason else []
+    return '; '.join(reasons) or None
+
+
+def image_record(image: str, prediction, measurements: Mapping[str, Any], *,
+                 score_threshold: float, picture: Optional[str] = None,
+                 size: Optional[Sequence[int]] = None,
+                 class_note: Optional[str] = None) -> dict:
+    """The record of one image (see the module docstring); values rounded, strict-JSON ready.
+    Every landmark is marked for review when framing found no usable face."""
+    measurements = dict(measurements)
+    framing = getattr(prediction, 'framing', None)
+    unframed = bool(framing and framing.get('review_reason'))
+    if class_note is not None:
+        measurements.pop('skeletal_class', None)
+    return {
+        'image': str(image),
+        'picture': None if picture is None else str(picture),
+        'size': None if size is None else [int(v) for v in size],
+        'bbox': [_rounded(v, 2) for v in prediction.bbox] if len(prediction.bbox) else None,
+        'framing': framing,
+        'landmarks': [{'name': name, 'x': _rounded(x, 2), 'y': _rounded(y, 2),
+                       'score': _rounded(s, 4),
+                       'review': unframed or not (float(s) >= score_threshold)}
+                      for name, (x, y), s in zip(prediction.names, prediction.keypoints,
+                                                 prediction.scores)],
+        'measurements': {k: (int(v) if k == 'skeletal_class' else _rounded(v, 3))
+                         for k, v in measurements.items()},
+        'skeletal_class_note': class_note,
+    }
+
+
+def json_text(data: Any) -> str:
+    """Strict JSON (no NaN), indented, with a final newline."""
+    return json.dumps(json_ready(data), indent=2, allow_nan=False) + '\n'
+
+
+def csv_text(records: Sequence[dict]) -> str:
+    """One row per record: image, picture, each landmark's x/y/score, then every measurement."""
+    measurement_keys = sorted({k for r in records for k in r['measurements']})
+    names = [lm['name'] for lm in records[0]['landmarks']] if records else []
+    header = ['image', 'picture'] + [f'{n}_{field}' for n in names
+                                     for field in ('x', 'y', 'score')]
+    header += measurement_keys + ['skeletal_class_note']
+    stream = io.StringIO()
+    writer = csv.writer(stream)
+    writer.writerow(header)
+
+    def cell(value):
+        return '' if value is None else value
+
+    for record in records:
+        row = [record['image'], cell(record.get('picture'))]
+        for landmark in record['landmarks']:
+            row += [cell(landmark['x']), cell(landmark['y']), cell(landmark['score'])]
+        row += [cell(record['measurements'].get(k)) for k in measurement_keys]
+        row.append(cell(record.get('skeletal_class_note')))
+        writer.writerow(row)
+    return stream.getvalue()
+
+
+def records_json(records: Sequence[dict]) -> str:
+    """The --json text: one record for a single image, a list for several."""
+    return json_text(records[0] if len(records) == 1 else list(records))
+
+
+def write_json(path: str, data: Any) -> None:
+    """Write `data` as strict JSON to `path`, atomically."""
+    write_text_atomically(path, json_text(data))
+
+
+def write_csv(path: str, records: Sequence[dict]) -> None:
+    """Write the records' table to `path`, atomically."""
+    write_text_atomically(path, csv_text(records))
+
+
+def load_records(path: str) -> list[dict]:
+    """Read an inference --json file back as a list of records (one-line UserError if it is not)."""
+    try:
+        with open(path, encoding='utf-8') as stream:
+            data = json.load(stream)
+    except (OSError, ValueError) as error:
+        raise UserError(f'cannot read landmarks JSON {path} ({error}); pass a file written by '
+                        'inference.py --json') from None
+    records = [data] if isinstance(data, dict) else data
+    if not isinstance(records, list) or not all(
+            isinstance(r, dict) and isinstance(r.get('landmarks'), list) and 'image' in r
+            for r in records):
+        raise UserError(f'{path} does not hold inference records (image, landmarks); pass a file '
+                        'written by inference.py --json')
+    return records
+
+
+def check_output_file(path: str, option: str) -> None:
+    """Refuse, before any work, an output file that is a folder, under a file or not writable."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise UserError(f'{option} {path} is a folder; give a file name')
+    existing = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UserError(f'{option} {path} lies under {existing}, which is a file; choose another '
+                        f'{option}')
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f'{option} {path}: cannot write to {existing}; choose another {option} '
+                        'or check the folder\'s permissions')
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise UserError(f'{option} {path} exists and is read-only; choose another {option}')
+
+
+class StagedFiles:
+    """Files written beside their targets and moved into place together, or not at all.
+
+    `reserve(path)` creates an empty temporary next to `path` (making missing folders, which are
+    removed again on failure) and returns its name; write into it. `commit` renames every temporary
+    onto its target; `discard` deletes them. Used as a context manager: commit on success, discard
+    on any error, OSError turned into one UserError line.
+    """
+
+    def __init__(self):
+        self.pending: list[tuple[str, str]] = []
+        self.created: list[str] = []
+
+    def reserve(self, path: str) -> str:
+        path = os.path.abspath(os.fspath(path))
+        folder = os.path.dirname(path)
+        missing = []
+        while not os.path.isdir(folder):
+            missing.append(folder)
+            folder = os.path.dirname(folder)
+        for folder in reversed(missing):
+            os.mkdir(folder)
+            self.created.append(folder)
+        temporary = temporary_beside(path)
+        self.pending.append((temporary, path))
+        return temporary
+
+    def commit(self) -> None:
+        for temporary, path in self.pending:
+            publish(temporary, path)
+        self.pending, self.created = [], []
+
+    def discard(self) -> None:
+        for temporary, _ in self.pending:
+            with contextlib.suppress(OSError):
+                os.remove(temporary)
+        for folder in reversed(self.created):
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+        self.pending, self.created = [], []
+
+    def __enter__(self) -> 'StagedFiles':
+        return self
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        if kind is None:
+            try:
+                self.commit()
+                return False
+            except OSError as failure:
+                self.discard()
+                raise UserError(f'could not write the results ({failure.strerror or failure}); '
+                                'check free disk space and permissions') from None
+        self.discard()
+        if isinstance(error, OSError):
+            raise UserError(f'could not write the results ({error.strerror or error}); check free '
+                            'disk space and permissions') from None
+        return False

@@ -1,0 +1,151 @@
+"""Fill in the parts of the MMPose config that depend on the prepared data and the command line.
+
+Its job: point the data loaders at a prepared dataset and size the head for its landmarks, and map
+--input-size, --sigma, --epochs, --framing-epochs, --batch-size and --workers onto every place of
+the config that holds them; derive the framing model's run from the landmark model's. Used by
+`training` (and by benchmark.py, through `training.build_config`). May import the standard
+library, this package's `errors` and `dataset_reader`.
+"""
+from __future__ import annotations
+
+import os.path as osp
+from typing import Optional
+
+from cephalometric.data.reader import read_inputs, read_landmark_names
+from cephalometric.errors import UserError
+
+DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+
+
+def _loaders(cfg) -> list:
+    """The data-loader dicts the config has, in DATALOADERS order."""
+    return [cfg[name] for name in DATALOADERS if name in cfg]
+
+
+def _codecs(cfg) -> list:
+    """Every codec dict in the config (head decoder and GenerateTarget encoders)."""
+    found = [cfg.model.head.decoder]
+    for loader in _loaders(cfg):
+        for step in loader.get('dataset', {}).get('pipeline', []):
+            if step.get('type') == 'GenerateTarget':
+                found.append(step['encoder'])
+    return found
+
+
+def set_input_size(cfg, size: int, sigma: Optional[float] = None) -> None:
+    """Square model input of `size` px with stride-4 heatmaps, everywhere the config names it."""
+    if size < 32 or size % 32:
+        raise UserError(f'--input-size must be a positive multiple of 32 (HRNet downsamples by '
+                        f'32), got {size}')
+    if sigma is not None and not sigma > 0:
+        raise UserError(f'--sigma must be positive, got {sigma}')
+    for codec in [cfg.codec] + _codecs(cfg):
+        codec['input_size'] = (size, size)
+        codec['heatmap_size'] = (size // 4, size // 4)
+        if sigma is not None:
+            codec['sigma'] = sigma
+            codec['blur_kernel_size'] = dark_kernel_size(sigma)
+    for loader in _loaders(cfg):
+        for step in loader.dataset.pipeline:
+            if step.get('type') == 'TopdownAffine':
+                step['input_size'] = (size, size)
+
+
+def dark_kernel_size(sigma: float) -> int:
+    """DARK's heatmap blur for a target Gaussian of `sigma`, by MMPose's rule
+    sigma = 0.3 * ((kernel - 1) * 0.5 - 1) + 0.8 (sigma 2 -> 11, its default; 1.5 -> 7)."""
+    return max(1, 2 * round((sigma - 0.8) / 0.3 + 1) + 1)
+
+
+def set_data_root(cfg, data_root: str) -> list[str]:
+    """Point all loaders at a prepared dataset and size the head for its landmarks.
+
+    The landmark names come from the dataset's metainfo, read as data (never run); a folder that is
+    not a prepared dataset is refused with one line.
+    """
+    names = read_landmark_names(data_root)
+    root = osp.join(osp.abspath(data_root), '')
+    cfg.data_root = root
+    for loader in _loaders(cfg):
+        loader.dataset.data_root = root
+    cfg.num_keypoints = len(names)
+    cfg.model.head.out_channels = len(names)
+    inputs = read_inputs(data_root)
+    if inputs != ['rgb']:   # RGB-D: 4-channel stem, depth in every pipeline (cephalometric.rgbd)
+        from cephalometric.mmpose_plugins.rgbd import use_inputs
+        use_inputs(cfg, inputs)
+    return names
+
+
+def set_epochs(cfg, epochs: int) -> None:
+    """Train for `epochs`, keeping the step-decay milestones at the same fractions of training
+    and the framing model's epochs (unless --framing-epochs sets them) in the same proportion."""
+    if epochs < 1:
+        raise UserError(f'--epochs must be at least 1, got {epochs}')
+    old = cfg.train_cfg.max_epochs
+    cfg.train_cfg.max_epochs = epochs
+    if framing_epochs(cfg):
+        cfg.framing_model.max_epochs = max(1, round(framing_epochs(cfg) * epochs / old))
+    for scheduler in cfg.param_scheduler:
+        if scheduler.get('by_epoch', True) and scheduler['type'] == 'MultiStepLR':
+            scheduler['end'] = epochs
+            scheduler['milestones'] = sorted({max(1, round(m * epochs / old))
+                                              for m in scheduler['milestones']})
+
+
+def set_batch_size(cfg, batch_size: int) -> None:
+    """Training images per step and per process."""
+    if batch_size < 1:
+        raise UserError(f'--batch-size must be at least 1, got {batch_size}')
+    cfg.train_dataloader.batch_size = batch_size
+
+
+def set_workers(cfg, workers: int) -> None:
+    """Data-loading processes of every loader (0: load in the training process)."""
+    if workers < 0:
+        raise UserError(f'--workers must be 0 or more, got {workers}')
+    for loader in _loaders(cfg):
+        loader.num_workers = workers
+        loader.persistent_workers = workers > 0
+
+
+def set_framing_epochs(cfg, epochs: int) -> None:
+    """Epochs of the framing model's run (0: no framing model; the landmark model frames)."""
+    if epochs < 0:
+        raise UserError(f'--framing-epochs must be 0 or more, got {epochs}')
+    if epochs and not cfg.get('framing_model'):
+        raise UserError('--framing-epochs: this config has no framing_model section; add one '
+                        '(see cephalometric_hrnetv2_w18_config.py) or pass --framing-epochs 0')
+    if cfg.get('framing_model'):
+        cfg.framing_model.max_epochs = epochs
+
+
+def framing_epochs(cfg) -> int:
+    """The framing model's epochs in `cfg` (0 when it has none)."""
+    return int((cfg.get('framing_model') or {}).get('max_epochs', 0) or 0)
+
+
+def framing_config(cfg, work_dir: str):
+    """The framing model's run: the landmark run's config fine-tuning its best_MRE.pth for the
+    framing epochs with zoom-out, in <work_dir>/framing; None when there is no framing model.
+
+    Zoom-out goes right after the loading steps (LoadImage, and LoadDepth for RGB-D), so every
+    input channel is zoomed together. Only FramingModelHook publishes: the run has no best_MRE.pth
+    of its own.
+    """
+    import copy
+    epochs = framing_epochs(cfg)
+    if not epochs:
+        return None
+    framing = copy.deepcopy(cfg)
+    steps = framing.train_dataloader.dataset.pipeline
+    loading = [i for i, step in enumerate(steps) if step['type'] in ('LoadImage', 'LoadDepth')]
+    steps.insert(max(loading, default=-1) + 1, dict(cfg.framing_model.zoom_out))
+    set_epochs(framing, epochs)
+    landmark_checkpoint = osp.join(work_dir, 'best_MRE.pth')
+    framing.work_dir = osp.join(work_dir, 'framing')
+    framing.load_from = landmark_checkpoint
+    framing.custom_hooks = [hook for hook in framing.get('custom_hooks', [])
+                            if hook['type'] != 'BestCheckpointHook']
+    framing.custom_hooks.append(dict(type='FramingModelHook', checkpoint=landmark_checkpoint))
+    return framing
