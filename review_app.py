@@ -15,6 +15,7 @@ import argparse
 import os.path as osp
 import sys
 
+from cephalometric.cli import add_options, check_options
 from cephalometric.errors import UserError, run_cli
 
 
@@ -22,8 +23,7 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split('\n', 1)[1])
-    parser.add_argument('--checkpoint', help='best_MRE.pth written by training, or a .onnx from '
-                        'export_onnx.py')
+    add_options(parser, 'checkpoint')
     parser.add_argument('--images', required=True, help='folder of photographs to review')
     parser.add_argument('--out-dir', required=True,
                         help='folder for the reviewed records (<image stem>.json)')
@@ -31,15 +31,11 @@ def parse_args(argv):
                         help='address to listen on (default 127.0.0.1: this machine only; the app '
                         'has no login)')
     parser.add_argument('--port', type=int, default=8000, help='port (default 8000; 0: any free)')
-    parser.add_argument('--score-threshold', type=float, default=0.3,
-                        help='landmarks scoring below this are marked for review (default 0.3)')
-    parser.add_argument('--mm-per-pixel', type=float,
-                        help='pixel spacing, to also give distances in mm')
-    parser.add_argument('--device', default='auto', help='auto (CUDA when present), cpu or cuda')
+    add_options(parser, 'score_threshold', 'mm_per_pixel', 'device')
     parser.add_argument('--export-table', metavar='FILE.pkl',
                         help='do not serve: write the records in --out-dir as a training table '
                         'for prepare_cephalometric_data.py --input')
-    return parser.parse_args(argv)
+    return check_options(parser.parse_args(argv))
 
 
 def main(argv=None) -> int:

@@ -146,7 +146,6 @@ def draw_landmarks(image, names: Sequence[str], coords, scores=None,
     `note` (e.g. why no skeletal class is given) is added to the legend in the review colour.
     """
     canvas, sx, sy = upscale(image, min_canvas_size)
-    height, width = canvas.shape[:2]
     pts = _scale_points(coords, sx, sy)
     count = len(pts)
     if len(names) != count:
@@ -156,12 +155,26 @@ def draw_landmarks(image, names: Sequence[str], coords, scores=None,
         if len(scores) != count:
             raise ValueError(f'{len(scores)} scores but {count} landmarks')
     low = [scores is not None and not (scores[i] >= score_threshold) for i in range(count)]
+    style = _Style(min(canvas.shape[:2]) / 896.0)   # 1.0 on the default canvas
+    _draw_points(canvas, names, pts, low, style)
+    rows = _legend_rows(names, pts, scores, low, measurements, note, score_threshold)
+    return _with_legend(canvas, rows, style)
 
-    unit = min(height, width) / 896.0        # 1.0 on the default canvas
-    radius = max(3.0, 5.0 * unit)
-    font_scale = max(0.4, 0.55 * unit)
-    thick = max(1, round(1.4 * unit))
 
+class _Style:
+    """Sizes of points, labels and legend for a canvas `unit` times the default one."""
+
+    def __init__(self, unit: float):
+        self.unit = unit
+        self.radius = max(3.0, 5.0 * unit)
+        self.font_scale = max(0.4, 0.55 * unit)
+        self.thick = max(1, round(1.4 * unit))
+
+
+def _draw_points(canvas, names, pts, low, style: _Style) -> None:
+    """Angle lines, then each landmark's point and number (review rings on the unsure ones)."""
+    height, width = canvas.shape[:2]
+    count, radius, thick = len(pts), style.radius, style.thick
     # Angle lines first, so points sit on top of them.
     for start, end in ANGLE_LINES:
         i, j = find_landmark(names, start), find_landmark(names, end)
@@ -181,30 +194,34 @@ def draw_landmarks(image, names: Sequence[str], coords, scores=None,
             continue
         color = landmark_color(i)
         if low[i]:
-            ring, bold = radius * 2.4, thick + 1
-            cv2.circle(canvas, _fix(p), int(ring * (1 << _SHIFT)), (0, 0, 0), bold + 2,
-                       cv2.LINE_AA, _SHIFT)
-            cv2.circle(canvas, _fix(p), int(ring * (1 << _SHIFT)), _REVIEW, bold, cv2.LINE_AA,
-                       _SHIFT)
-            # Crosshair ticks outside the ring: visible even when the ring is small.
-            for ux, uy in ((1, 0), (-1, 0), (0, 1), (0, -1)):
-                u = np.array([ux, uy], float)
-                a, b = p + u * ring * 0.6, p + u * ring * 1.5
-                cv2.line(canvas, _fix(a), _fix(b), (0, 0, 0), bold + 2, cv2.LINE_AA, _SHIFT)
-                cv2.line(canvas, _fix(a), _fix(b), _REVIEW, bold, cv2.LINE_AA, _SHIFT)
+            _review_target(canvas, p, radius * 2.4, thick + 1)
         cv2.circle(canvas, _fix(p), int((radius + 1.5) * (1 << _SHIFT)), (0, 0, 0), -1,
                    cv2.LINE_AA, _SHIFT)
         cv2.circle(canvas, _fix(p), int(radius * (1 << _SHIFT)), color, -1, cv2.LINE_AA, _SHIFT)
         label = str(i + 1)
-        size = cv2.getTextSize(label, _FONT, font_scale, thick)
+        size = cv2.getTextSize(label, _FONT, style.font_scale, thick)
         box = _place_label(size, p, radius * (2.4 if low[i] else 1.0), taken, (width, height))
         taken.append(box)
-        _outlined_text(canvas, label, (box[0] + 1, box[1] + 1 + size[0][1]), font_scale, color,
-                       thick)
+        _outlined_text(canvas, label, (box[0] + 1, box[1] + 1 + size[0][1]), style.font_scale,
+                       color, thick)
 
-    # Legend rows: (text, colour, marker colour or None).
+
+def _review_target(canvas, p, ring: float, bold: int) -> None:
+    """A ring with crosshair ticks outside it: visible even when the ring is small."""
+    cv2.circle(canvas, _fix(p), int(ring * (1 << _SHIFT)), (0, 0, 0), bold + 2, cv2.LINE_AA,
+               _SHIFT)
+    cv2.circle(canvas, _fix(p), int(ring * (1 << _SHIFT)), _REVIEW, bold, cv2.LINE_AA, _SHIFT)
+    for ux, uy in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+        u = np.array([ux, uy], float)
+        a, b = p + u * ring * 0.6, p + u * ring * 1.5
+        cv2.line(canvas, _fix(a), _fix(b), (0, 0, 0), bold + 2, cv2.LINE_AA, _SHIFT)
+        cv2.line(canvas, _fix(a), _fix(b), _REVIEW, bold, cv2.LINE_AA, _SHIFT)
+
+
+def _legend_rows(names, pts, scores, low, measurements, note, score_threshold) -> list:
+    """Legend rows: (text, colour, marker colour or None, review mark)."""
     rows = []
-    for i in range(count):
+    for i in range(len(pts)):
         text = f'{i + 1:>2} {names[i]}'
         if scores is not None:
             text += f'  {scores[i]:.2f}'
@@ -229,7 +246,13 @@ def draw_landmarks(image, names: Sequence[str], coords, scores=None,
         rows.append(('', _TEXT, None, False))
         rows.append((f'red target: score < {score_threshold:g}, please check', _REVIEW, None,
                      False))
+    return rows
 
+
+def _with_legend(canvas, rows: list, style: _Style) -> np.ndarray:
+    """`canvas` with a legend panel of `rows` on its right."""
+    height, width = canvas.shape[:2]
+    unit, thick = style.unit, style.thick
     legend_scale = max(0.45, 0.55 * unit)
     (_, text_h), base = cv2.getTextSize('Ag', _FONT, legend_scale, thick)
     row_h = int(text_h + base + max(6, 8 * unit))

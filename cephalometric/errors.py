@@ -2,7 +2,7 @@
 
 Scripts raise `UserError("what is wrong; how to fix it")` and wrap their `main` with `run_cli`,
 which prints `error: <message>` to stderr and exits with status 2. Anything else is a bug and keeps
-its traceback so it can be reported. Imports only the standard library.
+its traceback so it can be reported.
 """
 from __future__ import annotations
 
@@ -13,6 +13,15 @@ from typing import Callable, Optional, Sequence
 
 class UserError(Exception):
     """A problem with the user's input or environment that the user can fix."""
+
+
+def first_line(error: BaseException, default: Optional[str] = None,
+               limit: Optional[int] = None) -> str:
+    """The first line of `error`'s message (at most `limit` characters), for a one-line report;
+    `default` (the exception's type name unless given) when it has none."""
+    text = str(error).strip()
+    line = text.splitlines()[0] if text else (type(error).__name__ if default is None else default)
+    return line if limit is None else line[:limit]
 
 
 def run_cli(main: Callable[[Optional[Sequence[str]]], Optional[int]],

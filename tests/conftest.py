@@ -8,8 +8,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A tiny, fast schedule: 64 px input, random weights, no data-loading processes, no framing model.
 TINY_TRAIN_ARGS = ['--no-pretrained', '--epochs', '2', '--batch-size', '4', '--input-size', '64',
-                   '--workers', '0', '--framing-epochs', '0', '--cfg-options',
-                   'param_scheduler.0.end=5']
+                   '--workers', '0', '--framing-epochs', '0', '--warmup-iters',
+                   '5']
 
 
 # No test runs near this long even on a busy machine (the slowest, test_learning, takes about two
@@ -20,7 +20,7 @@ SUBPROCESS_TIMEOUT = 3600
 # 2-epoch framing model (zoom-out), so the tests of automatic framing use both networks.
 LEARNING_ARGS = ['--no-pretrained', '--epochs', '7', '--framing-epochs', '2', '--batch-size', '8',
                  '--input-size', '96', '--sigma', '1.5', '--lr', '2e-3', '--workers', '0',
-                 '--seed', '0', '--cfg-options', 'param_scheduler.0.end=20']
+                 '--seed', '0', '--warmup-iters', '20']
 
 
 def run_script(script, *args, check=True, timeout=SUBPROCESS_TIMEOUT):

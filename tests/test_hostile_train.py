@@ -162,7 +162,7 @@ def test_failed_pretrained_download_leaves_nothing_in_the_cache(tmp_path, monkey
     import torch
 
     from cephalometric.errors import UserError
-    from cephalometric.training.run import fetch_pretrained
+    from cephalometric.training.weights import fetch_pretrained
     monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path / 'hub'))
     with pytest.raises(UserError, match='--no-pretrained'):
         fetch_pretrained('http://127.0.0.1:9/unreachable.pth')

@@ -77,18 +77,19 @@ def test_resume_continues_with_the_runs_own_settings(trained_run, tmp_path):
 
 def test_resume_of_a_finished_landmark_run_trains_only_the_missing_framing_model(trained_run,
                                                                                   tmp_path):
-    from cephalometric.model.checkpoint import load_published_models
+    from cephalometric.model.checkpoint import load_published
     work_dir = tmp_path / 'run'
     shutil.copytree(trained_run, work_dir)
     pointer = work_dir / 'last_checkpoint'
     pointer.write_text(str(work_dir / os.path.basename(pointer.read_text().strip())))
-    landmark_state = load_published_models(str(work_dir / 'best_MRE.pth'))[2]
+    landmark_state = load_published(str(work_dir / 'best_MRE.pth')).state_dict
     result = run_script('train_cephalometric.py', '--work-dir', work_dir, '--resume',
                         '--framing-epochs', '1')
     output = result.stdout + result.stderr
     assert 'resumed epoch' not in output and 'new best MRE' not in output  # landmarks untouched
     assert 'framing model: 1 epochs with zoom-out, stored in best_MRE.pth' in result.stdout
-    _, _, state, framing = load_published_models(str(work_dir / 'best_MRE.pth'))
+    published = load_published(str(work_dir / 'best_MRE.pth'))
+    state, framing = published.state_dict, published.framing_state_dict
     assert all(torch.equal(state[k], landmark_state[k]) for k in landmark_state)
     assert set(framing) == set(state)
     assert not all(torch.equal(framing[k], state[k]) for k in state)  # it was fine-tuned

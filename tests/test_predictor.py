@@ -130,9 +130,9 @@ def _with_framing_model(checkpoint, path, change):
     """A copy of `checkpoint` whose framing model is its own network changed by `change`."""
     import shutil
 
-    from cephalometric.model.checkpoint import attach_framing_model, load_published_models
+    from cephalometric.model.checkpoint import attach_framing_model, load_published
     shutil.copy(checkpoint, path)
-    state = load_published_models(str(path))[2]
+    state = load_published(str(path)).state_dict
     attach_framing_model(str(path), {k: change(k, v) for k, v in state.items()}, {'epochs': 1})
     return str(path)
 
@@ -141,9 +141,10 @@ def test_framing_model_finds_the_face_and_the_landmark_model_measures(checkpoint
                                                                       predictor, tmp_path):
     import torch
 
-    from cephalometric.model.checkpoint import load_published_models
+    from cephalometric.model.checkpoint import load_published
     from cephalometric.prediction.predictor import LandmarkPredictor
-    assert load_published_models(checkpoint)[3] is None and predictor.framing_network is None
+    assert load_published(checkpoint).framing_state_dict is None
+    assert predictor.framing_network is None
     assert predictor.framing_predictor() is predictor
     # A framing model that sees nothing (its heatmap layer is zero): confidence 0, no face.
     blind = _with_framing_model(checkpoint, tmp_path / 'blind.pth', lambda k, v: (

@@ -470,8 +470,8 @@ def test_predict_correct_export_prepare_finetune(trained_run, demo_dataset, tmp_
     work_dir = tmp_path / 'finetuned'
     run_script('train_cephalometric.py', '--data-root', data_root, '--work-dir', work_dir,
                '--load-from', checkpoint, '--epochs', '1', '--batch-size', '4', '--input-size',
-               '64', '--workers', '0', '--framing-epochs', '0', '--cfg-options',
-               'param_scheduler.0.end=5')
+               '64', '--workers', '0', '--framing-epochs', '0', '--warmup-iters',
+               '5')
     assert (work_dir / 'best_MRE.pth').is_file()
 
 

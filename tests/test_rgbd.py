@@ -15,8 +15,8 @@ from cephalometric.landmarks import STANDARD_LANDMARKS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--no-pretrained', '--epochs', '1', '--batch-size', '4', '--input-size', '64',
-        '--workers', '0', '--device', 'cpu', '--framing-epochs', '0', '--cfg-options',
-        'param_scheduler.0.end=5']
+        '--workers', '0', '--device', 'cpu', '--framing-epochs', '0', '--warmup-iters',
+        '5']
 
 
 def prepare(*argv):
@@ -206,10 +206,11 @@ def test_pretrained_rgb_filters_load_and_depth_filters_start_at_zero():
 # -- the 4-channel model end to end --------------------------------------------------------------
 
 def test_checkpoint_records_its_inputs_and_predicts_with_depth(rgbd_run, tmp_path):
-    from cephalometric.model.checkpoint import load_published_models
+    from cephalometric.model.checkpoint import load_published
     from cephalometric.prediction.predictor import LandmarkPredictor
-    model, settings, state, framing = load_published_models(
-        str(rgbd_run / 'run' / 'best_MRE.pth'))
+    published = load_published(str(rgbd_run / 'run' / 'best_MRE.pth'))
+    model, settings = published.model_config, published.settings
+    state, framing = published.state_dict, published.framing_state_dict
     assert settings['inputs'] == ['rgb', 'depth'] and len(settings['mean']) == 4
     assert model['backbone']['in_channels'] == 4
     assert state['backbone.conv1.weight'].shape[1] == 4
@@ -253,7 +254,7 @@ def _pipeline_input(root, file_name):
 
     from cephalometric.mmpose_plugins.dataset import CephalometricDataset
     from cephalometric.mmpose_plugins.rgbd import RGBDDataPreprocessor
-    from cephalometric.model.checkpoint import load_checkpoint_file, load_published_model
+    from cephalometric.model.checkpoint import load_checkpoint_file, load_published
     register_all_modules(init_default_scope=True)
     config = load_checkpoint_file(str(root / 'run' / 'best_MRE.pth'))['meta']['config']
     dataset = CephalometricDataset(data_root=str(root / 'rgbd'), ann_file='annotations/train.json',
@@ -261,7 +262,8 @@ def _pipeline_input(root, file_name):
     index = next(i for i in range(len(dataset))
                  if dataset.get_data_info(i)['img_path'].endswith(file_name))
     packed = Compose(config['val_dataloader']['dataset']['pipeline'])(dataset[index])
-    settings = load_published_model(str(root / 'run' / 'best_MRE.pth'))[0]['data_preprocessor']
+    settings = load_published(str(root / 'run' / 'best_MRE.pth')).model_config[
+        'data_preprocessor']
     settings = {k: v for k, v in settings.items() if k != 'type'}
     batch = RGBDDataPreprocessor(**settings)(dict(inputs=[packed['inputs']],
                                                   data_samples=[packed['data_samples']]))

@@ -28,7 +28,7 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from cephalometric.errors import UserError
+from cephalometric.errors import UserError, first_line
 
 DEPTH_SUFFIX = '.npy'
 DEPTH_FILE_EXTENSIONS = ('.npy', '.png', '.tif', '.tiff')
@@ -89,7 +89,7 @@ def read_depth_file(path: str) -> np.ndarray:
                 raise ValueError('file too large')
             array = np.load(path, allow_pickle=False)
         except (OSError, ValueError, EOFError) as error:
-            reason = str(error).splitlines()[0][:100] if str(error) else type(error).__name__
+            reason = first_line(error, limit=100)
             raise UserError(f'cannot read depth file {path} ({reason}); {fix}') from None
         if not isinstance(array, np.ndarray) or array.dtype.kind not in 'biuf':
             raise UserError(f'depth file {path} does not hold numbers; {fix}')

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from cephalometric.errors import UserError
+from cephalometric.errors import UserError, first_line
 from cephalometric.radial_error import radial_errors, summarize_radial_errors
 
 SPLITS = ('train', 'val', 'test')
@@ -44,7 +44,7 @@ def _load_json(path: str) -> Any:
         with open(path, encoding='utf-8') as stream:
             return json.load(stream)
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
-        reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+        reason = first_line(error, limit=120)
         raise ValueError(reason) from None
 
 

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Optional, Sequence, Union
 import numpy as np
 import pandas as pd
 
-from cephalometric.errors import UserError
+from cephalometric.errors import UserError, first_line
 from cephalometric.landmarks import LandmarkColumnError, landmark_columns, normalize_name
 
 # Column roles -> accepted names, compared after normalize_name ('Patient_ID' -> 'patient id').
@@ -72,7 +72,7 @@ def load_table(path: Union[str, os.PathLike]) -> pd.DataFrame:
         raise UserError(f'cannot read {str(path)!r}: permission denied; check the file '
                         'permissions') from None
     except Exception as error:  # unpickling garbage can raise anything; all mean "not a pickle"
-        reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        reason = first_line(error, limit=200)
         raise UserError(f'{str(path)!r} is not a readable pandas pickle ({type(error).__name__}: '
                         f'{reason}); save the table with DataFrame.to_pickle') from None
     if isinstance(table, list) and table and all(isinstance(row, dict) for row in table):

@@ -2,7 +2,7 @@
 
 `stock_model` builds the model with `mmpose.apis.init_model` from a checkpoint's stored
 config (data, turned into an MMEngine Config object without executing anything; the architecture
-checked as in `checkpoint.load_published_model`); `stock_predict` runs `inference_topdown` on one
+checked as in `checkpoint.load_published`); `stock_predict` runs `inference_topdown` on one
 RGB image. Used by the parity tests and benchmark.py. Imports MMPose/MMEngine and `checkpoint`.
 """
 from __future__ import annotations

@@ -32,13 +32,14 @@ import contextlib
 import os
 import time
 import warnings
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import numpy as np
 import torch
 
 from cephalometric.atomic import atomic_path
-from cephalometric.errors import UserError
+from cephalometric.errors import UserError, first_line
 from cephalometric.model.framing_prior import framing_prior_of
 from cephalometric.model.settings import check_model_config, settings_from_config, validate_settings
 
@@ -84,7 +85,7 @@ def _load_failure(path: str, error: Exception) -> str:
         return (f'cannot read checkpoint {path}: it holds something this project never writes '
                 f'({reason}); a file from an unknown source may carry code, so it is refused. '
                 'Pass best_MRE.pth from train_cephalometric.py')
-    reason = message.splitlines()[0][:160] if message else type(error).__name__
+    reason = first_line(error, limit=160)
     return (f'cannot read checkpoint {path} ({reason}); pass best_MRE.pth from '
             'train_cephalometric.py')
 
@@ -169,7 +170,7 @@ def stored_config(meta: dict, path: str) -> dict:
             return literal_config(text)
         except (ValueError, SyntaxError, RecursionError, MemoryError) as error:
             raise UserError(f'{path} stores its config as Python code that is not plain data '
-                            f'({str(error).splitlines()[0]}), which is never executed; re-create '
+                            f'({first_line(error)}), which is never executed; re-create '
                             'the checkpoint with this version of train_cephalometric.py') from None
     raise UserError(f'{path} has no config in its metadata; pass a checkpoint written by '
                     'train_cephalometric.py')
@@ -192,24 +193,28 @@ def model_registry_types() -> set:
     return names
 
 
-def load_published_model(path: str, map_location: Any = 'cpu') -> tuple[dict, dict, dict]:
-    """(model architecture dict, inference settings, state_dict) of best_MRE.pth, checked."""
-    return load_published_models(path, map_location)[:3]
+@dataclass
+class PublishedModel:
+    """What best_MRE.pth holds for prediction, checked.
 
-
-def load_published_models(path: str, map_location: Any = 'cpu') -> tuple:
-    """(architecture, settings, landmark state_dict, framing state_dict or None), checked.
-
-    Both networks share the architecture; checkpoints written before the framing model existed,
-    or trained with --framing-epochs 0, have none.
+    Both networks share `model_config`; checkpoints written before the framing model existed, or
+    trained with --framing-epochs 0, have no `framing_state_dict` (None).
     """
+    model_config: dict                 # the architecture (MMPose model dict, init_cfg dropped)
+    settings: dict                     # inference settings (landmark names, input size, ...)
+    state_dict: dict                   # the landmark model's weights
+    framing_state_dict: Optional[dict] = None   # the framing model's weights
+
+
+def load_published(path: str, map_location: Any = 'cpu') -> PublishedModel:
+    """The checked contents of a published checkpoint (best_MRE.pth)."""
     data = load_checkpoint_file(path, map_location)
     framing_state = data.get('framing_state_dict')
     if framing_state is not None and (not isinstance(framing_state, dict) or not all(
             isinstance(value, torch.Tensor) for value in framing_state.values())):
         raise UserError(f'{path}: its framing_state_dict is not a dict of tensors; pass a '
                         'checkpoint written by train_cephalometric.py')
-    return (*_published_model(data, path), framing_state)
+    return PublishedModel(*_published_model(data, path), framing_state)
 
 
 def _published_model(data: dict, path: str) -> tuple[dict, dict, dict]:

@@ -14,21 +14,12 @@ and onnxruntime only inside the backend that needs them.
 from __future__ import annotations
 
 import os
-import re
 from typing import Optional
 
 import numpy as np
 
-from cephalometric.errors import UserError
-
-DEVICE_PATTERN = re.compile(r'auto|cpu|cuda(:\d+)?')
-
-
-def check_device(device: str) -> str:
-    """`device` if it is auto, cpu, cuda or cuda:N, else one-line UserError."""
-    if not isinstance(device, str) or not DEVICE_PATTERN.fullmatch(device):
-        raise UserError(f'--device must be auto, cpu, cuda or cuda:N, got {device!r}')
-    return device
+from cephalometric.cli import check_device
+from cephalometric.errors import UserError, first_line
 
 
 def resolve_device(device: str = 'auto') -> str:
@@ -60,7 +51,7 @@ def build_model(model_config: dict, state_dict: dict, source: str):
         model = MODELS.build(model_config)
         model.load_state_dict(state_dict)
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = first_line(error)
         raise UserError(f'{source}: its weights do not fit its stored model ({reason[:200]}); '
                         'pass a checkpoint written by train_cephalometric.py') from None
     return model.eval()
@@ -141,7 +132,7 @@ class OnnxRuntimeBackend:
         try:
             self.session = onnxruntime.InferenceSession(model, options, providers=providers)
         except Exception as error:  # ONNX Runtime raises its own types for bad files
-            reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ''
+            reason = first_line(error, '', 200)
             raise UserError(f'cannot load ONNX model {source} ({reason or type(error).__name__}); '
                             'export it again with export_onnx.py') from None
         inputs = self.session.get_inputs()

@@ -21,6 +21,7 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
+from cephalometric.cli import BACKENDS, FRAMING_MODES  # noqa: F401  (the choices of predict)
 from cephalometric.data.depth import check_depth_size, depth_channel
 from cephalometric.errors import UserError
 from cephalometric.model.settings import settings_from_metadata
@@ -32,10 +33,6 @@ from cephalometric.prediction.backends import (  # noqa: F401
 )
 from cephalometric.prediction.heatmaps import decode_heatmaps, warp_matrix
 from cephalometric.prediction.onnx import export_onnx, framing_model_path
-
-BACKENDS = ('auto', 'pytorch', 'onnxruntime')
-# What `predict` takes for the face region: found automatically, the whole image, or given.
-FRAMING_MODES = ('auto', 'full')
 
 
 @dataclass
@@ -94,9 +91,9 @@ class LandmarkPredictor:
                                                           threads)
                 self.framing_network.check_fits(self.settings, framing_path)
         else:
-            from cephalometric.model.checkpoint import load_published_models
-            model_config, self.settings, state_dict, framing_state = load_published_models(
-                checkpoint)
+            from cephalometric.model.checkpoint import load_published
+            published = load_published(checkpoint)
+            model_config, self.settings = published.model_config, published.settings
             def network(weights):   # one architecture, the landmark or the framing weights
                 if weights is None:
                     return None
@@ -107,7 +104,8 @@ class LandmarkPredictor:
                     return net
                 return OnnxRuntimeBackend(export_onnx(net.net, self.settings), checkpoint,
                                           device, threads)
-            self.network, self.framing_network = network(state_dict), network(framing_state)
+            self.network = network(published.state_dict)
+            self.framing_network = network(published.framing_state_dict)
         self._configure()
 
     @classmethod

@@ -20,6 +20,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from cephalometric.cli import check_mm_per_pixel, check_score_threshold
 from cephalometric.data.images import IMAGE_EXTENSIONS, read_rgb
 from cephalometric.errors import UserError
 from cephalometric.landmarks import find_landmark
@@ -128,10 +129,8 @@ class ReviewStore:
         if osp.exists(out_dir) and not osp.isdir(out_dir):
             raise UserError(f'--out-dir {out_dir} is a file; give a folder for the reviewed '
                             'records')
-        if not 0 <= score_threshold <= 1:
-            raise UserError(f'--score-threshold must be between 0 and 1, got {score_threshold}')
-        if mm_per_pixel is not None and not (math.isfinite(mm_per_pixel) and mm_per_pixel > 0):
-            raise UserError(f'--mm-per-pixel must be a positive number, got {mm_per_pixel}')
+        check_score_threshold(score_threshold)
+        check_mm_per_pixel(mm_per_pixel)
 
     # -- start-up ----------------------------------------------------------------------------------
     def _predict(self, names: list[str], predictor, batch_size: int, log) -> None:

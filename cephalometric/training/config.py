@@ -14,6 +14,13 @@ from typing import Optional
 from cephalometric.data.reader import read_inputs, read_landmark_names
 from cephalometric.errors import UserError
 
+# The config sits at the repository's top level, beside the scripts (cephalometric/training/..).
+DEFAULT_CONFIG = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
+                          'cephalometric_hrnetv2_w18_config.py')
+DEFAULT_DATA_ROOT = 'data/cephalometric'
+DEFAULT_WORK_DIR = 'work_dirs/cephalometric'
+RESOLVED_CONFIG = 'resolved_config.py'
+
 DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 
 
@@ -93,6 +100,22 @@ def set_epochs(cfg, epochs: int) -> None:
                                               for m in scheduler['milestones']})
 
 
+def set_warmup_iters(cfg, iters: int) -> None:
+    """Length of the linear learning-rate warm-up in iterations (0: none), by name instead of
+    the scheduler's list index."""
+    if iters < 0:
+        raise UserError(f'--warmup-iters must be 0 or more, got {iters}')
+    warmups = [s for s in cfg.param_scheduler
+               if s['type'] == 'LinearLR' and not s.get('by_epoch', True)]
+    if not warmups:
+        raise UserError('--warmup-iters: this config has no per-iteration LinearLR warm-up in '
+                        'param_scheduler; set the schedule in your --config')
+    for scheduler in warmups:
+        scheduler['end'] = max(iters, 1)
+        if iters == 0:   # a one-iteration ramp from the full rate is no warm-up at all
+            scheduler['start_factor'] = 1.0
+
+
 def set_batch_size(cfg, batch_size: int) -> None:
     """Training images per step and per process."""
     if batch_size < 1:
@@ -149,3 +172,100 @@ def framing_config(cfg, work_dir: str):
                             if hook['type'] != 'BestCheckpointHook']
     framing.custom_hooks.append(dict(type='FramingModelHook', checkpoint=landmark_checkpoint))
     return framing
+
+
+def check_cfg_options(cfg, options: dict) -> None:
+    """Refuse an option whose key the config does not have, or whose value has the wrong type.
+
+    MMEngine would add an unknown key silently and fail much later (a typo'd
+    `train_dataloader.batchsize` becomes a DataLoader TypeError deep in training).
+    """
+    tree = cfg.to_dict()
+    for key, value in options.items():
+        node = tree
+        for depth, part in enumerate(key.split('.')):
+            where = '.'.join(key.split('.')[:depth]) or 'the config'
+            if isinstance(node, (list, tuple)):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise UserError(f'--cfg-options {key}: {where} is a list of {len(node)}; '
+                                    f'use an index 0-{len(node) - 1}')
+                node = node[int(part)]
+            elif isinstance(node, dict):
+                if part not in node:
+                    known = ', '.join(sorted(str(k) for k in node)[:12])
+                    raise UserError(f'--cfg-options {key}: {where} has no key {part!r} (it has: '
+                                    f'{known}); check the spelling, or put new settings in your '
+                                    'own --config')
+                node = node[part]
+            else:
+                raise UserError(f'--cfg-options {key}: {where} is a value, not a dict')
+        if isinstance(node, bool) or isinstance(value, bool):
+            wrong = isinstance(node, bool) != isinstance(value, bool) and node is not None
+        else:
+            wrong = (isinstance(node, (int, float)) and not isinstance(value, (int, float))
+                     and value is not None)
+        if wrong:
+            raise UserError(f'--cfg-options {key}={value!r}: the config holds '
+                            f'{type(node).__name__} {node!r} there; give a value of that type')
+
+
+def build_config(args):
+    """The config as this run uses it: file + prepared data + command-line options.
+
+    Returns (config, landmark names, data root).
+    """
+    from mmengine.config import Config
+
+    # A resumed run continues with its own settings (epochs, input size, data...), not the
+    # defaults, unless the command line overrides them.
+    resolved = osp.join(args.work_dir, RESOLVED_CONFIG)
+    own_settings = args.resume and args.config is None and osp.isfile(resolved)
+    config_path = resolved if own_settings else (args.config or DEFAULT_CONFIG)
+    if not osp.isfile(config_path):
+        raise UserError(f'config not found: {config_path}')
+    cfg = Config.fromfile(config_path)
+    data_root = args.data_root or (cfg.data_root if own_settings else DEFAULT_DATA_ROOT)
+    names = set_data_root(cfg, data_root)
+    cfg.work_dir = args.work_dir
+    if args.input_size or args.sigma:
+        set_input_size(cfg, args.input_size or cfg.codec['input_size'][0], args.sigma)
+    if args.epochs is not None:
+        set_epochs(cfg, args.epochs)
+    if args.framing_epochs is not None:
+        set_framing_epochs(cfg, args.framing_epochs)
+    if args.warmup_iters is not None:
+        set_warmup_iters(cfg, args.warmup_iters)
+    if args.batch_size is not None:
+        set_batch_size(cfg, args.batch_size)
+    if args.workers is not None:
+        set_workers(cfg, args.workers)
+    if args.lr is not None:
+        if not args.lr > 0:
+            raise UserError(f'--lr must be positive, got {args.lr}')
+        cfg.optim_wrapper.optimizer.lr = args.lr
+    if args.auto_scale_lr:
+        cfg.auto_scale_lr.enable = True
+    if args.seed is not None:
+        # each process its own augmentation stream (seed + rank); determinism: make_deterministic
+        cfg.randomness = dict(seed=args.seed, diff_rank_seed=True)
+    if args.amp:
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+    cfg.launcher = args.launcher
+    cfg.resume = args.resume
+    if args.cfg_options:
+        check_cfg_options(cfg, args.cfg_options)
+        try:
+            cfg.merge_from_dict(args.cfg_options)
+        except Exception as error:  # MMEngine's own checks (e.g. a dict replaced by a list)
+            raise UserError(f'--cfg-options cannot be applied ({error}); see the config file '
+                            'for the keys and their types') from None
+    if framing_epochs(cfg) and \
+            cfg.train_cfg.get('val_interval', 1) > cfg.train_cfg.max_epochs:
+        raise UserError(f'the framing model is fine-tuned from best_MRE.pth, which validation '
+                        f'writes, but train_cfg.val_interval {cfg.train_cfg.val_interval} is more '
+                        f'than the {cfg.train_cfg.max_epochs} epochs; lower it or pass '
+                        '--framing-epochs 0')
+    from cephalometric.training.weights import resolve_initial_weights
+    resolve_initial_weights(cfg, args)
+    return cfg, names, data_root

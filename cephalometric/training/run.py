@@ -17,26 +17,31 @@ May import the standard library, torch, MMEngine/MMPose and this package's `erro
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import os.path as osp
 import pickle
 import shutil
-import subprocess
-import sys
-import urllib.request
-from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from cephalometric.atomic import atomic_path, write_text_atomically
-from cephalometric.errors import UserError
-
-DEFAULT_CONFIG = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
-                          'cephalometric_hrnetv2_w18_config.py')
-DEFAULT_DATA_ROOT = 'data/cephalometric'
-DEFAULT_WORK_DIR = 'work_dirs/cephalometric'
-RESOLVED_CONFIG = 'resolved_config.py'
-BACKEND_KEY = 'env_cfg.dist_cfg.backend'
+from cephalometric.atomic import write_text_atomically
+from cephalometric.cli import add_options, check_options
+from cephalometric.errors import UserError, first_line
+from cephalometric.training.config import (  # noqa: F401  (the names tests and benchmark use)
+    DEFAULT_CONFIG,
+    DEFAULT_DATA_ROOT,
+    DEFAULT_WORK_DIR,
+    RESOLVED_CONFIG,
+    build_config,
+)
+from cephalometric.training.launch import (
+    Processes,
+    choose_backend,
+    make_deterministic,
+    read_launcher,
+    select_device,
+    start_processes,
+    stop_processes,
+)
 
 DESCRIPTION = """\
 Train the cephalometric landmark model (HRNetV2-W18, MMPose/MMEngine) on a prepared dataset.
@@ -79,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help='scale the learning rate by (processes x batch size) / 32 '
                         '(MMEngine auto_scale_lr)')
     parser.add_argument('--lr', type=float, help='Adam learning rate (config: 1e-3)')
+    parser.add_argument('--warmup-iters', type=int, metavar='N',
+                        help='iterations of linear learning-rate warm-up (config: 200; 0: none)')
     parser.add_argument('--input-size', type=int,
                         help='square model input in px, multiple of 32 (config: 256)')
     parser.add_argument('--sigma', type=float, help='heatmap Gaussian sigma (config: 2)')
@@ -86,8 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help='data-loading processes per training process (config: 2)')
     parser.add_argument('--seed', type=int, help='random seed (config: 0; process k uses seed+k '
                         'for augmentation); also selects deterministic kernels')
-    parser.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default='auto',
-                        help='auto: CUDA when available, else CPU')
+    add_options(parser, 'device', help=dict(
+        device='auto (CUDA when present), cpu, cuda or cuda:N (one process: that GPU; several '
+               'processes take one GPU each by LOCAL_RANK) (default %(default)s)'))
     parser.add_argument('--amp', action='store_true', help='mixed precision (CUDA only)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
                         help='several processes: pytorch under torchrun, slurm under srun')
@@ -106,66 +114,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# -- initial weights ------------------------------------------------------------------------------
-def fetch_pretrained(url: str) -> str:
-    """Path of the pretrained checkpoint in torch's cache, downloading it once.
-
-    Failing here, with the two ways out, beats failing deep inside the Runner or silently
-    training from scratch.
-    """
-    import torch
-    cache = osp.join(torch.hub.get_dir(), 'checkpoints', osp.basename(url))
-    if osp.isfile(cache):
-        return cache
-    print(f'downloading pretrained weights {url}', file=sys.stderr)
-    try:
-        with atomic_path(cache) as temporary, open(temporary, 'wb') as out, \
-                urllib.request.urlopen(url, timeout=30) as response:
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-    except Exception as error:  # no network, proxy, HTTP error, disk full
-        reason = getattr(error, 'reason', None) or error
-        raise UserError(f'cannot download the pretrained checkpoint {url} ({reason}); '
-                        'download it yourself and pass --load-from PATH, or pass --no-pretrained '
-                        'to train from random weights') from None
-    return cache
-
-
-def check_weights_file(path: str) -> None:
-    """Refuse, before any work, a --load-from that is not a checkpoint torch loads safely.
-
-    The same loader as inference (weights_only=True with a narrow allow-list: nothing in the file
-    runs); the Runner loads the file again when training starts.
-    """
-    from cephalometric.model.checkpoint import load_checkpoint_file
-
-    if not osp.isfile(path):
-        raise UserError(f'--load-from file not found: {path}; pass a .pth checkpoint, or '
-                        '--no-pretrained to train from random weights')
-    try:
-        load_checkpoint_file(path)
-    except UserError as error:
-        raise UserError(f'--load-from: {error}') from None
-
-
-def resolve_initial_weights(cfg, args) -> None:
-    """Set cfg.load_from: the pretrained download, --load-from, or nothing (random / --resume)."""
-    if args.resume:
-        cfg.load_from = None  # the Runner resumes from <work_dir>/last_checkpoint
-        return
-    if args.no_pretrained:
-        cfg.load_from = None
-        print('note: training from random weights (--no-pretrained)', file=sys.stderr)
-        return
-    source = args.load_from or cfg.get('load_from')
-    if not source:
-        return
-    if source.startswith(('http://', 'https://')):
-        source = fetch_pretrained(source)
-    check_weights_file(source)
-    cfg.load_from = source
-
-
 def last_checkpoint(work_dir: str) -> Optional[str]:
     """The checkpoint MMEngine's `last_checkpoint` pointer names, if it exists."""
     pointer = osp.join(work_dir, 'last_checkpoint')
@@ -174,281 +122,6 @@ def last_checkpoint(work_dir: str) -> Optional[str]:
     with open(pointer) as handle:
         path = handle.read().strip()
     return path if osp.isfile(path) else None
-
-
-# -- config ---------------------------------------------------------------------------------------
-def check_cfg_options(cfg, options: dict) -> None:
-    """Refuse an option whose key the config does not have, or whose value has the wrong type.
-
-    MMEngine would add an unknown key silently and fail much later (a typo'd
-    `train_dataloader.batchsize` becomes a DataLoader TypeError deep in training).
-    """
-    tree = cfg.to_dict()
-    for key, value in options.items():
-        node = tree
-        for depth, part in enumerate(key.split('.')):
-            where = '.'.join(key.split('.')[:depth]) or 'the config'
-            if isinstance(node, (list, tuple)):
-                if not part.isdigit() or int(part) >= len(node):
-                    raise UserError(f'--cfg-options {key}: {where} is a list of {len(node)}; '
-                                    f'use an index 0-{len(node) - 1}')
-                node = node[int(part)]
-            elif isinstance(node, dict):
-                if part not in node:
-                    known = ', '.join(sorted(str(k) for k in node)[:12])
-                    raise UserError(f'--cfg-options {key}: {where} has no key {part!r} (it has: '
-                                    f'{known}); check the spelling, or put new settings in your '
-                                    'own --config')
-                node = node[part]
-            else:
-                raise UserError(f'--cfg-options {key}: {where} is a value, not a dict')
-        if isinstance(node, bool) or isinstance(value, bool):
-            wrong = isinstance(node, bool) != isinstance(value, bool) and node is not None
-        else:
-            wrong = (isinstance(node, (int, float)) and not isinstance(value, (int, float))
-                     and value is not None)
-        if wrong:
-            raise UserError(f'--cfg-options {key}={value!r}: the config holds '
-                            f'{type(node).__name__} {node!r} there; give a value of that type')
-
-
-def build_config(args):
-    """The config as this run uses it: file + prepared data + command-line options.
-
-    Returns (config, landmark names, data root).
-    """
-    from mmengine.config import Config
-
-    from cephalometric.training import config as config_utils
-
-    # A resumed run continues with its own settings (epochs, input size, data...), not the
-    # defaults, unless the command line overrides them.
-    resolved = osp.join(args.work_dir, RESOLVED_CONFIG)
-    own_settings = args.resume and args.config is None and osp.isfile(resolved)
-    config_path = resolved if own_settings else (args.config or DEFAULT_CONFIG)
-    if not osp.isfile(config_path):
-        raise UserError(f'config not found: {config_path}')
-    cfg = Config.fromfile(config_path)
-    data_root = args.data_root or (cfg.data_root if own_settings else DEFAULT_DATA_ROOT)
-    names = config_utils.set_data_root(cfg, data_root)
-    cfg.work_dir = args.work_dir
-    if args.input_size or args.sigma:
-        config_utils.set_input_size(cfg, args.input_size or cfg.codec['input_size'][0], args.sigma)
-    if args.epochs is not None:
-        config_utils.set_epochs(cfg, args.epochs)
-    if args.framing_epochs is not None:
-        config_utils.set_framing_epochs(cfg, args.framing_epochs)
-    if args.batch_size is not None:
-        config_utils.set_batch_size(cfg, args.batch_size)
-    if args.workers is not None:
-        config_utils.set_workers(cfg, args.workers)
-    if args.lr is not None:
-        if not args.lr > 0:
-            raise UserError(f'--lr must be positive, got {args.lr}')
-        cfg.optim_wrapper.optimizer.lr = args.lr
-    if args.auto_scale_lr:
-        cfg.auto_scale_lr.enable = True
-    if args.seed is not None:
-        # each process its own augmentation stream (seed + rank); determinism: make_deterministic
-        cfg.randomness = dict(seed=args.seed, diff_rank_seed=True)
-    if args.amp:
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.loss_scale = 'dynamic'
-    cfg.launcher = args.launcher
-    cfg.resume = args.resume
-    if args.cfg_options:
-        check_cfg_options(cfg, args.cfg_options)
-        try:
-            cfg.merge_from_dict(args.cfg_options)
-        except Exception as error:  # MMEngine's own checks (e.g. a dict replaced by a list)
-            raise UserError(f'--cfg-options cannot be applied ({error}); see the config file '
-                            'for the keys and their types') from None
-    if config_utils.framing_epochs(cfg) and \
-            cfg.train_cfg.get('val_interval', 1) > cfg.train_cfg.max_epochs:
-        raise UserError(f'the framing model is fine-tuned from best_MRE.pth, which validation '
-                        f'writes, but train_cfg.val_interval {cfg.train_cfg.val_interval} is more '
-                        f'than the {cfg.train_cfg.max_epochs} epochs; lower it or pass '
-                        '--framing-epochs 0')
-    resolve_initial_weights(cfg, args)
-    return cfg, names, data_root
-
-
-def make_deterministic() -> None:
-    """Deterministic kernels where PyTorch has them, a warning where it has not.
-
-    MMEngine's `deterministic=True` makes every non-deterministic op an error, and HRNet's bilinear
-    upsampling has no deterministic CUDA backward, so --seed would crash on a GPU.
-    """
-    import torch
-    os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')  # cuBLAS needs it for determinism
-    torch.backends.cudnn.deterministic = True
-    torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def select_device(device: str) -> None:
-    """Hide CUDA for --device cpu; must run before torch initialises CUDA (MMEngine uses any
-    visible GPU)."""
-    if device == 'cpu':
-        os.environ['CUDA_VISIBLE_DEVICES'] = ''
-
-
-# -- several processes ----------------------------------------------------------------------------
-@dataclass
-class Processes:
-    """Where this process sits in a multi-process run (launcher 'none': one process)."""
-    launcher: str = 'none'
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-    local_world_size: int = 1
-
-    @property
-    def distributed(self) -> bool:
-        return self.launcher != 'none'
-
-
-def _int_variable(name: str, launcher: str) -> int:
-    value = os.environ[name]
-    try:
-        return int(value)
-    except ValueError:
-        raise UserError(f'--launcher {launcher}: {name}={value!r} is not a number; '
-                        'start the run through its launcher') from None
-
-
-def _slurm_master_address(node_list: str) -> str:
-    """First host of a SLURM node list: via scontrol where it exists, else a plain host name."""
-    if shutil.which('scontrol'):
-        done = subprocess.run(['scontrol', 'show', 'hostnames', node_list], capture_output=True,
-                              text=True)
-        hosts = done.stdout.split()
-        if done.returncode == 0 and hosts:
-            return hosts[0]
-    first = node_list.split(',')[0]
-    if '[' in first or not first:
-        raise UserError(f'--launcher slurm: cannot tell the first host of SLURM_NODELIST='
-                        f'{node_list!r} without scontrol; set MASTER_ADDR to it')
-    return first
-
-
-def read_launcher(launcher: str) -> Processes:
-    """The process layout from torchrun's or srun's variables; one line when they are missing.
-
-    For slurm it also sets the variables torch.distributed reads (RANK, WORLD_SIZE, LOCAL_RANK,
-    MASTER_ADDR, MASTER_PORT), as MMEngine does.
-    """
-    if launcher == 'none':
-        world = os.environ.get('WORLD_SIZE', '1')
-        if world.isdigit() and int(world) > 1:
-            raise UserError(f'started by a launcher with WORLD_SIZE={world} but --launcher none: '
-                            'every process would train alone into the same work dir; add '
-                            '--launcher pytorch')
-        return Processes()
-    if launcher == 'pytorch':
-        needed = ('RANK', 'LOCAL_RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
-        missing = [name for name in needed if name not in os.environ]
-        if missing:
-            raise UserError(f'--launcher pytorch needs the variables torchrun sets (missing '
-                            f'{", ".join(missing)}); start it as torchrun --nproc_per_node N '
-                            'train_cephalometric.py --launcher pytorch ..., or drop --launcher')
-        die_with_launcher()
-        world = _int_variable('WORLD_SIZE', launcher)
-        local_world = int(os.environ.get('LOCAL_WORLD_SIZE', world))
-        return Processes('pytorch', _int_variable('RANK', launcher),
-                         _int_variable('LOCAL_RANK', launcher), world, local_world)
-    needed = ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST')
-    missing = [name for name in needed if name not in os.environ]
-    if missing:
-        raise UserError(f'--launcher slurm needs the variables srun sets (missing '
-                        f'{", ".join(missing)}); start it as srun --ntasks N python '
-                        'train_cephalometric.py --launcher slurm ..., or drop --launcher')
-    rank = _int_variable('SLURM_PROCID', launcher)
-    world = _int_variable('SLURM_NTASKS', launcher)
-    local_rank = _int_variable('SLURM_LOCALID', launcher) if 'SLURM_LOCALID' in os.environ else 0
-    local_world = world
-    tasks_per_node = os.environ.get('SLURM_NTASKS_PER_NODE', '').split('(')[0]
-    if tasks_per_node.isdigit():
-        local_world = int(tasks_per_node)
-    address = os.environ.get('MASTER_ADDR') or _slurm_master_address(
-        os.environ['SLURM_NODELIST'])
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(local_rank),
-                      LOCAL_WORLD_SIZE=str(local_world), MASTER_ADDR=address,
-                      MASTER_PORT=os.environ.get('MASTER_PORT', '29500'))
-    return Processes('slurm', rank, local_rank, world, local_world)
-
-
-def die_with_launcher() -> None:
-    """Under torchrun (Linux): end this process when the launcher dies, even by SIGKILL.
-
-    Otherwise `kill -9` of torchrun leaves its workers training on, and a `--resume` started next
-    would race them for the same work dir.
-    """
-    if not sys.platform.startswith('linux') or 'TORCHELASTIC_RUN_ID' not in os.environ:
-        return
-    import ctypes
-    import signal
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() == 1:  # the launcher died before prctl
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def choose_backend(cfg, options: Optional[dict], use_cuda: bool) -> str:
-    """nccl on GPUs, gloo on CPUs, unless --cfg-options env_cfg.dist_cfg.backend=NAME says so."""
-    if options and BACKEND_KEY in options:
-        backend = str(cfg.env_cfg.dist_cfg.backend)
-        if backend == 'nccl' and not use_cuda:
-            raise UserError(f'--cfg-options {BACKEND_KEY}=nccl needs CUDA GPUs, and this run is '
-                            'on the CPU; drop the option (gloo is used on CPUs)')
-        return backend
-    return 'nccl' if use_cuda else 'gloo'
-
-
-def start_processes(cfg, processes: Processes, backend: str, use_cuda: bool) -> None:
-    """Join the process group ourselves: MMEngine's init_dist always calls torch.cuda.set_device,
-    which fails on CPU processes. The Runner then finds the group started and uses it."""
-    import torch
-    import torch.distributed as dist
-
-    cfg.env_cfg.dist_cfg.backend = backend  # resolved_config.py says what ran
-    if use_cuda:
-        if processes.local_rank >= torch.cuda.device_count():
-            raise UserError(f'process {processes.rank} has local rank {processes.local_rank} '
-                            f'but this node has {torch.cuda.device_count()} GPU(s); start at '
-                            'most one process per GPU on each node')
-        torch.cuda.set_device(processes.local_rank)
-    else:
-        # DDP on CPU modules takes no device_ids (MMEngine passes [LOCAL_RANK]).
-        if not cfg.get('model_wrapper_cfg'):
-            cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None,
-                                         broadcast_buffers=False, find_unused_parameters=False)
-        if 'OMP_NUM_THREADS' not in os.environ:  # share the cores, do not oversubscribe them
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // processes.local_world_size))
-    timeout = cfg.env_cfg.dist_cfg.get('timeout')
-    extra = {'timeout': datetime.timedelta(seconds=timeout)} if timeout else {}
-    try:
-        dist.init_process_group(backend=backend, init_method='env://', rank=processes.rank,
-                                world_size=processes.world_size, **extra)
-    except (RuntimeError, ValueError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f'cannot start the {backend} process group at '
-                        f'{os.environ.get("MASTER_ADDR")}:{os.environ.get("MASTER_PORT")} '
-                        f'({reason}); check the launcher, MASTER_ADDR/MASTER_PORT and the '
-                        'backend') from None
-
-
-def stop_processes(finished: bool) -> None:
-    """Leave the process group; after a finished run only once every process has finished (one
-    that leaves early can abort another still talking to it)."""
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        if finished:
-            dist.barrier()
-        dist.destroy_process_group()
 
 
 # -- work dir -------------------------------------------------------------------------------------
@@ -545,13 +218,13 @@ def _separate_from_earlier_runs(cfg) -> None:
 
 def train(argv: Optional[Sequence[str]] = None) -> int:
     """The whole of train_cephalometric.py."""
-    args = build_parser().parse_args(argv)
-    select_device(args.device)
+    args = check_options(build_parser().parse_args(argv))
     processes = read_launcher(args.launcher)
+    select_device(args.device, processes.distributed)
     import torch  # only after select_device
 
-    if args.device == 'cuda' and not torch.cuda.is_available():
-        raise UserError('--device cuda but no CUDA GPU is visible; use --device cpu')
+    if args.device.startswith('cuda') and not torch.cuda.is_available():
+        raise UserError(f'--device {args.device} but no CUDA GPU is visible; use --device cpu')
     if args.amp and not torch.cuda.is_available():
         raise UserError('--amp needs a CUDA GPU; drop --amp on CPU')
     use_cuda = torch.cuda.is_available()
@@ -640,7 +313,7 @@ def _build_runner(cfg):
     try:
         return Runner.from_cfg(cfg)
     except (KeyError, TypeError, ValueError, AttributeError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else ''
+        reason = first_line(error, '')
         raise UserError(f'the config cannot be built ({type(error).__name__}: {reason}); '
                         'check --config and --cfg-options') from None
 
@@ -653,7 +326,7 @@ def _run(runner, weights_source: str) -> None:
         with resume_globals():
             runner.train()
     except pickle.UnpicklingError as error:  # only checkpoint loading unpickles in training
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else 'unpickling'
+        reason = first_line(error, 'unpickling')
         raise UserError(f'cannot load {weights_source} with torch.load(weights_only=True) '
                         f'({reason}); use a checkpoint from this project or OpenMMLab\'s '
                         'model zoo') from None
