@@ -12,7 +12,7 @@ USER_PICKLE := data/train_data_pure_depth.pkl
 DATA_ROOT := data/cephalometric
 WORK_DIR := work_dirs/cephalometric
 
-.PHONY: install browser demo train test lint bench clean-demo review-screenshot
+.PHONY: install browser demo train test test-fast lint bench clean-demo review-screenshot
 
 install: $(STAMP)
 
@@ -51,6 +51,10 @@ train: install
 
 test: install browser
 	$(PY) -m pytest -q --durations=15 tests
+
+# The developer's loop: everything except the tests that train a model or drive the browser.
+test-fast: install
+	$(PY) -m pytest -q -m "not slow" --durations=10 tests
 
 # Headless Chromium for the review app's browser tests: Debian's chromium and chromium-driver
 # (nothing downloads a browser at run time). Installed with apt-get when missing; needs root.

@@ -118,6 +118,6 @@ _CHECKS = dict(device=check_device, score_threshold=check_score_threshold,
 def check_options(args: argparse.Namespace) -> argparse.Namespace:
     """Check every shared option `args` has (one-line UserError); --bbox becomes its parsed form."""
     for name, check in _CHECKS.items():
-        if hasattr(args, name):
+        if getattr(args, name, None) is not None:   # None: not given, a script's own default
             setattr(args, name, check(getattr(args, name)))
     return args

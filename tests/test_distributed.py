@@ -15,9 +15,9 @@ import sys
 import time
 
 import pytest
-from conftest import LEARNING_ARGS, ROOT, SUBPROCESS_TIMEOUT, TINY_TRAIN_ARGS, run_script
 
 from cephalometric.errors import UserError
+from tests.helpers import LEARNING_ARGS, ROOT, SUBPROCESS_TIMEOUT, TINY_TRAIN_ARGS, run_script
 
 TORCHRUN = [sys.executable, '-m', 'torch.distributed.run']
 TRAIN = os.path.join(ROOT, 'train_cephalometric.py')
@@ -98,6 +98,7 @@ def _training_processes(work_dir) -> list:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='reads /proc')
 def test_sigkill_of_the_launcher_mid_epoch_then_resume(demo_dataset, tmp_path):
     _, prepared = demo_dataset
@@ -126,6 +127,7 @@ def test_sigkill_of_the_launcher_mid_epoch_then_resume(demo_dataset, tmp_path):
     assert output.count('validation MRE') == 1
 
 
+@pytest.mark.slow
 def test_slurm_variables_start_two_processes(demo_dataset, tmp_path):
     """What srun sets, faked for two processes on this machine (no scontrol: a plain node name)."""
     _, prepared = demo_dataset

@@ -9,13 +9,13 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import run_script
 
 from cephalometric.data.reader import load_split
 from cephalometric.errors import UserError
 from cephalometric.evaluation import report
 from cephalometric.evaluation import statistics as numbers
 from cephalometric.landmarks import STANDARD_LANDMARKS
+from tests.helpers import run_script
 
 SPACING = 0.1  # mm per pixel given to every test image but the first (a mixed dataset)
 

@@ -190,3 +190,71 @@ def test_a_framing_model_without_validation_or_a_section_is_one_line(prepared, t
                                  tmp_path / 'wd', *tiny, '--framing-epochs', '2')
     assert_one_error(code, lines, err, 'no framing_model section')
     assert not (tmp_path / 'wd').exists()
+
+
+# -- a work dir from someone else: read as data, never run ----------------------------------------
+
+class _PoisonedStatistics:
+    """Pickles as getattr(HistoryBuffer, '_statistics_methods')['mean'] = <callable>: with a plain
+    getattr on the allow-list this plants a function of the file's choosing that MMEngine's logger
+    calls later in the run (the stand-in callable here is a harmless `getattr`)."""
+
+    def __reduce__(self):
+        from mmengine.logging import HistoryBuffer
+        return getattr, (HistoryBuffer, '_statistics_methods'), None, None, iter(
+            [('mean', getattr)])
+
+
+def _work_dir_to_resume(tmp_path, checkpoint_content):
+    import torch
+    work_dir = tmp_path / 'colleague_run'
+    work_dir.mkdir()
+    torch.save(checkpoint_content, work_dir / 'epoch_1.pth')
+    (work_dir / 'last_checkpoint').write_text(str(work_dir / 'epoch_1.pth'))
+    return work_dir
+
+
+def test_resume_from_a_crafted_checkpoint_plants_nothing(prepared, tmp_path, capsys):
+    from mmengine.logging import HistoryBuffer
+    work_dir = _work_dir_to_resume(tmp_path, {'meta': {'epoch': 1}, 'state_dict': {},
+                                              'message_hub': _PoisonedStatistics()})
+    code, lines, err = run_train(capsys, '--data-root', prepared, '--work-dir', work_dir,
+                                 '--resume', *TINY)
+    assert_one_error(code, lines, err, 'epoch_1.pth', 'never writes')
+    assert HistoryBuffer._statistics_methods.get('mean') is not getattr
+    assert sorted(os.listdir(work_dir)) == ['epoch_1.pth', 'last_checkpoint']
+
+
+def test_resume_state_with_history_buffers_still_loads(tmp_path):
+    """The narrow getattr stand-in admits what MMEngine really pickles: HistoryBuffer methods."""
+    import torch
+    from mmengine.logging import HistoryBuffer, MessageHub
+
+    from cephalometric.model.checkpoint import load_checkpoint_file
+    hub = MessageHub('resume-test')
+    hub.update_scalar('train/loss', 0.5)
+    path = tmp_path / 'epoch_1.pth'
+    torch.save({'meta': {'epoch': 1}, 'state_dict': {}, 'message_hub': hub.state_dict()}, path)
+    loaded = load_checkpoint_file(str(path), training=True)
+    assert isinstance(loaded['message_hub']['log_scalars']['train/loss'], HistoryBuffer)
+    with pytest.raises(Exception):   # a published checkpoint never holds training state
+        load_checkpoint_file(str(path))
+
+
+@pytest.mark.parametrize('text, fragment', [
+    ('import os\nos.system("touch {marker}")\n', 'not the plain data'),
+    ('x = __import__("os").system("touch {marker}")\n', 'not the plain data'),
+    ('custom_imports = dict(imports=["os"], allow_failed_imports=False)\n', "not this project's"),
+])
+def test_resume_never_executes_the_work_dirs_config(text, fragment, prepared, tmp_path, capsys):
+    import torch
+    marker = tmp_path / 'config-ran'
+    work_dir = tmp_path / 'colleague_run'
+    work_dir.mkdir()
+    torch.save({'meta': {'epoch': 1}, 'state_dict': {}}, work_dir / 'epoch_1.pth')
+    (work_dir / 'last_checkpoint').write_text(str(work_dir / 'epoch_1.pth'))
+    (work_dir / 'resolved_config.py').write_text(text.format(marker=marker))
+    code, lines, err = run_train(capsys, '--data-root', prepared, '--work-dir', work_dir,
+                                 '--resume', *TINY)
+    assert_one_error(code, lines, err, 'resolved_config.py', fragment)
+    assert not marker.exists()

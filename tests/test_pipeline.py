@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, TINY_TRAIN_ARGS, run_script
+
+from tests.helpers import ROOT, TINY_TRAIN_ARGS, run_script
 
 
 def assert_one_line_error(result, *fragments):
@@ -133,6 +134,29 @@ def test_epochs_scale_the_framing_model_unless_given(tmp_path, demo_dataset):
     with pytest.raises(UserError, match='--framing-epochs must be 0 or more'):
         config('--framing-epochs', '-1')
 
+def test_warmup_iters_sets_the_warm_up_by_name(tmp_path, demo_dataset):
+    from cephalometric.errors import UserError
+    from cephalometric.training.config import framing_config
+    from cephalometric.training.run import build_config, build_parser
+    _, prepared = demo_dataset
+
+    def config(*options):
+        args = build_parser().parse_args(['--data-root', str(prepared), '--work-dir',
+                                          str(tmp_path / 'w'), '--no-pretrained', *options])
+        return build_config(args)[0]
+
+    def warmup(cfg):
+        return next(s for s in cfg.param_scheduler if s['type'] == 'LinearLR')
+    assert warmup(config())['end'] == 200                               # the config's own
+    cfg = config('--warmup-iters', '30')
+    assert warmup(cfg)['end'] == 30 and warmup(cfg)['start_factor'] == 0.001
+    assert warmup(framing_config(cfg, 'w'))['end'] == 30                # the framing run too
+    assert warmup(config('--warmup-iters', '0'))['start_factor'] == 1.0   # no ramp at all
+    with pytest.raises(UserError, match='--warmup-iters must be 0 or more'):
+        config('--warmup-iters', '-1')
+
+
+@pytest.mark.slow
 def test_kill_during_training_then_resume_loses_at_most_the_current_epoch(demo_dataset, tmp_path):
     _, prepared = demo_dataset
     work_dir = tmp_path / 'killed'

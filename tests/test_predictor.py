@@ -8,7 +8,8 @@ import re
 
 import numpy as np
 import pytest
-from conftest import run_script
+
+from tests.helpers import run_script
 
 TOLERANCE_PX = 0.1
 BBOXES = [None, (10.0, 20.0, 150.0, 180.0), None, (30.0, 0.0, 190.0, 200.0)]

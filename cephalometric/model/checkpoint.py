@@ -30,6 +30,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import os
+import pickle
 import time
 import warnings
 from dataclasses import dataclass
@@ -62,12 +63,26 @@ def allow_checkpoint_globals() -> None:
         _registered = True
 
 
+# The only attribute lookups MMEngine's resume state pickles: HistoryBuffer's statistics methods.
+HISTORY_BUFFER_METHODS = ('min', 'max', 'current', 'mean')
+
+
+def _history_buffer_method(owner, name):
+    """Stands in for `getattr` while loading: a general getattr reaches `exec` in two steps."""
+    from mmengine.logging import HistoryBuffer
+    if owner is HistoryBuffer and name in HISTORY_BUFFER_METHODS:
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(f'getattr of {name!r} on {type(owner).__name__} is not '
+                                 'something a training checkpoint holds')
+
+
 @contextlib.contextmanager
 def resume_globals():
     """Also allow what MMEngine's resume state needs, for the run's own training checkpoints."""
     from mmengine.logging import HistoryBuffer
     allow_checkpoint_globals()
-    with torch.serialization.safe_globals([HistoryBuffer, getattr]):
+    with torch.serialization.safe_globals(
+            [HistoryBuffer, (_history_buffer_method, 'builtins.getattr')]):
         yield
 
 
@@ -90,15 +105,17 @@ def _load_failure(path: str, error: Exception) -> str:
             'train_cephalometric.py')
 
 
-def load_checkpoint_file(path: str, map_location: Any = 'cpu') -> dict:
-    """torch.load a published checkpoint (best_MRE.pth); UserError with one line on failure."""
+def load_checkpoint_file(path: str, map_location: Any = 'cpu', training: bool = False) -> dict:
+    """torch.load a published checkpoint (best_MRE.pth), or with `training` one of a work
+    dir's resume checkpoints (epoch_N.pth); UserError with one line on failure."""
     if not os.path.isfile(path):
         raise UserError(f'checkpoint not found: {path}; pass the .pth written by training, '
                         'e.g. work_dirs/cephalometric/best_MRE.pth')
     allow_checkpoint_globals()
     try:
-        with warnings.catch_warnings():  # e.g. 'Detected pickle protocol 4': not for the user
-            warnings.simplefilter('ignore')
+        with warnings.catch_warnings(), \
+                (resume_globals() if training else contextlib.nullcontext()):
+            warnings.simplefilter('ignore')   # e.g. 'Detected pickle protocol 4': not for users
             checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # corrupt file, not a checkpoint, unknown pickled type
         raise UserError(_load_failure(path, error)) from None
@@ -123,23 +140,25 @@ def plain_data(value: Any) -> Any:
     return repr(value)
 
 
-def _literal(node: ast.AST) -> Any:
-    """Value of a literal expression or dict(k=literal, ...) call; ValueError for anything else."""
+def _literal(node: ast.AST, tuples: bool = False) -> Any:
+    """Value of a literal expression or dict(k=literal, ...) call; ValueError for anything else.
+    Tuples become lists unless `tuples`."""
     if isinstance(node, ast.Call):
         if (isinstance(node.func, ast.Name) and node.func.id == 'dict' and not node.args
                 and all(k.arg is not None for k in node.keywords)):
-            return {k.arg: _literal(k.value) for k in node.keywords}
+            return {k.arg: _literal(k.value, tuples) for k in node.keywords}
         raise ValueError('a function call')
     if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
-        return [_literal(e) for e in node.elts]
+        values = [_literal(e, tuples) for e in node.elts]
+        return tuple(values) if tuples and isinstance(node, ast.Tuple) else values
     if isinstance(node, ast.Dict):
         if any(k is None for k in node.keys):
             raise ValueError('dict unpacking')
-        return {_literal(k): _literal(v) for k, v in zip(node.keys, node.values)}
+        return {_literal(k, tuples): _literal(v, tuples) for k, v in zip(node.keys, node.values)}
     return ast.literal_eval(node)   # constants, signed numbers; ValueError otherwise
 
 
-def literal_config(text: str) -> dict:
+def literal_config(text: str, tuples: bool = False) -> dict:
     """Parse the Python config text older checkpoints stored, without executing any of it.
 
     Accepted only when every statement is `name = <literal>` (numbers, strings, lists, tuples,
@@ -153,7 +172,7 @@ def literal_config(text: str) -> dict:
                 and isinstance(statement.targets[0], ast.Name)):
             raise ValueError(f'line {statement.lineno} is not a plain assignment')
         try:
-            config[statement.targets[0].id] = _literal(statement.value)
+            config[statement.targets[0].id] = _literal(statement.value, tuples)
         except (ValueError, TypeError, SyntaxError, RecursionError) as error:
             raise ValueError(f'line {statement.lineno} holds {error or "code"}') from None
     return config

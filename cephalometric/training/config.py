@@ -12,7 +12,7 @@ import os.path as osp
 from typing import Optional
 
 from cephalometric.data.reader import read_inputs, read_landmark_names
-from cephalometric.errors import UserError
+from cephalometric.errors import UserError, first_line
 
 # The config sits at the repository's top level, beside the scripts (cephalometric/training/..).
 DEFAULT_CONFIG = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
@@ -209,6 +209,41 @@ def check_cfg_options(cfg, options: dict) -> None:
                             f'{type(node).__name__} {node!r} there; give a value of that type')
 
 
+MAX_RESOLVED_CONFIG_BYTES = 4 << 20   # a resolved config is ~10 kB; more is not one of ours
+
+
+def read_resolved_config(path: str):
+    """A work dir's resolved_config.py as an MMEngine Config, read as data, never executed.
+
+    Accepted only as the plain `name = literal` assignments train_cephalometric.py writes, and
+    importing only this package's modules (its `custom_imports`): a work dir may come from
+    someone else, and a swapped file must not run anything.
+    """
+    from mmengine.config import Config
+    from mmengine.utils import import_modules_from_strings
+
+    from cephalometric.model.checkpoint import literal_config
+    hint = ('it is never executed; pass --config with the config you trained with to resume, '
+            'or start a new --work-dir')
+    try:
+        if osp.getsize(path) > MAX_RESOLVED_CONFIG_BYTES:
+            raise ValueError(f'over {MAX_RESOLVED_CONFIG_BYTES >> 20} MB')
+        with open(path, encoding='utf-8') as stream:
+            data = literal_config(stream.read(), tuples=True)
+    except (OSError, UnicodeDecodeError, ValueError, SyntaxError, RecursionError,
+            MemoryError) as error:
+        raise UserError(f'{path} is not the plain data train_cephalometric.py writes '
+                        f'({first_line(error, limit=120)}); {hint}') from None
+    imports = data.get('custom_imports') or {}
+    modules = imports.get('imports', []) if isinstance(imports, dict) else None
+    if not isinstance(modules, list) or not all(
+            isinstance(m, str) and m.split('.')[0] == 'cephalometric' for m in modules):
+        raise UserError(f'{path} imports modules that are not this project\'s ({modules!r}); '
+                        f'{hint}')
+    import_modules_from_strings(modules, allow_failed_imports=False)
+    return Config(data)
+
+
 def build_config(args):
     """The config as this run uses it: file + prepared data + command-line options.
 
@@ -223,7 +258,8 @@ def build_config(args):
     config_path = resolved if own_settings else (args.config or DEFAULT_CONFIG)
     if not osp.isfile(config_path):
         raise UserError(f'config not found: {config_path}')
-    cfg = Config.fromfile(config_path)
+    # Only the --config a user passes is code; the work dir's own copy is read as data.
+    cfg = read_resolved_config(resolved) if own_settings else Config.fromfile(config_path)
     data_root = args.data_root or (cfg.data_root if own_settings else DEFAULT_DATA_ROOT)
     names = set_data_root(cfg, data_root)
     cfg.work_dir = args.work_dir

@@ -119,8 +119,8 @@ def last_checkpoint(work_dir: str) -> Optional[str]:
     pointer = osp.join(work_dir, 'last_checkpoint')
     if not osp.isfile(pointer):
         return None
-    with open(pointer) as handle:
-        path = handle.read().strip()
+    with open(pointer, encoding='utf-8', errors='replace') as handle:
+        path = handle.read(4096).strip()   # a path, as MMEngine writes it
     return path if osp.isfile(path) else None
 
 
@@ -237,16 +237,16 @@ def train(argv: Optional[Sequence[str]] = None) -> int:
 
     import cephalometric.mmpose_plugins.mmcv_compat  # noqa: F401  (must precede mmpose)
 
-    from cephalometric.model.checkpoint import resume_globals
+    from cephalometric.model.checkpoint import load_checkpoint_file
     from cephalometric.training import config as config_utils
 
     cfg, names, data_root = build_config(args)
     landmarks_done = False
     if args.resume:
-        with resume_globals():
-            checkpoint = torch.load(last_checkpoint(args.work_dir), map_location='cpu',
-                                    weights_only=True)
-        done = checkpoint.get('meta', {}).get('epoch', 0)
+        checkpoint = load_checkpoint_file(last_checkpoint(args.work_dir), training=True)
+        meta = checkpoint.get('meta')
+        done = meta.get('epoch', 0) if isinstance(meta, dict) else 0
+        done = done if isinstance(done, int) else 0
         del checkpoint
         landmarks_done = done >= cfg.train_cfg.max_epochs
         if landmarks_done and not framing_pending(cfg, args.work_dir):
