@@ -3,11 +3,15 @@
     python review_app.py --checkpoint best_MRE.pth --images photos/ --out-dir reviewed/
     python review_app.py --checkpoint model.onnx --images photos/ --out-dir reviewed/ --port 8001
     python review_app.py --images photos/ --out-dir reviewed/ --export-table reviewed.pkl
+    python review_app.py --images photos/ --out-dir reviewed/ --report reports/ [--only STEM ...]
 
-The first form predicts every photograph in --images, starts a local web server (127.0.0.1:8000)
-and prints the address to open: drag misplaced points while the measurements update, then Save
-writes <out-dir>/<image stem>.json. The last form turns the saved records into a training table
-for prepare_cephalometric_data.py (see README, "Review and correct").
+The first form starts a local web server (127.0.0.1:8000) at once and prints the address to open;
+the photographs in --images are predicted in the background (each once; saved reviews are never
+predicted again) and appear in the page as they are done. Drag misplaced points while the
+measurements update, then Save writes <out-dir>/<image stem>.json with the reviewer's initials,
+the date and the model version (the checkpoint's SHA-256). --export-table turns the saved
+records into a training table for prepare_cephalometric_data.py (see README, "Review and
+correct"); --report writes a one-page <stem>_report.pdf and .png per saved review.
 """
 from __future__ import annotations
 
@@ -35,7 +39,17 @@ def parse_args(argv):
     parser.add_argument('--export-table', metavar='FILE.pkl',
                         help='do not serve: write the records in --out-dir as a training table '
                         'for prepare_cephalometric_data.py --input')
-    return check_options(parser.parse_args(argv))
+    parser.add_argument('--report', metavar='FOLDER',
+                        help='do not serve: write a one-page report (<stem>_report.pdf and .png) '
+                        'of every saved review in --out-dir into FOLDER')
+    parser.add_argument('--only', nargs='+', metavar='STEM',
+                        help='with --report: only these images (file names without extension)')
+    args = check_options(parser.parse_args(argv))
+    if args.export_table and args.report:
+        raise UserError('give --export-table or --report, not both')
+    if args.only and not args.report:
+        raise UserError('--only goes with --report')
+    return args
 
 
 def main(argv=None) -> int:
@@ -47,13 +61,18 @@ def main(argv=None) -> int:
         print(f'next: python prepare_cephalometric_data.py --input {args.export_table} '
               '--out-dir data/reviewed')
         return 0
+    if args.report:
+        from cephalometric.review.report import write_reports
+        written = write_reports(args.images, args.out_dir, args.report, args.only)
+        print(f'{len(written) // 2} reports -> {args.report} (PDF and PNG)')
+        return 0
     if not args.checkpoint:
         raise UserError('--checkpoint is required to review (best_MRE.pth or a .onnx model)')
     if not osp.isfile(args.checkpoint):
         raise UserError(f'checkpoint {args.checkpoint} not found; give best_MRE.pth from training '
                         'or a .onnx from export_onnx.py')
     from cephalometric.review.server import bind, serve
-    from cephalometric.review.store import ReviewStore
+    from cephalometric.review.store import ReviewStore, model_version
     # Bad folders, a bad --host or a busy --port fail before the model is loaded.
     ReviewStore.check_options(args.images, args.out_dir, args.score_threshold, args.mm_per_pixel)
     bind(args.host, args.port).close()
@@ -61,7 +80,8 @@ def main(argv=None) -> int:
     from cephalometric.prediction.predictor import LandmarkPredictor
     predictor = LandmarkPredictor(args.checkpoint, device=args.device)
     store = ReviewStore(args.images, args.out_dir, predictor, score_threshold=args.score_threshold,
-                        mm_per_pixel=args.mm_per_pixel)
+                        mm_per_pixel=args.mm_per_pixel, background=True,
+                        model=model_version(args.checkpoint))
     serve(store, args.host, args.port)
     return 0
 

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from cephalometric.errors import UserError
-from cephalometric.landmarks import find_landmark
+from cephalometric.landmarks import estimated_landmarks, find_landmark
 from cephalometric.measurements import ANGLE_LINES, CLASS_NAMES, MEASUREMENTS
 
 # matplotlib's tab20 palette (RGB), strong shades first and then the light ones, so neighbouring
@@ -134,7 +134,8 @@ def _overlap(a, b) -> float:
 
 def draw_landmarks(image, names: Sequence[str], coords, scores=None,
                    measurements: Optional[Mapping[str, float]] = None, score_threshold: float = 0.3,
-                   min_canvas_size: int = 896, note: Optional[str] = None) -> np.ndarray:
+                   min_canvas_size: int = 896, note: Optional[str] = None,
+                   estimated: Optional[Sequence[bool]] = None) -> np.ndarray:
     """Annotated picture of one image's landmarks, as a new RGB uint8 array.
 
     The image is upscaled (bicubic, never down) so its shorter side is at least `min_canvas_size`;
@@ -144,6 +145,8 @@ def draw_landmarks(image, names: Sequence[str], coords, scores=None,
     `measurements` is given. Landmarks with score < `score_threshold` get a red ring and cross and
     "(review)" in the legend. NaN coordinates are listed in the legend as "not found" and not drawn.
     `note` (e.g. why no skeletal class is given) is added to the legend in the review colour.
+    Landmarks a photograph cannot show (`estimated`, per landmark; default: the set's skeletal
+    points, `landmarks.estimated_landmarks`) are drawn as diamonds, and the legend says so.
     """
     canvas, sx, sy = upscale(image, min_canvas_size)
     pts = _scale_points(coords, sx, sy)
@@ -156,9 +159,30 @@ def draw_landmarks(image, names: Sequence[str], coords, scores=None,
             raise ValueError(f'{len(scores)} scores but {count} landmarks')
     low = [scores is not None and not (scores[i] >= score_threshold) for i in range(count)]
     style = _Style(min(canvas.shape[:2]) / 896.0)   # 1.0 on the default canvas
-    _draw_points(canvas, names, pts, low, style)
+    if estimated is None:
+        estimated = estimated_landmarks(names)
+    estimated = [bool(e) for e in estimated]
+    if len(estimated) != count:
+        raise ValueError(f'{len(estimated)} estimate flags but {count} landmarks')
+    _draw_points(canvas, names, pts, low, style, estimated)
     rows = _legend_rows(names, pts, scores, low, measurements, note, score_threshold)
+    if any(e and _valid(p) for e, p in zip(estimated, pts)):
+        rows = [row + (estimated[i],) if i < count else row for i, row in enumerate(rows)]
+        rows.append(('', _TEXT, None, False))
+        rows.append((ESTIMATE_LEGEND, _TEXT, _TEXT, False, True))
     return _with_legend(canvas, rows, style)
+
+
+# Legend line for the diamond markers of estimated landmarks.
+ESTIMATE_LEGEND = 'diamond: estimated, under the skin (not seen on a photo)'
+
+
+def _diamond(canvas, centre, half: float, color) -> None:
+    """A filled diamond (a square on its corner) of half-diagonal `half` around `centre`."""
+    x, y = float(centre[0]), float(centre[1])
+    corners = np.array([(x, y - half), (x + half, y), (x, y + half), (x - half, y)])
+    cv2.fillPoly(canvas, [np.round(corners * (1 << _SHIFT)).astype(np.int32)], color, cv2.LINE_AA,
+                 _SHIFT)
 
 
 class _Style:
@@ -171,7 +195,7 @@ class _Style:
         self.thick = max(1, round(1.4 * unit))
 
 
-def _draw_points(canvas, names, pts, low, style: _Style) -> None:
+def _draw_points(canvas, names, pts, low, style: _Style, estimated=None) -> None:
     """Angle lines, then each landmark's point and number (review rings on the unsure ones)."""
     height, width = canvas.shape[:2]
     count, radius, thick = len(pts), style.radius, style.thick
@@ -195,9 +219,14 @@ def _draw_points(canvas, names, pts, low, style: _Style) -> None:
         color = landmark_color(i)
         if low[i]:
             _review_target(canvas, p, radius * 2.4, thick + 1)
-        cv2.circle(canvas, _fix(p), int((radius + 1.5) * (1 << _SHIFT)), (0, 0, 0), -1,
-                   cv2.LINE_AA, _SHIFT)
-        cv2.circle(canvas, _fix(p), int(radius * (1 << _SHIFT)), color, -1, cv2.LINE_AA, _SHIFT)
+        if estimated is not None and estimated[i]:
+            _diamond(canvas, p, (radius + 1.5) * 1.45, (0, 0, 0))
+            _diamond(canvas, p, radius * 1.45, color)
+        else:
+            cv2.circle(canvas, _fix(p), int((radius + 1.5) * (1 << _SHIFT)), (0, 0, 0), -1,
+                       cv2.LINE_AA, _SHIFT)
+            cv2.circle(canvas, _fix(p), int(radius * (1 << _SHIFT)), color, -1, cv2.LINE_AA,
+                       _SHIFT)
         label = str(i + 1)
         size = cv2.getTextSize(label, _FONT, style.font_scale, thick)
         box = _place_label(size, p, radius * (2.4 if low[i] else 1.0), taken, (width, height))
@@ -259,7 +288,7 @@ def _with_legend(canvas, rows: list, style: _Style) -> np.ndarray:
     pad = int(max(10, 14 * unit))
     marker = int(text_h)
     text_w = max([cv2.getTextSize(t + ('  ' + _REVIEW_TEXT if review else ''), _FONT, legend_scale,
-                                  thick)[0][0] for t, _, _, review in rows] + [10])
+                                  thick)[0][0] for t, _, _, review, *_ in rows] + [10])
     panel_w = pad * 3 + marker + text_w
     panel_h = pad * 2 + row_h * len(rows)
     out_h = max(height, panel_h)
@@ -267,15 +296,18 @@ def _with_legend(canvas, rows: list, style: _Style) -> np.ndarray:
     out[:] = _PANEL_BG
     out[:height, :width] = canvas
     y = pad
-    for text, color, dot, review in rows:
+    for text, color, dot, review, *shape in rows:
         baseline_y = y + text_h + (row_h - text_h - base) // 2
         if dot is not None:
             centre = (width + pad + marker / 2, baseline_y - text_h / 2)
             if review:
                 cv2.circle(out, _fix(centre), int(marker * 0.75 * (1 << _SHIFT)), _REVIEW, 1,
                            cv2.LINE_AA, _SHIFT)
-            cv2.circle(out, _fix(centre), int(marker * 0.45 * (1 << _SHIFT)), dot, -1, cv2.LINE_AA,
-                       _SHIFT)
+            if shape and shape[0]:
+                _diamond(out, centre, marker * 0.6, dot)
+            else:
+                cv2.circle(out, _fix(centre), int(marker * 0.45 * (1 << _SHIFT)), dot, -1,
+                           cv2.LINE_AA, _SHIFT)
         if text:
             x = width + pad * 2 + marker
             cv2.putText(out, text, (x, baseline_y), _FONT, legend_scale, color, thick, cv2.LINE_AA)

@@ -132,3 +132,34 @@ def landmark_columns(columns: Iterable[str]) -> list[tuple[str, str, str]]:
                 f'add "{display[key]}_{missing}" or drop {axes[have]!r}')
         pairs.append((display[key], axes['x'], axes['y']))
     return pairs
+
+
+# Landmarks a face photograph cannot show: bony (skeletal) points and the incisor roots lie under
+# the skin, so the model estimates them from the visible profile. Canonical keys of ALIASES; the
+# soft-tissue points and the incisor tips (seen when the lips are apart) are not in it.
+ESTIMATED_KEYS: frozenset = frozenset({
+    'sella', 'nasion', 'a point', 'b point', 'upper 1 apex', 'lower 1 apex', 'ans', 'pns',
+    'gonion', 'menton', 'pogonion', 'gnathion', 'orbitale', 'porion', 'articulare'})
+
+
+def canonical_key(name: str) -> Optional[str]:
+    """The ALIASES key of landmark `name` ('Gonion' -> 'gonion', 'Subspinale' -> 'a point'), or
+    None for a name this module does not know."""
+    wanted = normalize_name(name)
+    for canonical, aliases in ALIASES.items():
+        if wanted == canonical or wanted in aliases:
+            return canonical
+    return None
+
+
+def estimated_landmarks(names: Sequence[str],
+                        estimated: Optional[Iterable[str]] = None) -> list[bool]:
+    """Per landmark of `names`: True when a photograph cannot show it (an estimate).
+
+    A landmark set may say which of its points are estimates (`estimated`: names of the set);
+    otherwise the known skeletal points (ESTIMATED_KEYS) are, and unknown names are not.
+    """
+    if estimated is not None:
+        chosen = {normalize_name(n) for n in estimated}
+        return [normalize_name(n) in chosen for n in names]
+    return [canonical_key(n) in ESTIMATED_KEYS for n in names]

@@ -1,30 +1,31 @@
 """The review app's web server: a small Starlette app over a `ReviewStore`, served by uvicorn.
 
-Job: HTTP only. The page (`static/review/`: plain HTML, JS and SVG, nothing fetched from the
-internet) asks the JSON API below; every number it shows comes from the server, which computes it
-with `measurements.compute_measurements` (one implementation, none in JavaScript).
+Job: HTTP only. The page (`static/`: plain HTML, JS and SVG, nothing fetched from the internet)
+asks the JSON API below; every number it shows comes from the server, which computes it with
+`measurements.compute_measurements` (one implementation, none in JavaScript).
 
     GET  /                       the page          GET  /static/<file>     its JS and CSS
-    GET  /api/session            landmark names, S-N/N-A/N-B lines, norms, colours, the image list
-    GET  /api/images             the image list (to review first, least confident first)
-    GET  /api/image/<name>       one image's points, predictions, scores and measurements
-    GET  /api/pixels/<name>      the image as PNG
-    POST /api/measurements       {"image": name, "landmarks": [[x, y], ...]} -> measurements
-    POST /api/save/<name>        {"landmarks": [[x, y], ...]} -> writes <out-dir>/<stem>.json
+    GET  /api/session            landmark names, help, lines, norms, colours, progress, the list
+    GET  /api/images             {"images": the list, "progress": {"done", "total", "failure"}}
+    GET  /api/image/<name>       one image's points, predictions, scores, measurements and marks
+    GET  /api/pixels/<name>      the image (?max=N: scaled down to fit N px, as JPEG) for display
+    POST /api/measurements       {"image", "landmarks": [[x, y] | null, ...], "calibration"}
+    POST /api/save/<name>        {"landmarks", "status", "reason", "reviewer", "calibration"}
+    GET  /api/report/<name>      the one-page report of the saved review (?format=pdf|png)
 
 Safety: listens on 127.0.0.1 unless told otherwise; only names listed from the images folder are
-served (see review_store); request bodies must be JSON (which also stops other web sites from
-posting: browsers preflight that) and at most MAX_BODY_BYTES; on loopback the Host header must be
-a loopback name (no DNS rebinding); every refusal is a JSON {"error": message}; the server stays
-up.
-Imports starlette and uvicorn, OpenCV, and the package's `drawing` (colours), `errors`,
-`measurements` (names and norms) and `review_store`.
+served (see review_store); request bodies must be JSON and at most MAX_BODY_BYTES, read with
+bounded integers and nesting (`store.parse_json`); a request whose Origin or Referer is not this
+server's own address is refused (no other web site can post, even without a preflight); on
+loopback the Host header must be a loopback name (no DNS rebinding); every refusal is a JSON
+{"error": message}; the server stays up.
+Imports starlette and uvicorn, OpenCV, and the package's `errors`, `measurements` (names and
+norms) and `review.clinical`, `review.report`, `review.store`.
 """
 from __future__ import annotations
 
 import contextlib
 import ipaddress
-import json
 import os.path as osp
 import socket
 import sys
@@ -35,17 +36,17 @@ from typing import Iterator
 
 import cv2
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cephalometric.drawing import landmark_color
 from cephalometric.errors import UserError
 from cephalometric.measurements import CLASS_NAMES, MEASUREMENTS
-from cephalometric.review.store import RequestError, ReviewStore
+from cephalometric.review.clinical import CLINICAL_NAMES
+from cephalometric.review.store import RequestError, ReviewStore, marks, parse_json
 
 STATIC_DIR = osp.join(osp.dirname(osp.abspath(__file__)), 'static')
 STATIC_TYPES = {'index.html': 'text/html; charset=utf-8',
@@ -88,7 +89,7 @@ async def _json_body(request: Request):
         if len(body) > MAX_BODY_BYTES:
             raise RequestError(413, f'request body too large: at most {MAX_BODY_BYTES} bytes')
     try:
-        data = json.loads(bytes(body).decode('utf-8'), parse_constant=_reject_constant)
+        data = parse_json(bytes(body).decode('utf-8'))
     except (UnicodeDecodeError, ValueError) as error:
         raise RequestError(400, f'the body is not valid JSON ({error})') from None
     if not isinstance(data, dict):
@@ -96,8 +97,63 @@ async def _json_body(request: Request):
     return data
 
 
-def _reject_constant(name: str):
-    raise ValueError(f'{name} is not a number')
+# Landmark colours of the page: Okabe & Ito's palette for colour-vision deficiencies, without its
+# yellow (kept for the review ring, which is also dashed) and black; numbers tell points apart.
+PAGE_COLORS = ('#e69f00', '#56b4e9', '#009e73', '#0072b2', '#d55e00', '#cc79a7', '#ffffff')
+MAX_PIXELS_CACHE = 6
+
+
+def _host_and_port(value: str):
+    """(host, port) of an 'http://host:port' origin or URL, or None when it is not http."""
+    from urllib.parse import urlsplit
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme != 'http' or not parts.hostname:
+        return None
+    return parts.hostname.lower(), port or 80
+
+
+class _Guard:
+    """Refuses, with the API's JSON error, a Host header that is not this server's name and an
+    Origin or Referer that is not this server's own address."""
+
+    def __init__(self, app, hosts: list, port_of):
+        self.app = app
+        self.hosts = {h.strip('[]').lower() for h in hosts}
+        self.port_of = port_of
+
+    async def __call__(self, scope, receive, send):
+        if scope['type'] != 'http':
+            return await self.app(scope, receive, send)
+        headers = {k.decode('latin-1').lower(): v.decode('latin-1')
+                   for k, v in scope.get('headers', [])}
+        problem = self.problem(headers)
+        if problem:
+            return await _error(*problem)(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+    def problem(self, headers: dict):
+        host = headers.get('host', '')
+        own = _host_and_port(f'http://{host}') if host else None
+        if self.hosts and (own is None or own[0].strip('[]') not in self.hosts):
+            return 400, (f'refused: the Host header {host!r} is not this server\'s name; open the '
+                         'address the server printed')
+        port = self.port_of()
+        for header in ('origin', 'referer'):
+            value = headers.get(header)
+            if value is None:
+                continue
+            site = _host_and_port(value)
+            same = own is not None and site is not None and \
+                site[0].strip('[]') == own[0].strip('[]') and site[1] == own[1] and \
+                (port is None or site[1] == port)
+            if not same:
+                return 403, (f'refused: a request from another web site ({header} '
+                             f'{value[:80]!r}); use the review page itself')
+        return None
 
 
 class _SecurityHeaders:
@@ -119,8 +175,9 @@ class _SecurityHeaders:
         return await self.app(scope, receive, send_with_headers)
 
 
-def create_app(store: ReviewStore, host: str = '127.0.0.1') -> Starlette:
-    """The Starlette app serving `store`; `host` is what the server listens on."""
+def create_app(store: ReviewStore, host: str = '127.0.0.1', port=None) -> Starlette:
+    """The Starlette app serving `store`; `host` (and `port`, an int or a callable giving it) is
+    what the server listens on."""
     static = {}
     for name, media_type in STATIC_TYPES.items():
         with open(osp.join(STATIC_DIR, name), 'rb') as stream:
@@ -139,42 +196,95 @@ def create_app(store: ReviewStore, host: str = '127.0.0.1') -> Starlette:
             raise RequestError(404, f'no such file: {name}')
         return static_file(name)
 
+    encoded: dict = {}    # (name, max side) -> (bytes, media type): the last few photos sent
+
     async def session(request):
-        return JSONResponse({
-            'landmarks': store.names, 'lines': store.lines,
-            'score_threshold': store.score_threshold,
-            'measurement_info': {key: info._asdict() for key, info in MEASUREMENTS.items()},
+        data = store.session()
+        data.update({
+            'measurement_info': {key: dict(info._asdict(), name=CLINICAL_NAMES.get(key, key))
+                                 for key, info in MEASUREMENTS.items()},
             'class_names': {str(k): v for k, v in CLASS_NAMES.items()},
-            'colors': ['#%02x%02x%02x' % landmark_color(i) for i in range(len(store.names))],
+            'colors': [PAGE_COLORS[i % len(PAGE_COLORS)] for i in range(len(store.names))],
             'images': store.listing()})
+        return JSONResponse(data)
 
     async def images(request):
-        return JSONResponse(store.listing())
+        return JSONResponse({'images': store.listing(), 'progress': store.progress()})
 
     async def image(request):
         return JSONResponse(store.detail(request.path_params['name']))
 
-    async def pixels(request):
-        rgb = store.pixels(request.path_params['name'])
-        ok, png = cv2.imencode('.png', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    def encode(name: str, limit: int):
+        rgb = store.pixels(name)
+        height, width = rgb.shape[:2]
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+        if limit and max(width, height) > limit:
+            scale = limit / max(width, height)
+            bgr = cv2.resize(bgr, (max(1, round(width * scale)), max(1, round(height * scale))),
+                             interpolation=cv2.INTER_AREA)
+            ok, data = cv2.imencode('.jpg', bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])
+            media_type = 'image/jpeg'
+        else:
+            ok, data = cv2.imencode('.png', bgr)
+            media_type = 'image/png'
         if not ok:
             raise RequestError(500, 'could not encode the image')
-        return Response(png.tobytes(), media_type='image/png')
+        return data.tobytes(), media_type
+
+    async def pixels(request):
+        name = request.path_params['name']
+        text = request.query_params.get('max', '0')
+        if not text.isdigit() or len(text) > 6:
+            raise RequestError(422, '?max= must be a whole number of pixels')
+        limit = int(text)
+        limit = 0 if limit == 0 else min(max(limit, 64), 20000)
+        path = store.image_file(name)     # checked on every request (links swapped in)
+        key = (name, limit, osp.getmtime(path))
+        if key not in encoded:
+            content = await run_in_threadpool(encode, name, limit)
+            if len(encoded) >= MAX_PIXELS_CACHE:
+                encoded.pop(next(iter(encoded)))
+            encoded[key] = content
+        content, media_type = encoded[key]
+        return Response(content, media_type=media_type)
 
     async def measurements(request):
         data = await _json_body(request)
-        coords = store.parse_points(data.get('image'), data.get('landmarks'))
-        return JSONResponse({'measurements': store.measurements(coords)})
+        name = data.get('image')
+        coords = store.parse_points(name, data.get('landmarks'))
+        calibration = store.parse_calibration(name, data.get('calibration'))
+        values = store.measurements(coords, calibration)
+        return JSONResponse({'measurements': values, 'marks': marks(values),
+                             'points': [None if p[0] != p[0] else p for p in coords.tolist()],
+                             'mm_per_pixel': store.spacing(calibration)})
 
     async def save(request):
         name = request.path_params['name']
         store.case(name)   # refuse unknown names before reading the body
         data = await _json_body(request)
         coords = store.parse_points(name, data.get('landmarks'))
-        record = store.save(name, coords)
+        calibration = store.parse_calibration(name, data.get('calibration'))
+        record = store.save(name, coords, status=data.get('status', 'reviewed'),
+                            reason=data.get('reason'), reviewer=data.get('reviewer'),
+                            calibration=calibration)
         return JSONResponse({'saved': osp.basename(store.record_path(store.case(name).stem)),
                              'record': record, 'detail': store.detail(name),
                              'images': store.listing()})
+
+    async def report(request):
+        from cephalometric.review.report import render_report
+        name = request.path_params['name']
+        case = store.case(name)
+        kind = request.query_params.get('format', 'pdf')
+        if kind not in ('pdf', 'png'):
+            raise RequestError(422, '?format= must be pdf or png')
+        path = store.record_path(case.stem)
+        if not case.reviewed or not osp.isfile(path):
+            raise RequestError(409, f'{name} has no saved review yet; save it first')
+        content = await run_in_threadpool(render_report, path, store.image_file(name), kind)
+        return Response(content, media_type='application/pdf' if kind == 'pdf' else 'image/png',
+                        headers={'content-disposition':
+                                 f'attachment; filename="{case.stem}_report.{kind}"'})
 
     async def request_error(request, error: RequestError):
         return _error(error.status, str(error))
@@ -186,6 +296,8 @@ def create_app(store: ReviewStore, host: str = '127.0.0.1') -> Starlette:
         return _error(error.status_code, message)
 
     async def server_error(request, error: Exception):
+        if isinstance(error, UserError):
+            return _error(422, str(error))
         traceback.print_exception(error)
         return _error(500, f'internal error ({type(error).__name__}); the server is still running')
 
@@ -198,10 +310,12 @@ def create_app(store: ReviewStore, host: str = '127.0.0.1') -> Starlette:
         Route('/api/pixels/{name:path}', pixels),
         Route('/api/measurements', measurements, methods=['POST']),
         Route('/api/save/{name:path}', save, methods=['POST']),
+        Route('/api/report/{name:path}', report),
     ]
-    middleware = [Middleware(_SecurityHeaders)]
-    if is_loopback(host):
-        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_NAMES))
+    hosts = LOOPBACK_NAMES if is_loopback(host) else ([] if host in ('0.0.0.0', '::', '') else
+                                                      [host])
+    port_of = port if callable(port) else (lambda: port)
+    middleware = [Middleware(_SecurityHeaders), Middleware(_Guard, hosts=hosts, port_of=port_of)]
     return Starlette(routes=routes, middleware=middleware, exception_handlers={
         RequestError: request_error, HTTPException: http_error, Exception: server_error})
 
@@ -245,7 +359,7 @@ def make_server(app, sock: socket.socket):
 def serve(store: ReviewStore, host: str, port: int) -> None:
     """Listen on host:port, print the address, and serve until Ctrl+C."""
     sock = bind(host, port)
-    app = create_app(store, host)
+    app = create_app(store, host, sock.getsockname()[1])
     warning = host_warning(host)
     if warning:
         print(warning, file=sys.stderr, flush=True)
@@ -266,7 +380,7 @@ def host_warning(host: str) -> str:
 def running_server(store: ReviewStore, host: str = '127.0.0.1', port: int = 0) -> Iterator[str]:
     """Serve `store` from a background thread (tests, screenshots); yields the address."""
     sock = bind(host, port)
-    server = make_server(create_app(store, host), sock)
+    server = make_server(create_app(store, host, sock.getsockname()[1]), sock)
     thread = threading.Thread(target=server.run, kwargs={'sockets': [sock]}, daemon=True)
     thread.start()
     try:

@@ -1,19 +1,31 @@
 // Review page: shows one image's landmarks as draggable SVG points and asks the server for every
-// number it shows (no measurement is computed here). Plain JS, no libraries, nothing from the internet.
+// number it shows (no measurement is computed here, and no number is rounded again here: the server
+// rounds once). Plain JS, no libraries, nothing from the internet.
 'use strict';
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
+const REACH = 14;          // screen px: a press this close to a point picks it
+const SAME_PRESS = 5;      // screen px: a second press this close cycles through overlapping points
+const ZOOM_STEP = Math.SQRT2;
 const state = {
-  session: null,       // names, lines, score_threshold, measurement_info, colors, images
+  session: null,       // names, lines, help, estimated, score_threshold, measurement_info, colors
   images: [],          // listing from the server, in review order
+  progress: null,      // {done, total, failure} of the background predictions
   name: null,          // current image file name
   detail: null,        // server's view of the current image
-  points: [],          // current [x, y] per landmark (image pixels)
-  edits: {},           // unsaved points per image name
-  undo: {},            // undo stacks per image name
+  points: [],          // current [x, y] or null (not visible) per landmark (image pixels)
+  calibration: null,   // {points, length_mm} of the current image, or null
+  edits: {},           // unsaved {points, calibration} per image name
+  undo: {},            // undo stacks per image name: [{points, calibration}]
+  hiddenAt: {},        // last position of a landmark marked not visible
   selected: -1,
   zoom: 1,
   digits: '', digitTimer: null,
+  lastPress: null,     // {x, y, index}: screen position of the last press and what it picked
+  space: false,        // space bar held: drags pan
+  calibrating: null,   // [] or [[x, y]] while marking a known distance
+  reviewer: sessionStorage.getItem('reviewer') || '',
+  photoSide: 0,        // longest side of the photo the page has loaded (px), 0 = full size
   request: { inFlight: false, pending: false, since: null, token: 0 },
 };
 // Drag-to-update latencies (ms): from the pointer move that changed a point to the panel showing
@@ -34,16 +46,22 @@ async function api(path, body) {
     method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) };
   const response = await fetch(path, options);
   const data = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
-  if (!response.ok) throw new Error(data.error || `HTTP ${response.status}`);
+  if (!response.ok) {
+    const error = new Error(data.error || `HTTP ${response.status}`);
+    error.status = response.status;
+    throw error;
+  }
   return data;
 }
 
 const enc = (name) => encodeURIComponent(name);
+const copyPoints = (points) => points.map((p) => (p ? p.slice() : null));
 const svgEl = (tag, attrs) => {
   const el = document.createElementNS(SVG_NS, tag);
   for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, v);
   return el;
 };
+const landmarkLabel = (i) => `${i + 1} ${state.session.landmarks[i]}`;
 
 // ---- image list ---------------------------------------------------------------------------------
 function renderImageList() {
@@ -52,27 +70,69 @@ function renderImageList() {
   for (const item of state.images) {
     const li = document.createElement('li');
     li.dataset.image = item.name;
-    li.className = (item.status === 'reviewed' ? 'reviewed' : 'to-review') +
-      (item.name === state.name ? ' current' : '');
+    li.className = item.status.replace(' ', '-') + (item.name === state.name ? ' current' : '');
+    const button = document.createElement('button');
+    button.type = 'button';
     const name = document.createElement('div');
     name.className = 'name'; name.textContent = item.name; name.title = item.name;
     const meta = document.createElement('div');
     meta.className = 'meta';
     const status = document.createElement('span');
     status.className = 'status'; status.textContent = item.status;
-    const score = document.createElement('span');
-    score.className = 'score';
-    score.textContent = `lowest score ${item.min_score.toFixed(2)}` +
-      (item.low_count ? `, ${item.low_count} to check` : '');
-    meta.append(status, score);
+    meta.append(status);
+    if (item.min_score !== null && item.min_score !== undefined) {
+      const score = document.createElement('span');
+      score.className = 'score';
+      score.textContent = `lowest score ${item.min_score.toFixed(2)}` +
+        (item.low_count ? `, ${item.low_count} to check` : '');
+      meta.append(score);
+    }
     if (state.edits[item.name]) {
       const unsaved = document.createElement('span');
       unsaved.className = 'unsaved'; unsaved.textContent = 'unsaved';
       meta.append(unsaved);
     }
-    li.append(name, meta);
-    li.addEventListener('click', () => openImage(item.name));
+    button.append(name, meta);
+    if (item.name === state.name) button.setAttribute('aria-current', 'true');
+    button.addEventListener('click', () => openImage(item.name));
+    li.append(button);
     list.append(li);
+  }
+  const current = list.querySelector('li.current');
+  if (current) current.scrollIntoView({ block: 'nearest' });
+  renderCounter();
+}
+
+function renderCounter() {
+  const done = state.images.filter((i) => i.status === 'reviewed' || i.status === 'cannot trace').length;
+  $('#counter').textContent = `${done} done / ${state.images.length - done} left`;
+  const p = state.progress;
+  const el = $('#progress');
+  if (p && p.failure) { el.textContent = `prediction stopped: ${p.failure}`; el.className = 'busy'; }
+  else if (p && p.done < p.total) { el.textContent = `predicting ${p.done}/${p.total}`; el.className = 'busy'; }
+  else { el.textContent = p && p.total ? `all ${p.total} predicted` : ''; el.className = ''; }
+}
+
+async function pollImages() {
+  try {
+    const data = await api('/api/images');
+    state.images = data.images;
+    state.progress = data.progress;
+    if (!state.session.landmarks.length && data.progress.done) {
+      Object.assign(state.session, await api('/api/session'));   // names known once predicted
+      buildHelp();
+    }
+    renderImageList();
+    if (!state.name) {
+      const first = state.images.find((i) => i.status !== 'predicting');
+      if (first) await openImage(first.name);
+    }
+    if (data.progress.done < data.progress.total && !data.progress.failure) {
+      setTimeout(pollImages, 700);
+    }
+  } catch (error) {
+    message(error.message, true);
+    setTimeout(pollImages, 2000);
   }
 }
 
@@ -83,20 +143,62 @@ async function openImage(name) {
     const detail = await api(`/api/image/${enc(name)}`);
     state.name = name;
     state.detail = detail;
-    state.points = (state.edits[name] || detail.points).map((p) => p.slice());
+    const edit = state.edits[name];
+    state.points = copyPoints(edit ? edit.points : detail.points);
+    state.calibration = edit ? edit.calibration : detail.calibration;
     state.selected = -1;
+    state.lastPress = null;
+    state.calibrating = null;
     state.request.token += 1;
-    $('#image-title').textContent = `${name} (${detail.size[0]}x${detail.size[1]} px, ${detail.status})`;
+    $('#waiting').hidden = true;
+    renderTitle();
     buildCanvas();
     fitZoom();
     renderImageList();
     renderLandmarkList();
-    if (state.edits[name]) requestMeasurements(performance.now());
-    else renderMeasurements(detail.measurements);
-    message(detail.status === 'reviewed' ? 'showing the saved review' : '');
+    if (edit) requestMeasurements(performance.now());
+    else renderMeasurements(detail.measurements, detail.marks, detail.mm_per_pixel);
+    renderReportLink();
+    message(detail.status === 'to review' ? '' : `showing the saved review (${detail.status}` +
+      `${detail.reason ? ': ' + detail.reason : ''})`);
   } catch (error) {
-    message(error.message, true);
+    if (error.status === 409) message(`${name} is still being predicted; it opens when ready`);
+    else message(error.message, true);
   }
+}
+
+function renderTitle() {
+  const d = state.detail;
+  $('#image-title').textContent = `${state.name} (${d.size[0]}x${d.size[1]} px, ${d.status})`;
+}
+
+function renderReportLink() {
+  const link = $('#report-link');
+  const saved = state.detail && state.detail.status !== 'to review';
+  link.setAttribute('aria-disabled', saved ? 'false' : 'true');
+  link.tabIndex = saved ? 0 : -1;
+  link.href = saved ? `/api/report/${enc(state.name)}?format=pdf` : '#';
+}
+
+function photoSideFor(zoom) {
+  // The photo is sent at the screen's resolution; a larger one only when zoomed in beyond it.
+  const [w, h] = state.detail.size;
+  const longest = Math.max(w, h);
+  const screenSide = Math.ceil(Math.max(screen.width, screen.height) * (window.devicePixelRatio || 1));
+  const needed = longest * zoom * (window.devicePixelRatio || 1);
+  if (longest <= screenSide || needed > screenSide * 1.5) return 0;
+  return screenSide;
+}
+
+function loadPhoto(side) {
+  const image = $('#photo');
+  if (!image) return;
+  state.photoSide = side;
+  $('#loading').hidden = false;
+  const url = `/api/pixels/${enc(state.name)}` + (side ? `?max=${side}` : '');
+  image.onload = () => { $('#loading').hidden = true; };
+  image.onerror = () => { $('#loading').hidden = true; message('could not load the photo', true); };
+  image.setAttribute('href', url);
 }
 
 function buildCanvas() {
@@ -104,13 +206,14 @@ function buildCanvas() {
   const [w, h] = state.detail.size;
   svg.replaceChildren();
   svg.setAttribute('viewBox', `-0.5 -0.5 ${w} ${h}`);
-  svg.append(svgEl('image', { href: `/api/pixels/${enc(state.name)}`, x: -0.5, y: -0.5, width: w,
-                              height: h, preserveAspectRatio: 'none' }));
+  svg.append(svgEl('image', { id: 'photo', x: -0.5, y: -0.5, width: w, height: h,
+                              preserveAspectRatio: 'none' }));
   const lines = svgEl('g', { id: 'lines' });
   for (const [i, j] of state.session.lines) {
     lines.append(svgEl('line', { class: 'angle-line-shadow', 'data-from': i, 'data-to': j }));
     lines.append(svgEl('line', { class: 'angle-line', 'data-from': i, 'data-to': j }));
   }
+  lines.append(svgEl('line', { class: 'calibration-line', id: 'calibration-line' }));
   svg.append(lines);
   const threshold = state.session.score_threshold;
   const points = svgEl('g', { id: 'points' });
@@ -121,38 +224,62 @@ function buildCanvas() {
     if (score < threshold) {
       g.append(svgEl('circle', { class: 'low-ring-shadow' }), svgEl('circle', { class: 'low-ring' }));
     }
-    const circle = svgEl('circle', { class: 'point', 'data-landmark': landmarkName, 'data-index': i,
-                                     fill: state.session.colors[i] });
+    const marker = svgEl('path', { class: 'point', 'data-landmark': landmarkName, 'data-index': i,
+                                   fill: state.session.colors[i] });
     const title = svgEl('title');
-    title.textContent = `${i + 1} ${landmarkName} (score ${score.toFixed(2)}` +
-      `${score < threshold ? ', please check' : ''})`;
-    circle.append(title);
+    const help = state.session.help[i];
+    title.textContent = `${landmarkLabel(i)}${help.estimated ? ' (estimate)' : ''}: ` +
+      `${help.definition || ''} Score ${score.toFixed(2)}${score < threshold ? ', please check' : ''}.`;
+    marker.append(title);
     const label = svgEl('text', { class: 'label' });
     label.textContent = String(i + 1);
-    g.append(predicted, circle, label);
-    circle.addEventListener('pointerdown', (event) => startDrag(event, i));
+    g.append(predicted, marker, label);
     points.append(g);
   });
   svg.append(points);
-  updateCanvas();
+  state.photoSide = -1;    // the first updateCanvas loads the photo at the size it needs
+}
+
+function markerPath(x, y, r, diamond) {
+  if (diamond) {
+    const d = r * 1.35;
+    return `M${x} ${y - d}L${x + d} ${y}L${x} ${y + d}L${x - d} ${y}Z`;
+  }
+  return `M${x - r} ${y}a${r} ${r} 0 1 0 ${2 * r} 0a${r} ${r} 0 1 0 ${-2 * r} 0Z`;
 }
 
 function updateCanvas() {
   const svg = $('#canvas');
   const unit = 1 / state.zoom;                   // image pixels per screen pixel
   const [w, h] = state.detail.size;
-  svg.setAttribute('width', Math.round(w * state.zoom));
-  svg.setAttribute('height', Math.round(h * state.zoom));
+  svg.setAttribute('width', Math.max(1, Math.round(w * state.zoom)));
+  svg.setAttribute('height', Math.max(1, Math.round(h * state.zoom)));
   svg.querySelectorAll('.angle-line, .angle-line-shadow').forEach((line) => {
     const a = state.points[Number(line.dataset.from)];
     const b = state.points[Number(line.dataset.to)];
+    line.style.display = a && b ? '' : 'none';
+    if (!a || !b) return;
     line.setAttribute('x1', a[0]); line.setAttribute('y1', a[1]);
     line.setAttribute('x2', b[0]); line.setAttribute('y2', b[1]);
     line.setAttribute('stroke-width', (line.classList.contains('angle-line') ? 1.5 : 3.5) * unit);
   });
+  const calLine = $('#calibration-line');
+  const cal = state.calibrating && state.calibrating.length ? state.calibrating
+    : (state.calibration ? state.calibration.points : null);
+  if (calLine) {
+    calLine.style.display = cal && cal.length === 2 ? '' : 'none';
+    if (cal && cal.length === 2) {
+      calLine.setAttribute('x1', cal[0][0]); calLine.setAttribute('y1', cal[0][1]);
+      calLine.setAttribute('x2', cal[1][0]); calLine.setAttribute('y2', cal[1][1]);
+      calLine.setAttribute('stroke-width', 2 * unit);
+    }
+  }
   svg.querySelectorAll('g.landmark').forEach((g) => {
     const i = Number(g.dataset.index);
-    const [x, y] = state.points[i];
+    const point = state.points[i];
+    g.classList.toggle('hidden-point', !point);
+    if (!point) return;
+    const [x, y] = point;
     const [px, py] = state.detail.predicted[i];
     const moved = Math.abs(x - px) > 0.005 || Math.abs(y - py) > 0.005;
     g.classList.toggle('selected', i === state.selected);
@@ -160,12 +287,13 @@ function updateCanvas() {
       c.setAttribute('cx', c.classList.contains('predicted') ? px : x);
       c.setAttribute('cy', c.classList.contains('predicted') ? py : y);
     }
-    const point = g.querySelector('.point');
-    point.setAttribute('r', 5.5 * unit);
-    point.setAttribute('stroke-width', (i === state.selected ? 2.5 : 1.2) * unit);
+    const marker = g.querySelector('.point');
+    marker.setAttribute('d', markerPath(x, y, 5.5 * unit, state.session.estimated[i]));
+    marker.setAttribute('stroke-width', (i === state.selected ? 2.5 : 1.2) * unit);
     for (const ring of g.querySelectorAll('.low-ring, .low-ring-shadow')) {
       ring.setAttribute('r', 11 * unit);
       ring.setAttribute('stroke-width', (ring.classList.contains('low-ring') ? 2.5 : 5) * unit);
+      if (ring.classList.contains('low-ring')) ring.setAttribute('stroke-dasharray', `${4 * unit} ${2.5 * unit}`);
     }
     const predicted = g.querySelector('.predicted');
     predicted.setAttribute('r', moved ? 3.5 * unit : 0);
@@ -175,6 +303,8 @@ function updateCanvas() {
     label.setAttribute('font-size', 12 * unit); label.setAttribute('stroke-width', 3 * unit);
   });
   $('#zoom-level').textContent = `${Math.round(state.zoom * 100)}%`;
+  const side = photoSideFor(state.zoom);
+  if (side !== state.photoSide && !(side && state.photoSide === 0)) loadPhoto(side);
 }
 
 function renderLandmarkList() {
@@ -183,50 +313,81 @@ function renderLandmarkList() {
   const threshold = state.session.score_threshold;
   state.session.landmarks.forEach((landmarkName, i) => {
     const li = document.createElement('li');
+    const button = document.createElement('button');
+    button.type = 'button';
     const score = state.detail.scores[i];
-    const [x, y] = state.points[i];
+    const point = state.points[i];
     const [px, py] = state.detail.predicted[i];
+    const help = state.session.help[i];
     li.className = (score < threshold ? 'low' : '') + (i === state.selected ? ' selected' : '');
-    li.append(`${landmarkName} `);
+    button.title = `${help.definition}${help.estimated ? ' An estimate: not visible on a photograph.' : ''}`;
+    button.append(`${landmarkName} `);
+    if (help.estimated) {
+      const e = document.createElement('span');
+      e.className = 'estimate'; e.textContent = 'estimate ';
+      button.append(e);
+    }
     const s = document.createElement('span');
     s.className = 'score'; s.textContent = score.toFixed(2) + (score < threshold ? ' check' : '');
-    li.append(s);
-    if (Math.abs(x - px) > 0.005 || Math.abs(y - py) > 0.005) {
+    button.append(s);
+    if (!point) {
+      const m = document.createElement('span');
+      m.className = 'missing'; m.textContent = ' not visible';
+      button.append(m);
+    } else if (Math.abs(point[0] - px) > 0.005 || Math.abs(point[1] - py) > 0.005) {
       const c = document.createElement('span');
       c.className = 'corrected'; c.textContent = ' corrected';
-      li.append(c);
+      button.append(c);
     }
-    li.addEventListener('click', () => select(i));
+    button.addEventListener('click', () => select(i));
+    li.append(button);
     list.append(li);
   });
 }
 
-function renderMeasurements(values) {
+function renderMeasurements(values, marks, mmPerPixel) {
   const body = $('#measurements tbody');
   body.replaceChildren();
   const info = state.session.measurement_info;
+  const signs = { 2: '++', 1: '+', 0: '', '-1': '\u2212', '-2': '\u2212\u2212' };
   for (const key of Object.keys(info)) {
     if (!(key in values)) continue;
+    if (mmPerPixel && info[key].unit === 'px') continue;   // the mm row says it for this photo
+    const level = (marks && marks[key]) || 0;
     const tr = document.createElement('tr');
-    if (['SNA', 'SNB', 'ANB', 'skeletal_class'].includes(key)) tr.className = 'main';
+    tr.className = (['SNA', 'SNB', 'ANB', 'skeletal_class'].includes(key) ? 'main ' : '') +
+      (level ? `mark-${Math.abs(level)}` : '');
     const name = document.createElement('td');
-    name.textContent = key; name.title = info[key].description;
+    name.className = 'name';
+    name.textContent = info[key].name;
+    name.title = `${key}: ${info[key].description}`;
     const value = document.createElement('td');
+    value.className = 'value';
     value.dataset.measurement = key;
     const unit = document.createElement('td');
     unit.className = 'unit';
+    const mark = document.createElement('td');
+    mark.className = 'mark';
     if (key === 'skeletal_class') {
-      value.textContent = String(values[key]);
-      unit.textContent = state.session.class_names[String(values[key])] || '';
+      value.textContent = state.session.class_names[String(values[key])] || String(values[key]);
+      value.dataset.value = String(values[key]);
+      mark.textContent = level ? '!' : '';
     } else {
-      value.textContent = values[key].toFixed(2);
+      value.textContent = values[key].toFixed(2);    // the server rounded to 0.01 already
+      value.dataset.value = String(values[key]);
       unit.textContent = info[key].unit;
+      mark.textContent = signs[level];
+      if (level) mark.title = `outside ${Math.abs(level)} SD of the norm, ${level > 0 ? 'above' : 'below'}`;
     }
     const norm = document.createElement('td');
-    norm.className = 'norm'; norm.textContent = info[key].norm; norm.title = info[key].norm;
-    tr.append(name, value, unit, norm);
+    norm.className = 'norm'; norm.textContent = info[key].norm;
+    tr.append(name, value, unit, norm, mark);
     body.append(tr);
   }
+  const note = $('#calibration-note');
+  note.textContent = state.calibration
+    ? `calibrated on this photo: ${state.calibration.length_mm} mm marked, ${Number(mmPerPixel).toPrecision(4)} mm per pixel`
+    : (mmPerPixel ? `${mmPerPixel} mm per pixel (--mm-per-pixel)` : 'distances in pixels: calibrate this photo for mm');
 }
 
 // ---- measurements from the server, at most one request in flight ------------------------------------
@@ -237,10 +398,11 @@ function requestMeasurements(changedAt) {
   const since = r.since;
   const token = r.token;
   r.since = null; r.pending = false; r.inFlight = true;
-  api('/api/measurements', { image: state.name, landmarks: state.points })
+  api('/api/measurements', { image: state.name, landmarks: state.points,
+                             calibration: calibrationBody(state.calibration) })
     .then((data) => {
       if (token !== state.request.token) return;
-      renderMeasurements(data.measurements);
+      renderMeasurements(data.measurements, data.marks, data.mm_per_pixel);
       window.reviewLatencies.push(performance.now() - since);
     })
     .catch((error) => message(error.message, true))
@@ -251,13 +413,36 @@ function requestMeasurements(changedAt) {
     });
 }
 
+const calibrationBody = (c) => (c ? { points: c.points, length_mm: c.length_mm } : null);
+
 // ---- editing ------------------------------------------------------------------------------------------
+function snapshot() {
+  return { points: copyPoints(state.points), calibration: state.calibration };
+}
+
 function pushUndo() {
-  (state.undo[state.name] = state.undo[state.name] || []).push(state.points.map((p) => p.slice()));
+  (state.undo[state.name] = state.undo[state.name] || []).push(snapshot());
+}
+
+function samePoints(a, b) {
+  return a.length === b.length && a.every((p, i) => {
+    const q = b[i];
+    if (!p || !q) return !p && !q;
+    return Math.abs(p[0] - q[0]) <= 0.005 && Math.abs(p[1] - q[1]) <= 0.005;
+  });
+}
+
+function sameCalibration(a, b) {
+  if (!a || !b) return !a && !b;
+  return a.length_mm === b.length_mm && samePoints(a.points, b.points);
 }
 
 function changed(changedAt) {
-  state.edits[state.name] = state.points.map((p) => p.slice());
+  // Unsaved only while the points differ from the saved (or predicted) ones: undoing back to the
+  // saved state is saved again.
+  if (samePoints(state.points, state.detail.points) &&
+      sameCalibration(state.calibration, state.detail.calibration)) delete state.edits[state.name];
+  else state.edits[state.name] = snapshot();
   updateCanvas();
   requestMeasurements(changedAt);
 }
@@ -275,86 +460,365 @@ function toImage(event) {
   return [q.x, q.y];
 }
 
-function startDrag(event, index) {
+function toScreen(x, y) {
+  const svg = $('#canvas');
+  const p = svg.createSVGPoint();
+  p.x = x; p.y = y;
+  const q = p.matrixTransform(svg.getScreenCTM());
+  return [q.x, q.y];
+}
+
+function candidatesAt(event) {
+  // Points within REACH screen pixels of the press, nearest first.
+  const [x, y] = toImage(event);
+  const found = [];
+  state.points.forEach((p, i) => {
+    if (!p) return;
+    const d = Math.hypot(p[0] - x, p[1] - y) * state.zoom;
+    if (d <= REACH) found.push([d, i]);
+  });
+  return found.sort((a, b) => a[0] - b[0]).map((item) => item[1]);
+}
+
+function pick(event) {
+  const candidates = candidatesAt(event);
+  if (!candidates.length) return -1;
+  const last = state.lastPress;
+  let index = candidates[0];
+  if (last && Math.hypot(event.clientX - last.x, event.clientY - last.y) <= SAME_PRESS &&
+      candidates.includes(last.index) && candidates.length > 1) {
+    index = candidates[(candidates.indexOf(last.index) + 1) % candidates.length];
+  }
+  state.lastPress = { x: event.clientX, y: event.clientY, index };
+  return index;
+}
+
+function cycleOverlap() {
+  if (state.selected < 0 || !state.points[state.selected]) { message('select a landmark first'); return; }
+  const [sx, sy] = toScreen(...state.points[state.selected]);
+  const near = [];
+  state.points.forEach((p, i) => {
+    if (!p) return;
+    const [x, y] = toScreen(...p);
+    if (Math.hypot(x - sx, y - sy) <= REACH) near.push(i);
+  });
+  if (near.length < 2) { message(`no other point under ${landmarkLabel(state.selected)}`); return; }
+  select(near[(near.indexOf(state.selected) + 1) % near.length]);
+}
+
+// Pointers down on the viewer (touch: two of them pinch).
+const pointers = new Map();
+
+function onPointerDown(event) {
+  if (!state.detail || event.button > 1) return;
+  const viewer = $('#viewer');
+  pointers.set(event.pointerId, { x: event.clientX, y: event.clientY });
+  viewer.setPointerCapture(event.pointerId);
+  if (pointers.size === 2) { startPinch(); return; }
+  if (pointers.size > 2) return;
   event.preventDefault();
+  viewer.focus({ preventScroll: true });
+  const onPhoto = event.target.closest && event.target.closest('#canvas');
+  if (state.calibrating && onPhoto && event.button === 0 && !state.space) {
+    markCalibration(event); return;
+  }
+  const index = (state.space || event.button === 1 || !onPhoto) ? -1 : pick(event);
+  if (index >= 0) startDrag(event, index);
+  else startPan(event);
+}
+
+function startPan(event) {
+  const viewer = $('#viewer');
+  const start = { x: event.clientX, y: event.clientY, left: viewer.scrollLeft, top: viewer.scrollTop };
+  viewer.classList.add('panning');
+  const move = (e) => {
+    if (e.pointerId !== event.pointerId || pointers.size > 1) return;
+    viewer.scrollLeft = start.left - (e.clientX - start.x);
+    viewer.scrollTop = start.top - (e.clientY - start.y);
+  };
+  const stop = (e) => {
+    if (e.pointerId !== event.pointerId) return;
+    viewer.classList.remove('panning');
+    viewer.removeEventListener('pointermove', move);
+    viewer.removeEventListener('pointerup', stop);
+    viewer.removeEventListener('pointercancel', stop);
+  };
+  viewer.addEventListener('pointermove', move);
+  viewer.addEventListener('pointerup', stop);
+  viewer.addEventListener('pointercancel', stop);
+}
+
+function startPinch() {
+  const viewer = $('#viewer');
+  const [a, b] = [...pointers.values()];
+  const start = { distance: Math.hypot(a.x - b.x, a.y - b.y) || 1, zoom: state.zoom };
+  const move = (e) => {
+    if (!pointers.has(e.pointerId)) return;
+    pointers.set(e.pointerId, { x: e.clientX, y: e.clientY });
+    if (pointers.size !== 2) return;
+    const [p, q] = [...pointers.values()];
+    const centre = { clientX: (p.x + q.x) / 2, clientY: (p.y + q.y) / 2 };
+    setZoom(start.zoom * Math.hypot(p.x - q.x, p.y - q.y) / start.distance, centre);
+  };
+  const stop = () => {
+    viewer.removeEventListener('pointermove', move);
+    viewer.removeEventListener('pointerup', stop);
+    viewer.removeEventListener('pointercancel', stop);
+  };
+  viewer.addEventListener('pointermove', move);
+  viewer.addEventListener('pointerup', stop);
+  viewer.addEventListener('pointercancel', stop);
+}
+
+function onPointerUp(event) {
+  pointers.delete(event.pointerId);
+}
+
+function startDrag(event, index) {
   select(index);
   pushUndo();
-  const svg = $('#canvas');
+  const viewer = $('#viewer');
   const [x0, y0] = toImage(event);
   const [px, py] = state.points[index];
   const offset = [px - x0, py - y0];      // keep the grab point under the cursor
-  svg.setPointerCapture(event.pointerId);
   let moved = false;
   const move = (e) => {
+    if (e.pointerId !== event.pointerId || pointers.size > 1) return;
     const now = performance.now();
     const [x, y] = toImage(e);
     state.points[index] = clampPoint(x + offset[0], y + offset[1]);
     moved = true;
     changed(now);
+    showLoupe(index);
   };
-  const stop = () => {
-    svg.removeEventListener('pointermove', move);
-    svg.removeEventListener('pointerup', stop);
-    svg.removeEventListener('pointercancel', stop);
+  const stop = (e) => {
+    if (e.pointerId !== event.pointerId) return;
+    viewer.removeEventListener('pointermove', move);
+    viewer.removeEventListener('pointerup', stop);
+    viewer.removeEventListener('pointercancel', stop);
+    $('#loupe').hidden = true;
     if (!moved) state.undo[state.name].pop();
     else { renderLandmarkList(); renderImageList(); }
   };
-  svg.addEventListener('pointermove', move);
-  svg.addEventListener('pointerup', stop);
-  svg.addEventListener('pointercancel', stop);
+  viewer.addEventListener('pointermove', move);
+  viewer.addEventListener('pointerup', stop);
+  viewer.addEventListener('pointercancel', stop);
+}
+
+function showLoupe(index) {
+  // A zoomed inset of the photo around the dragged point: 4x the view, at least 6 px per pixel.
+  const loupe = $('#loupe');
+  const [x, y] = state.points[index];
+  const scale = Math.max(state.zoom * 4, 6);
+  const half = 90 / scale;
+  if (!loupe.firstChild) {
+    loupe.append(svgEl('use', { href: '#photo' }),
+                 svgEl('line', { class: 'cross-h', stroke: '#f0e442' }),
+                 svgEl('line', { class: 'cross-v', stroke: '#f0e442' }));
+  }
+  loupe.setAttribute('viewBox', `${x - half} ${y - half} ${2 * half} ${2 * half}`);
+  const h = loupe.querySelector('.cross-h');
+  const v = loupe.querySelector('.cross-v');
+  const width = 1 / scale;
+  h.setAttribute('x1', x - half); h.setAttribute('x2', x - half / 8); h.setAttribute('y1', y); h.setAttribute('y2', y);
+  v.setAttribute('y1', y - half); v.setAttribute('y2', y - half / 8); v.setAttribute('x1', x); v.setAttribute('x2', x);
+  h.setAttribute('stroke-width', 1.5 * width); v.setAttribute('stroke-width', 1.5 * width);
+  loupe.hidden = false;
 }
 
 function select(index) {
   state.selected = index;
   updateCanvas();
   renderLandmarkList();
-  if (index >= 0) message(`${index + 1} ${state.session.landmarks[index]} selected`);
+  if (index >= 0) {
+    const help = state.session.help[index];
+    message(`${landmarkLabel(index)} selected${state.points[index] ? '' : ' (not visible)'}` +
+      `${help.estimated ? ' - an estimate' : ''}: ${help.definition}`);
+  }
 }
 
 function nudge(dx, dy) {
   if (state.selected < 0) { message('select a landmark first (click it or type its number)', true); return; }
+  if (!state.points[state.selected]) { message('this landmark is marked not visible (v brings it back)', true); return; }
   pushUndo();
   const [x, y] = state.points[state.selected];
-  state.points[state.selected] = clampPoint(x + dx, y + dy);
+  // Steps in screen pixels: the same feel at every zoom.
+  state.points[state.selected] = clampPoint(x + dx / state.zoom, y + dy / state.zoom);
   changed(performance.now());
   renderLandmarkList();
   renderImageList();
+}
+
+function toggleVisible() {
+  const i = state.selected;
+  if (i < 0) { message('select a landmark first, then mark it not visible', true); return; }
+  pushUndo();
+  const key = `${state.name}/${i}`;
+  if (state.points[i]) {
+    state.hiddenAt[key] = state.points[i];
+    state.points[i] = null;
+    message(`${landmarkLabel(i)}: not visible; saved as missing and left out of the measurements`);
+  } else {
+    state.points[i] = (state.hiddenAt[key] || state.detail.predicted[i]).slice();
+    message(`${landmarkLabel(i)}: visible again`);
+  }
+  changed(performance.now());
+  renderLandmarkList();
+  renderImageList();
+}
+
+function resetToModel() {
+  if (!state.detail) return;
+  pushUndo();
+  state.points = copyPoints(state.detail.predicted);
+  changed(performance.now());
+  renderLandmarkList();
+  renderImageList();
+  message("reset to the model's points (undo brings yours back)");
 }
 
 function undo() {
   const stack = state.undo[state.name];
   if (!stack || !stack.length) { message('nothing to undo'); return; }
-  state.points = stack.pop();
+  const last = stack.pop();
+  state.points = last.points;
+  state.calibration = last.calibration;
   changed(performance.now());
   renderLandmarkList();
   renderImageList();
-  message('undone');
+  message(state.edits[state.name] ? 'undone' : 'undone: back to the saved state');
 }
 
-async function save() {
-  if (!state.name) return;
+// ---- calibration ---------------------------------------------------------------------------------------
+function startCalibration() {
+  if (!state.detail) return;
+  state.calibrating = [];
+  $('#viewer').classList.add('calibrating');
+  $('[data-action="calibrate"]').classList.add('active');
+  message('calibration: click one end of a known distance (a ruler or marker in the photo); Esc leaves');
+}
+
+function stopCalibration() {
+  state.calibrating = null;
+  $('#viewer').classList.remove('calibrating');
+  $('[data-action="calibrate"]').classList.remove('active');
+  updateCanvas();
+}
+
+function markCalibration(event) {
+  const point = clampPoint(...toImage(event));
+  state.calibrating.push(point);
+  if (state.calibrating.length === 1) {
+    message('calibration: now click the other end');
+    return;
+  }
+  updateCanvas();
+  const points = state.calibrating.slice();
+  askLength().then((length) => {
+    stopCalibration();
+    if (length === null) { message('calibration left unchanged'); return; }
+    pushUndo();
+    state.calibration = { points, length_mm: length };
+    changed(performance.now());
+    renderImageList();
+    message(`calibrated: ${length} mm over ${Math.hypot(points[1][0] - points[0][0], points[1][1] - points[0][1]).toFixed(1)} px`);
+  });
+}
+
+function askLength() {
+  return new Promise((resolve) => {
+    const dialog = $('#length-dialog');
+    const input = $('#length-input');
+    input.value = '';
+    dialog.onclose = () => {
+      const value = Number(input.value);
+      resolve(dialog.returnValue === 'ok' && value > 0 ? value : null);
+    };
+    dialog.returnValue = '';
+    dialog.showModal();
+    input.focus();
+  });
+}
+
+// ---- reviewer, saving ------------------------------------------------------------------------------------
+function renderReviewer() {
+  $('#reviewer').textContent = state.reviewer ? `reviewer ${state.reviewer}` : 'reviewer ?';
+}
+
+function askReviewer() {
+  return new Promise((resolve) => {
+    const dialog = $('#reviewer-dialog');
+    const input = $('#reviewer-input');
+    input.value = state.reviewer;
+    dialog.onclose = () => {
+      const value = input.value.trim().toUpperCase();
+      if (/^[A-Z]{1,4}$/.test(value)) {
+        state.reviewer = value;
+        sessionStorage.setItem('reviewer', value);
+      }
+      renderReviewer();
+      resolve(state.reviewer);
+    };
+    dialog.showModal();
+    input.focus();
+  });
+}
+
+async function save(status, reason) {
+  if (!state.name || !state.detail) return false;
+  if (!state.reviewer) await askReviewer();
+  if (!state.reviewer) { message('not saved: type your initials first', true); return false; }
   const name = state.name;
   try {
-    const data = await api(`/api/save/${enc(name)}`, { landmarks: state.points });
+    const data = await api(`/api/save/${enc(name)}`, {
+      landmarks: state.points, status: status || 'reviewed', reason: reason || null,
+      reviewer: state.reviewer, calibration: calibrationBody(state.calibration) });
     delete state.edits[name];
     state.images = data.images;
     if (state.name === name) {
       state.detail = data.detail;
-      state.points = data.detail.points.map((p) => p.slice());
-      $('#image-title').textContent = `${name} (${data.detail.size[0]}x${data.detail.size[1]} px, reviewed)`;
+      state.points = copyPoints(data.detail.points);
+      state.calibration = data.detail.calibration;
+      renderTitle();
       updateCanvas();
       renderLandmarkList();
-      renderMeasurements(data.detail.measurements);
+      renderMeasurements(data.detail.measurements, data.detail.marks, data.detail.mm_per_pixel);
+      renderReportLink();
     }
     renderImageList();
-    message(`saved ${data.saved}`);
+    message(`saved ${data.saved} (${data.detail.status})`);
+    return true;
   } catch (error) {
     message(`not saved: ${error.message}`, true);
+    return false;
   }
 }
 
+async function saveAndNext() {
+  const current = state.name;
+  if (!(await save())) return;
+  const next = state.images.find((i) => i.status === 'to review' && i.name !== current);
+  if (next) openImage(next.name);
+  else message('saved; no image left to review');
+}
+
+function cannotTrace() {
+  if (!state.detail) return;
+  const dialog = $('#trace-dialog');
+  dialog.returnValue = '';
+  dialog.onclose = () => {
+    if (dialog.returnValue !== 'ok') return;
+    const choice = $('#trace-reason').value;
+    const reason = choice === 'other' ? $('#trace-other').value.trim() : choice;
+    if (!reason) { message('not saved: give a reason', true); return; }
+    save('cannot trace', reason);
+  };
+  dialog.showModal();
+}
+
 function step(delta) {
-  const names = state.images.map((item) => item.name);
+  const names = state.images.filter((i) => i.status !== 'predicting').map((item) => item.name);
+  if (!names.length) return;
   const index = names.indexOf(state.name);
   // The list wraps around: after saving, the image moves to the end among the reviewed ones.
   const next = names[(index + delta + names.length) % names.length];
@@ -363,42 +827,82 @@ function step(delta) {
 
 // ---- zoom -----------------------------------------------------------------------------------------------
 function setZoom(zoom, anchor) {
+  // Zoom keeping the image point under `anchor` (client coordinates) where it is on the screen;
+  // no anchor: the selected point, else the middle of the view.
+  if (!state.detail) return;
   const viewer = $('#viewer');
-  const old = state.zoom;
-  state.zoom = Math.min(Math.max(zoom, 0.25), 40);
-  let keep = null;
-  if (anchor) {
-    const rect = viewer.getBoundingClientRect();
-    keep = { ax: anchor.clientX - rect.left, ay: anchor.clientY - rect.top,
-             x: (viewer.scrollLeft + anchor.clientX - rect.left) / old,
-             y: (viewer.scrollTop + anchor.clientY - rect.top) / old };
-  }
+  const rect = viewer.getBoundingClientRect();
+  let screenPoint;
+  if (anchor) screenPoint = [anchor.clientX, anchor.clientY];
+  else if (state.selected >= 0 && state.points[state.selected]) {
+    screenPoint = toScreen(...state.points[state.selected]);
+    if (screenPoint[0] < rect.left || screenPoint[0] > rect.right ||
+        screenPoint[1] < rect.top || screenPoint[1] > rect.bottom) {
+      screenPoint = [rect.left + rect.width / 2, rect.top + rect.height / 2];
+    }
+  } else screenPoint = [rect.left + viewer.clientWidth / 2, rect.top + viewer.clientHeight / 2];
+  const imagePoint = anchor || state.selected < 0 || !state.points[state.selected]
+    ? toImage({ clientX: screenPoint[0], clientY: screenPoint[1] }) : state.points[state.selected];
+  state.zoom = Math.min(Math.max(zoom, minZoom()), 40);
   updateCanvas();
-  if (keep) {
-    viewer.scrollLeft = keep.x * state.zoom - keep.ax;
-    viewer.scrollTop = keep.y * state.zoom - keep.ay;
-  }
+  const [nx, ny] = toScreen(...imagePoint);
+  viewer.scrollLeft += nx - screenPoint[0];
+  viewer.scrollTop += ny - screenPoint[1];
+}
+
+function fitScale() {
+  const viewer = $('#viewer');
+  const [w, h] = state.detail.size;
+  return Math.min((viewer.clientWidth - 16) / w, (viewer.clientHeight - 16) / h);
+}
+
+function minZoom() {
+  return Math.min(fitScale() / 2, 0.5);
 }
 
 function fitZoom() {
-  const viewer = $('#viewer');
-  const [w, h] = state.detail.size;
-  const zoom = Math.min((viewer.clientWidth - 24) / w, (viewer.clientHeight - 24) / h);
-  setZoom(Math.max(zoom, 0.25));
+  state.zoom = Math.max(fitScale(), 0.001);
+  updateCanvas();
+}
+
+// ---- help ---------------------------------------------------------------------------------------------------
+function buildHelp() {
+  const body = $('#definitions tbody');
+  body.replaceChildren();
+  state.session.help.forEach((item, i) => {
+    const tr = document.createElement('tr');
+    for (const text of [String(i + 1), item.name + (item.estimated ? ' (estimate)' : ''),
+                        item.definition || '']) {
+      const td = document.createElement('td');
+      td.textContent = text;
+      tr.append(td);
+    }
+    body.append(tr);
+  });
 }
 
 // ---- keyboard ---------------------------------------------------------------------------------------------
 function onKey(event) {
-  if (!state.detail || event.target.closest('input, textarea')) return;
+  if (document.querySelector('dialog[open]')) return;
+  if (event.target.closest('input, textarea, select')) return;
   const key = event.key;
+  if (key === '?' || key === 'h') { $('#help').showModal(); return; }
+  if (!state.detail) return;
   const ctrl = event.ctrlKey || event.metaKey;
   if (ctrl && key.toLowerCase() === 'z') { event.preventDefault(); undo(); return; }
   if (ctrl && key.toLowerCase() === 's') { event.preventDefault(); save(); return; }
   if (ctrl || event.altKey) return;
+  const onButton = event.target.closest('button, a');
+  if (key === ' ' && !onButton) {
+    event.preventDefault();
+    state.space = true;
+    $('#viewer').classList.add('space');
+    return;
+  }
   const arrows = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
   if (key in arrows) {
     event.preventDefault();
-    const size = event.shiftKey ? 0.25 : 1;
+    const size = event.shiftKey ? 10 : 1;
     nudge(arrows[key][0] * size, arrows[key][1] * size);
   } else if (key === '0' && !state.digits) {
     fitZoom();
@@ -408,17 +912,32 @@ function onKey(event) {
     event.preventDefault(); step(1);
   } else if (key === 'p' || key === 'PageUp' || key === '[') {
     event.preventDefault(); step(-1);
+  } else if (key === 'Enter' && !onButton) {
+    event.preventDefault(); saveAndNext();
   } else if (key === 'u') {
     undo();
   } else if (key === 's') {
     save();
+  } else if (key === 'r') {
+    resetToModel();
+  } else if (key === 'v') {
+    toggleVisible();
+  } else if (key === 'c') {
+    cycleOverlap();
+  } else if (key === 'k') {
+    startCalibration();
   } else if (key === '+' || key === '=') {
-    setZoom(state.zoom * 1.25);
+    setZoom(state.zoom * ZOOM_STEP);
   } else if (key === '-') {
-    setZoom(state.zoom / 1.25);
+    setZoom(state.zoom / ZOOM_STEP);
   } else if (key === 'Escape') {
+    if (state.calibrating) { stopCalibration(); message('calibration left'); return; }
     select(-1); message('');
   }
+}
+
+function onKeyUp(event) {
+  if (event.key === ' ') { state.space = false; $('#viewer').classList.remove('space'); }
 }
 
 function selectByDigit(digit) {
@@ -438,29 +957,62 @@ function selectByDigit(digit) {
 }
 
 // ---- start ------------------------------------------------------------------------------------------------
+function on(action, handler) {
+  document.querySelector(`[data-action="${action}"]`).addEventListener('click', handler);
+}
+
 async function start() {
   document.addEventListener('keydown', onKey);
-  document.querySelector('[data-action="save"]').addEventListener('click', save);
-  document.querySelector('[data-action="undo"]').addEventListener('click', undo);
-  document.querySelector('[data-action="zoom-in"]').addEventListener('click', () => setZoom(state.zoom * 1.25));
-  document.querySelector('[data-action="zoom-out"]').addEventListener('click', () => setZoom(state.zoom / 1.25));
-  document.querySelector('[data-action="zoom-fit"]').addEventListener('click', fitZoom);
-  $('#viewer').addEventListener('wheel', (event) => {
+  document.addEventListener('keyup', onKeyUp);
+  on('save', () => save());
+  on('save-next', saveAndNext);
+  on('cannot-trace', cannotTrace);
+  on('undo', undo);
+  on('reset', resetToModel);
+  on('not-visible', toggleVisible);
+  on('calibrate', startCalibration);
+  on('reviewer', askReviewer);
+  on('help', () => $('#help').showModal());
+  on('zoom-in', () => setZoom(state.zoom * ZOOM_STEP));
+  on('zoom-out', () => setZoom(state.zoom / ZOOM_STEP));
+  on('zoom-fit', fitZoom);
+  const viewer = $('#viewer');
+  viewer.addEventListener('pointerdown', onPointerDown);
+  viewer.addEventListener('pointerup', onPointerUp);
+  viewer.addEventListener('pointercancel', onPointerUp);
+  viewer.addEventListener('wheel', (event) => {
     if (!state.detail) return;
     event.preventDefault();
-    setZoom(state.zoom * (event.deltaY < 0 ? 1.15 : 1 / 1.15), event);
+    // A sideways swipe or Shift+wheel pans; the wheel (or a trackpad pinch: ctrl) zooms.
+    if (!event.ctrlKey && (event.shiftKey || Math.abs(event.deltaX) > Math.abs(event.deltaY))) {
+      viewer.scrollLeft += event.shiftKey ? event.deltaY : event.deltaX;
+      return;
+    }
+    const factor = Math.exp(-event.deltaY * (event.ctrlKey ? 0.01 : 0.0015));
+    setZoom(state.zoom * Math.min(Math.max(factor, 0.5), 2), event);
   }, { passive: false });
   window.addEventListener('beforeunload', (event) => {
     if (Object.keys(state.edits).length) { event.preventDefault(); event.returnValue = ''; }
   });
+  renderReviewer();
   try {
     state.session = await api('/api/session');
     state.images = state.session.images;
+    state.progress = state.session.progress;
+    buildHelp();
     renderImageList();
-    if (state.images.length) await openImage(state.images[0].name);
+    if (!state.reviewer) askReviewer();
+    const first = state.images.find((i) => i.status !== 'predicting');
+    if (first) await openImage(first.name);
+    else {
+      $('#waiting').hidden = false;
+      $('#waiting').textContent = 'predicting the first photos\u2026';
+    }
+    pollImages();
   } catch (error) {
     message(error.message, true);
   }
 }
 
+window.review = { setZoom, fitZoom, openImage, save, select };
 start();
