@@ -76,6 +76,43 @@ def test_resume_continues_with_the_runs_own_settings(trained_run, tmp_path):
 
 
 
+# The module names version 0.3 (the flat package) wrote into custom_imports.
+OLD_CUSTOM_IMPORTS = ['cephalometric.mmcv_compat', 'cephalometric.dataset', 'cephalometric.hooks',
+                      'cephalometric.metric', 'cephalometric.transforms']
+
+
+def test_a_work_dir_and_checkpoint_of_version_0_3_still_predict_and_resume(trained_run, tmp_path,
+                                                                          demo_dataset):
+    """0.3 named its flat modules in custom_imports, in resolved_config.py and in best_MRE.pth;
+    both still load (thin re-exports at the old paths), predict the same and --resume."""
+    from cephalometric.model.checkpoint import load_checkpoint_file
+    work_dir = tmp_path / 'run'
+    shutil.copytree(trained_run, work_dir)
+    pointer = work_dir / 'last_checkpoint'
+    pointer.write_text(str(work_dir / os.path.basename(pointer.read_text().strip())))
+    resolved = work_dir / 'resolved_config.py'
+    text = resolved.read_text()
+    for new in ('mmpose_plugins.mmcv_compat', 'mmpose_plugins.dataset', 'training.hooks',
+                'mmpose_plugins.metric', 'mmpose_plugins.transforms'):
+        assert f"'cephalometric.{new}'" in text
+        text = text.replace(f"'cephalometric.{new}'", f"'cephalometric.{new.split('.')[1]}'")
+    resolved.write_text(text)
+    checkpoint = load_checkpoint_file(str(work_dir / 'best_MRE.pth'))
+    checkpoint['meta']['config']['custom_imports']['imports'] = OLD_CUSTOM_IMPORTS
+    torch.save(checkpoint, work_dir / 'best_MRE.pth')
+    image = next((demo_dataset[1] / 'images').glob('*.png'))
+    for folder in (trained_run, work_dir):
+        run_script('inference.py', '--checkpoint', folder / 'best_MRE.pth', '--img-path', image,
+                   '--json', tmp_path / f'{folder.name}.json', '--no-draw', '--bbox', 'full')
+    ours, old = (json.loads((tmp_path / f'{f.name}.json').read_text()) for f in
+                 (trained_run, work_dir))
+    assert ours['landmarks'] == old['landmarks']   # one image: one record
+    result = run_script('train_cephalometric.py', '--work-dir', work_dir, '--resume',
+                        '--epochs', '3')
+    assert 'resumed epoch: 2' in result.stdout + result.stderr
+    assert (work_dir / 'epoch_3.pth').is_file()
+
+
 def test_resume_of_a_finished_landmark_run_trains_only_the_missing_framing_model(trained_run,
                                                                                   tmp_path):
     from cephalometric.model.checkpoint import load_published
