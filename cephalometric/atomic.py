@@ -1,7 +1,7 @@
 """Write a file so that readers see the old version or the complete new one, never half of it.
 
 `atomic_path` for one file; `temporary_beside` + `publish` are its two halves, for callers that
-move several files into place together (`results.StagedFiles`). Imports only the standard library.
+move several files into place together (`results.StagedFiles`).
 """
 from __future__ import annotations
 

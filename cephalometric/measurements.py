@@ -17,8 +17,6 @@ Conventions
 * Norms are the usual textbook values for adults of European ancestry (Steiner, Downs, Tweed,
   Ricketts, Jarabak, Bjork); populations differ, so they are a guide, not a diagnosis. They are
   written once, in MEASUREMENTS.
-
-Imports only numpy, the standard library and `landmarks`.
 """
 from __future__ import annotations
 

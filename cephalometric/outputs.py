@@ -9,8 +9,6 @@ Every tool that writes a folder of results (prepare, evaluate, and any future on
   this project's marker file (`.cephalometric-output`, written into every folder we publish);
 - never a protected path (the data root, the input file, the checkpoint's folder) or a folder
   that contains one, whatever the marker says.
-
-Imports only the standard library, `atomic` and `errors`.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Radial-error statistics: one copy, used by the training metric (`metric.MeanRadialError`) and by
-evaluate.py (`evaluation`). Pure functions of arrays; imports numpy only.
+evaluate.py (`evaluation.statistics`). Pure functions of arrays; imports numpy only.
 
 The field reports cephalometric accuracy as the Mean Radial Error (MRE, the mean Euclidean distance
 between predicted and true landmark), its standard deviation (SD), and the Successful Detection Rate

@@ -5,8 +5,7 @@ Its job: every accepted storage of a photograph (flat `(H*W, 3)`, `(H, W, 3)`, g
 `(H, W, 3)` uint8 image (`decode_image`, `decode_depth`, which raise ValueError with a readable
 reason); for RGB-D, `decode_raw_depth` keeps a depth map's values (float32, NaN where missing, see
 `depth`). A whole column is decoded at once with every failure collected into one UserError
-(`decode_images`). Imports only the standard library, numpy, pandas, `depth`, `errors` and
-`table`.
+(`decode_images`).
 """
 from __future__ import annotations
 

@@ -9,8 +9,7 @@ trained from scratch can learn them: soft-tissue points lie on the face profile 
 sit at small offsets behind it, sella is fixed relative to the ear and eye, gonion is the drawn jaw
 angle. The skeleton is built from the clinical angles (SNA, ANB), so the class stored with each
 record is exactly the one `cephalometric.measurements` derives from the record's own landmarks.
-Demo and test data only: production tools must not depend on it. Imports numpy, pandas, cv2,
-`atomic`, `errors`, `landmarks` and `measurements`.
+Demo and test data only: production tools must not depend on it.
 
     python -m cephalometric.data.demo --out data/demo/train_data_pure_depth.pkl
 """

@@ -14,10 +14,8 @@ Its job, shared by preparation, training and prediction so that all three treat 
   and camera distance differ between captures and the relief is what matters: the nearest 1 % of
   valid readings map to 255, the farthest 1 % to 1 ("nearness", clipped), and a missing reading
   is 0. Training augmentation pads with 0 too ('no depth'). The model's data preprocessor then
-  normalises this channel with DEPTH_MEAN/DEPTH_STD (`cephalometric.rgbd`).
+  normalises this channel with DEPTH_MEAN/DEPTH_STD (`mmpose_plugins.rgbd`).
 - Matching depth files to photographs by stem (`match_depth_files`), with one-line refusals.
-
-Imports only the standard library, numpy, OpenCV and `errors`.
 """
 from __future__ import annotations
 

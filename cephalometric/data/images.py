@@ -2,7 +2,7 @@
 
 `find_images` turns an image path, a folder or a glob pattern into a sorted list of files;
 `read_rgb` decodes one into an RGB uint8 array, with one-line errors for anything that is not a
-readable picture. Imports only the standard library, numpy, OpenCV and `errors`.
+readable picture.
 """
 from __future__ import annotations
 

@@ -9,7 +9,6 @@ baseline. Nothing here executes anything from the data root: `metainfo.json` is 
 (training, evaluation, the MMPose dataset class) goes through these functions. An RGB-D dataset
 (`--image-source rgbd`) lists `inputs: ["rgb", "depth"]` in each annotations file's info and a
 plain `depth_file` name (`<stem>.npy` in images/) per image (`read_inputs`, `Split.depth_paths`).
-Imports only the standard library, numpy, `errors` and `metrics`.
 """
 from __future__ import annotations
 

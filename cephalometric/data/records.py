@@ -5,8 +5,7 @@ one per patient, plus what was learned while reading: landmark names, notes, cli
 the splits and the pixel spacing came from). Reading is forgiving about *layout* and strict about
 *content*: anything that would silently produce a wrong dataset (an unpaired coordinate column, a
 point outside its image, a duplicate patient, an unknown `set` value) is refused with a
-`UserError` that says what is wrong and how to fix it. It writes nothing. Imports only the
-standard library, numpy, pandas, `errors`, `landmarks`, `table` and `decoding`.
+`UserError` that says what is wrong and how to fix it. It writes nothing.
 """
 from __future__ import annotations
 

@@ -4,8 +4,7 @@ Its job: unpickle the input into a non-empty DataFrame (`load_table`) and match 
 forgiving spelling, to the roles the preparation needs (image, depth, patient id, set, class,
 pixel spacing, landmark x/y pairs: `find_columns`), plus the two small cell helpers every reader of
 the table shares (`is_missing`, `name_some`). Loading a pickle runs code from the file, so only
-the user's own trusted files may be given. Imports only the standard library, numpy, pandas,
-`errors` and `landmarks`.
+the user's own trusted files may be given.
 """
 from __future__ import annotations
 

@@ -6,10 +6,7 @@ it, write the folder; with --image-source rgbd each depth map goes beside its ph
 `metainfo_dict`, `build_summary`, `format_summary`). The output folder follows the project's one
 rule (`outputs`): checked before the pickle is read, written aside, marked, swapped into place,
 and an existing folder is replaced only with `--overwrite` when this project wrote it, never the
-input's folder or a parent of it. The metainfo is data (`metainfo.json`), never code. Imports the
-standard library, numpy, cv2, tqdm, `errors`, `outputs`, `depth`, `drawing` (landmark colours),
-`landmarks`, `table`, `records` and `dataset_reader` (SPLITS and the metainfo file name, so reader
-and writer agree).
+input's folder or a parent of it. The metainfo is data (`metainfo.json`), never code.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 `stock_model` builds the model with `mmpose.apis.init_model` from a checkpoint's stored
 config (data, turned into an MMEngine Config object without executing anything; the architecture
 checked as in `checkpoint.load_published`); `stock_predict` runs `inference_topdown` on one
-RGB image. Used by the parity tests and benchmark.py. Imports MMPose/MMEngine and `checkpoint`.
+RGB image. Used by the parity tests and benchmark.py.
 """
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
 """Rendering an evaluation: the markdown report, its tables and its figures (no numbers computed).
 
-`render_report` turns the metrics dict of `evaluation` into report.md; `write_figures` draws the
-pictures it links. Figures use matplotlib's object API (Figure, saved through the Agg renderer),
-not pyplot, so they work without a display and leave no global state behind. Imports numpy,
-OpenCV, matplotlib and the package's `drawing`, `images` and `measurements`.
+`render_report` turns the metrics dict of `evaluation.statistics` into report.md; `write_figures`
+draws the pictures it links. Figures use matplotlib's object API (Figure, saved through the Agg
+renderer), not pyplot, so they work without a display and leave no global state behind.
 """
 from __future__ import annotations
 

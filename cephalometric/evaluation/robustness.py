@@ -6,8 +6,6 @@ random strokes, deliberately unlike the training augmentation's shapes), and the
 (the patient's other side). `evaluate.py --robustness` predicts every variant with automatic framing
 and with the whole image as the face box (`--bbox full`, the behaviour before framing) and reports
 the MRE of each against the crop's.
-
-Imports numpy and cv2 only.
 """
 from __future__ import annotations
 

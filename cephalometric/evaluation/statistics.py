@@ -1,9 +1,8 @@
 """Evaluation numbers: landmark errors, per-image MRE, worst cases, class agreement, measurements.
 
-Pure functions of the predictions and the truth (a `dataset_reader.Split`): nothing here writes a
+Pure functions of the predictions and the truth (a `data.reader.Split`): nothing here writes a
 file or changes its arguments; `report` renders the result and evaluate.py writes it.
 `predict_split` runs a LandmarkPredictor over a split's images, one batch at a time.
-Imports numpy and the package's `images`, `measurements` and `metrics`.
 """
 from __future__ import annotations
 

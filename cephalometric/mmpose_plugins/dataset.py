@@ -1,11 +1,10 @@
 """The prepared dataset as an MMPose dataset class, registered for configs.
 
 Its job: `CephalometricDataset`, MMPose's COCO-style keypoint dataset with the landmark set of
-the data root. Its metainfo is a dict read by `dataset_reader` (metainfo.json, or an old
+the data root. Its metainfo is a dict read by `data.reader` (metainfo.json, or an old
 metainfo.py parsed without running it), never `dict(from_file=...)` on a file in the data root,
-which MMEngine would execute; its annotation files are checked by `dataset_reader` before MMPose
-reads them, so a damaged file is one UserError line. Imports `mmcv_compat`, mmpose and
-`dataset_reader`.
+which MMEngine would execute; its annotation files are checked by `data.reader` before MMPose
+reads them, so a damaged file is one UserError line.
 """
 from __future__ import annotations
 

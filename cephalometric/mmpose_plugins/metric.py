@@ -3,11 +3,11 @@
 Its job: collect each validation image's predicted and true landmarks (MMPose's top-down pipeline
 has already mapped predictions back to the original image, so errors are in pixels of the original
 photograph; `mm_per_pixel` written per image by prepare_cephalometric_data.py turns them into
-millimetres) and summarise them with `cephalometric.metrics`, the statistics evaluate.py uses too.
+millimetres) and summarise them with `cephalometric.radial_error`, the statistics evaluate.py uses
+too.
 In a multi-process run each process holds its share of the images; MMEngine gathers them on rank 0
 (every image once, no padding: the config's val sampler has round_up=False) before
 `compute_metrics`. Used in the config as `val_evaluator = dict(type='MeanRadialError', ...)`.
-May import numpy, MMEngine/MMPose (after `mmcv_compat`) and `metrics`.
 """
 from __future__ import annotations
 

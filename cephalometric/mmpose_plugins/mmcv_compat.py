@@ -10,7 +10,7 @@ When the real `mmcv.ops` loads, this module does nothing. Otherwise it registers
 `mmcv.ops` that defines only the names mmpose imports unconditionally; instantiating any of them
 raises `MissingCompiledOpError` naming full mmcv as the fix. Names imported inside mmpose's own
 `try/except ImportError` guards (DeformConv2d, nms, ...) are deliberately absent, so mmpose's
-checks still see that the compiled ops are unavailable. Imports the standard library and `errors`.
+checks still see that the compiled ops are unavailable.
 """
 from __future__ import annotations
 

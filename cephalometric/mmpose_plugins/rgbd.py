@@ -1,6 +1,6 @@
 """RGB-D on the model side: the 4-channel input, its normalisation and its initial weights.
 
-Its job, for a dataset prepared with `--image-source rgbd` (`dataset_reader.read_inputs` says
+Its job, for a dataset prepared with `--image-source rgbd` (`data.reader.read_inputs` says
 ['rgb', 'depth']):
 
 - `use_inputs(cfg, inputs)` turns the (RGB) training config into the RGB-D one: HRNet's stem takes
@@ -16,9 +16,6 @@ Its job, for a dataset prepared with `--image-source rgbd` (`dataset_reader.read
   random. The hook widens it as it is loaded: the RGB filters are the pretrained ones, the depth
   filters start at zero, so the 4-channel model first computes exactly what the pretrained RGB
   model computes and learns from there what depth adds (--no-pretrained: all filters random).
-
-May import torch, MMEngine/MMPose (after `mmcv_compat`) and this package's `depth` and
-`transforms`.
 """
 from __future__ import annotations
 

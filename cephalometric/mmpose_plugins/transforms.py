@@ -16,9 +16,6 @@ very same affine warp, so shift, scale and rotation move depth with the photo) a
 (just before PackPoseInputs, after the photometric changes, which therefore touch only the photo:
 the photo and depth become one 4-channel float32 image, BGR + depth; the model's
 `RGBDDataPreprocessor` swaps BGR to RGB and normalises all four channels).
-
-May import numpy, cv2, mmcv/mmpose registries (after `cephalometric.mmcv_compat`) and this
-package's `depth`.
 """
 from __future__ import annotations
 

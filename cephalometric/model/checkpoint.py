@@ -15,15 +15,12 @@ The training config travels as data (`meta['config']`, a plain dict, plus `meta[
 settings prediction needs), never as Python text: loading executes nothing. Checkpoints from older
 versions stored the config as Python text (`meta['cfg']`); it is read only when `ast` shows it to
 be plain literal assignments, and refused with one line otherwise. The stored model architecture
-may name only MMPose's registered model classes (see `model_settings.check_model_config`).
+may name only MMPose's registered model classes (see `model.settings.check_model_config`).
 
 The inference settings also carry the training data's framing prior (`framing`), so inference
 can find the face in a wider photograph the way the training crops framed it. The framing model,
 a second copy of the network fine-tuned for finding faces (see the config's `framing_model`), is
 stored beside the landmark model's weights as `framing_state_dict` once it has trained.
-
-Imports torch, numpy, the standard library, `atomic`, `errors`, `framing` and `model_settings`;
-MMEngine and MMPose only inside the functions that need them.
 """
 from __future__ import annotations
 

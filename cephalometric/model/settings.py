@@ -4,7 +4,7 @@ The settings dict (landmark names, input size, box padding, normalisation, heatm
 derived from a training config *as data* (a dict, never executed), travels inside checkpoints and
 ONNX metadata, and is validated here before anything uses it, so a file from someone else with
 impossible values gets one line instead of a crash. `check_model_config` limits a stored model
-architecture to MMPose's registered model classes. Imports only the standard library and `errors`.
+architecture to MMPose's registered model classes.
 """
 from __future__ import annotations
 

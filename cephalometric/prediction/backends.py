@@ -1,15 +1,14 @@
 """The network behind LandmarkPredictor: (N, 3, h, w) float32 in, heatmaps (N, K, h', w') out.
 
 - `PyTorchBackend`: the MMPose model built from a checkpoint's stored architecture (data, checked by
-  `model_settings.check_model_config`), batch norm folded into the convolutions, channels-last on
+  `model.settings.check_model_config`), batch norm folded into the convolutions, channels-last on
   a CPU. `HeatmapNet` wraps it as a plain nn.Module through MMPose's public pieces
   (`extract_feat`, then `head.forward`), also what the ONNX export traces.
 - `OnnxRuntimeBackend`: ONNX Runtime's kernels for a .onnx file or serialised model; needs no torch
   or MMPose. ONNX Runtime's telemetry (which writes ~/.cache/Microsoft/DeveloperTools and
   $TMPDIR/.ses) is switched off with ORT_DISABLE_TELEMETRY before onnxruntime is imported.
 
-`resolve_device` checks --device. Imports numpy, the standard library and `errors`; torch, MMPose
-and onnxruntime only inside the backend that needs them.
+`resolve_device` checks --device.
 """
 from __future__ import annotations
 

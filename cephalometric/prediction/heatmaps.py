@@ -2,7 +2,7 @@
 
 `warp_matrix` is MMPose's get_warp_matrix without rotation (the face box onto the network input);
 `decode_heatmaps` is MSRAHeatmap.decode (argmax, then DARK or the quarter-pixel shift) for a whole
-batch at once. Imports only numpy and OpenCV.
+batch at once.
 """
 from __future__ import annotations
 

@@ -1,13 +1,10 @@
-"""Export a trained model to ONNX and check the export before it is written.
+"""The ONNX format of this project: a network and the settings it needs, in one file.
 
 `export_onnx` traces `backends.heatmap_net` (backbone + neck + head) with a free batch size and
 stores the inference settings in the model's metadata_props (one JSON value per key), so the .onnx
-file alone is enough for inference (a checkpoint's framing model goes into a second file beside it,
-which the first names). `export_checked` compares the exported model with PyTorch on a
-deterministic synthetic picture (drawn here, no demo data) and writes the file(s) atomically only
-when they agree. Imports numpy, OpenCV, the standard library and the package's `predictor`,
-`atomic`, `results` (StagedFiles), `model_settings` and `errors`; torch and onnx inside the
-functions.
+file alone is enough for inference. A checkpoint's framing model goes into a second file beside
+it, which the first names (`framing_model_path` follows that name, as data). The checked export
+of a whole checkpoint is `prediction.export`.
 """
 from __future__ import annotations
 

@@ -7,9 +7,7 @@ image). Results agree with MMPose's `inference_topdown` to well under 0.1 px (te
 A .pth runs on 'pytorch' by default, a .onnx from export_onnx.py on 'onnxruntime' (needs no torch
 or MMPose); 'onnxruntime' with a .pth exports in memory first. `predict` adds the face region:
 found automatically (`framing`, with the checkpoint's framing model when it has one, which an
-exported .onnx keeps in <stem>.framing.onnx beside it), the whole image, or given. Imports numpy,
-OpenCV and the package's `backends`, `checkpoint`, `depth`, `framing`, `heatmaps`,
-`model_settings`, `errors` (and `onnx_export`).
+exported .onnx keeps in <stem>.framing.onnx beside it), the whole image, or given.
 """
 from __future__ import annotations
 
@@ -119,7 +117,7 @@ class LandmarkPredictor:
 
     def export_onnx(self, path: Optional[str] = None) -> bytes:
         """The landmark network as ONNX with the settings in its metadata
-        (`onnx_export.export_onnx`; export_onnx.py also writes the framing model beside it)."""
+        (`prediction.onnx.export_onnx`; export_onnx.py also writes the framing model beside it)."""
         if not hasattr(self.network, 'net'):
             raise UserError('export_onnx needs a PyTorch checkpoint (.pth)')
         return export_onnx(self.network.net, self.settings, path)

@@ -20,8 +20,6 @@ looked the other way than in training and the landmarks were mapped back).
 JSON is strict: NaN and infinity become null, never bare `NaN`.
 `--json` holds one record for a single image and a list of records otherwise; `load_records`
 reads either back as a list. `StagedFiles` writes several outputs together or not at all.
-Imports only the standard library, numpy, `atomic`, `errors` and
-`landmarks`.
 """
 from __future__ import annotations
 

@@ -3,8 +3,7 @@
 Its job: point the data loaders at a prepared dataset and size the head for its landmarks, and map
 --input-size, --sigma, --epochs, --framing-epochs, --batch-size and --workers onto every place of
 the config that holds them; derive the framing model's run from the landmark model's. Used by
-`training` (and by benchmark.py, through `training.build_config`). May import the standard
-library, this package's `errors` and `dataset_reader`.
+`training` (and by benchmark.py, through `training.build_config`).
 """
 from __future__ import annotations
 

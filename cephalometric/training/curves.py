@@ -1,7 +1,6 @@
 """Training curves: loss and validation metric per epoch from MMEngine's `vis_data/scalars.json`.
 
-Used by `hooks.TrainingCurveHook` (rank 0, after training). May import the standard library,
-matplotlib and `atomic`.
+Used by `hooks.TrainingCurveHook` (rank 0, after training).
 """
 from __future__ import annotations
 

@@ -9,8 +9,6 @@ FramingModelHook ends the framing model's run (see the config's `framing_model`)
 network's weights in the landmark run's best_MRE.pth and notes it in best_MRE.json.
 In a multi-process run every process validates the same model (the config's SyncBuffersHook
 averages BatchNorm statistics after each epoch) and rank 0 alone writes files.
-May import MMEngine/MMPose (after `mmcv_compat`) and this package's `atomic`, `checkpoint` and
-`curves`.
 """
 from __future__ import annotations
 

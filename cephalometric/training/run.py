@@ -9,10 +9,6 @@ before training began), train the landmark model, then the framing model (a copy
 zoom-out in <work_dir>/framing, stored in best_MRE.pth; see the config's `framing_model`), and
 print the result. Multi-process runs follow MMEngine's rules: every process trains on its share of
 each batch, rank 0 alone writes the outputs.
-
-May import the standard library, torch, MMEngine/MMPose and this package's `errors`, `atomic`,
-`checkpoint`, `config_utils` and `dataset_reader` (the config's `custom_imports` pull in `dataset`,
-`metric` and `hooks`); nothing from the top-level scripts.
 """
 from __future__ import annotations
 
