@@ -48,6 +48,7 @@ from cephalometric.errors import UserError, run_cli
 from cephalometric.evaluation.mmpose_reference import stock_model, stock_predict
 
 ROOT = osp.dirname(osp.abspath(__file__))
+STOCK = 'MMPose inference_topdown'   # the baseline every inference path is compared with
 TRAIN_SCRIPT = osp.join(ROOT, 'train_cephalometric.py')
 DEMO_CHECKPOINT = osp.join('work_dirs', 'demo', 'best_MRE.pth')
 DEMO_IMAGES = osp.join('data', 'demo', 'cephalometric', 'images')
@@ -216,7 +217,7 @@ def inference_paths(args, checkpoint: str, device: str, ours, onnx_path, depth_o
     def stock_path(ims):
         return [stock_predict(stock, im, None if depth_of is None else depth_of(im)) for im in ims]
 
-    paths = {'MMPose inference_topdown': (stock_path, 1),
+    paths = {STOCK: (stock_path, 1),
              'ours pytorch': single(ours), f'ours pytorch, batch {args.batch_size}': batched(ours)}
     if onnx_path:
         fast = LandmarkPredictor(onnx_path, threads=args.threads)
@@ -412,7 +413,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from cephalometric.prediction.predictor import LandmarkPredictor, resolve_device
+    from cephalometric.prediction.predictor import resolve_device
 
     device = resolve_device(args.device)
     if args.threads:
@@ -420,111 +421,144 @@ def main(argv=None) -> int:
     load_before = load_average()
     workdir = tempfile.mkdtemp(prefix='ceph-bench-')
     try:
-        checkpoint = args.checkpoint
-        if checkpoint is None:
-            checkpoint = random_checkpoint(osp.join(workdir, 'random.pth'), args.input_size)
-        elif not osp.isfile(checkpoint):
-            raise UserError(f'checkpoint not found: {checkpoint}')
-        images, source = load_images(args.images, args.num_images)
-        ours = LandmarkPredictor(checkpoint, device=device, threads=args.threads)
-        onnx_path, export_s = None, None
-        if device == 'cpu' and has_onnxruntime():
-            onnx_path = osp.join(workdir, 'model.onnx')
-            start = time.perf_counter()
-            ours.export_onnx(onnx_path)
-            export_s = time.perf_counter() - start
-        depth_of, depth_source = None, None
-        if ours.needs_depth:   # an RGB-D checkpoint: every path gets each image's depth map
-            depths, depth_source = load_depths(args.images, images)
-            by_image = {id(image): depth for image, depth in zip(images, depths)}
-            depth_of = lambda image: by_image[id(image)]  # noqa: E731
-        paths = inference_paths(args, checkpoint, device, ours, onnx_path, depth_of)
-        times, keypoints = time_paths(paths, images, args.iterations)
-        memory = (measure_memory(args, checkpoint, onnx_path, images, device, workdir)
-                  if not args.skip_memory else None)
-        prepared = time_prepare(args.prepare_records, workdir) if not args.skip_prepare else None
-        training = processes = None
-        if not args.skip_training:
-            data_root = prepared['out'] if prepared else None
-            if data_root is None:
-                data_root = time_prepare(max(40, 2 * args.train_iterations * args.train_batch_size),
-                                         workdir)['out']
-            training = time_training(args, data_root, device, workdir)
-            processes = time_processes(args, data_root, device, workdir)
-        load_after = load_average()
+        run = measure_all(args, device, workdir)
+        run['load'] = (load_before, load_average())
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    print_inference(args, device, run)
+    print_memory(device, run['memory'])
+    print_prepare(run['prepared'])
+    print_training(args, run['training'])
+    print_processes(args, device, run['processes'])
+    fastest = 'ours onnxruntime' if run['onnx_path'] else 'ours pytorch'
+    stock_median = statistics.median(run['times'][STOCK])
+    print(f'\n"ours" below is {fastest}, one image per call.')
+    print(f'inference speedup vs MMPose: '
+          f'{stock_median / statistics.median(run["times"][fastest]):.2f}x')
+    return 0
 
-    ort_version = sys.modules['onnxruntime'].__version__ if onnx_path else None
+
+
+def measure_all(args, device: str, workdir: str) -> dict:
+    """Every measurement the options ask for, in one dict (see the print_* functions)."""
+    from cephalometric.prediction.predictor import LandmarkPredictor
+    checkpoint = args.checkpoint
+    if checkpoint is None:
+        checkpoint = random_checkpoint(osp.join(workdir, 'random.pth'), args.input_size)
+    elif not osp.isfile(checkpoint):
+        raise UserError(f'checkpoint not found: {checkpoint}')
+    images, source = load_images(args.images, args.num_images)
+    ours = LandmarkPredictor(checkpoint, device=device, threads=args.threads)
+    onnx_path, export_s = None, None
+    if device == 'cpu' and has_onnxruntime():
+        onnx_path = osp.join(workdir, 'model.onnx')
+        start = time.perf_counter()
+        ours.export_onnx(onnx_path)
+        export_s = time.perf_counter() - start
+    depth_of, depth_source = None, None
+    if ours.needs_depth:   # an RGB-D checkpoint: every path gets each image's depth map
+        depths, depth_source = load_depths(args.images, images)
+        by_image = {id(image): depth for image, depth in zip(images, depths)}
+        depth_of = lambda image: by_image[id(image)]  # noqa: E731
+    paths = inference_paths(args, checkpoint, device, ours, onnx_path, depth_of)
+    times, keypoints = time_paths(paths, images, args.iterations)
+    memory = (measure_memory(args, checkpoint, onnx_path, images, device, workdir)
+              if not args.skip_memory else None)
+    prepared = time_prepare(args.prepare_records, workdir) if not args.skip_prepare else None
+    training = processes = None
+    if not args.skip_training:
+        data_root = prepared['out'] if prepared else None
+        if data_root is None:
+            data_root = time_prepare(max(40, 2 * args.train_iterations * args.train_batch_size),
+                                     workdir)['out']
+        training = time_training(args, data_root, device, workdir)
+        processes = time_processes(args, data_root, device, workdir)
+    return dict(ours=ours, images=images, source=source, onnx_path=onnx_path, export_s=export_s,
+                depth_source=depth_source, times=times, keypoints=keypoints, memory=memory,
+                prepared=prepared, training=training, processes=processes)
+
+
+def print_inference(args, device: str, run: dict) -> None:
+    import torch
+    ours, images, times, keypoints = run['ours'], run['images'], run['times'], run['keypoints']
+    ort_version = sys.modules['onnxruntime'].__version__ if run['onnx_path'] else None
     width, height = ours.input_size
-    stock_name = 'MMPose inference_topdown'
-    stock_median = statistics.median(times[stock_name])
+    stock_median = statistics.median(times[STOCK])
+    load_before, load_after = run['load']
     print(f'Machine: {os.cpu_count()} CPUs, torch {torch.__version__} with '
           f'{torch.get_num_threads()} threads, device {device}; load average '
           f'{load_before:.2f} before, {load_after:.2f} after (other programs slow all paths)'
           + (f'; onnxruntime {ort_version}, its own default threads' if ort_version else '')
           + (f'; --threads {args.threads} everywhere' if args.threads else ''))
     print(f'Model: {args.checkpoint or "random weights, project config"}, input {width}x{height}, '
-          f'{len(ours.names)} landmarks; images: {len(images)} from {source} '
+          f'{len(ours.names)} landmarks; images: {len(images)} from {run["source"]} '
           f'({images[0].shape[1]}x{images[0].shape[0]})'
-          + (f'; RGB-D model, {depth_source}' if depth_source else ''))
-    if export_s is not None:
-        print(f'ONNX export (once per model, export_onnx.py): {export_s:.1f} s')
+          + (f'; RGB-D model, {run["depth_source"]}' if run['depth_source'] else ''))
+    if run['export_s'] is not None:
+        print(f'ONNX export (once per model, export_onnx.py): {run["export_s"]:.1f} s')
     print(f'\nInference, {args.iterations} rounds, paths interleaved; ms per image'
           + (' (--quick: a smoke test, not a measurement)' if args.quick else ''))
     rows = []
     for name, values in times.items():
-        distance = np.linalg.norm(keypoints[name] - keypoints[stock_name], axis=-1).max()
+        distance = np.linalg.norm(keypoints[name] - keypoints[STOCK], axis=-1).max()
         rows.append([name, f'{statistics.median(values) * 1e3:.1f}', f'{min(values) * 1e3:.1f}',
                      f'{stock_median / statistics.median(values):.2f}x',
-                     'reference' if name == stock_name else f'{distance:.5f}'])
+                     'reference' if name == STOCK else f'{distance:.5f}'])
     print(table(rows, ['path', 'median', 'min', 'vs MMPose', 'max landmark diff px']))
-    if memory:
-        print('\nPeak memory: RSS high-water mark (VmHWM) of a fresh process per path that loads '
-              'the model and predicts the images one per call; MiB'
-              + ('; GPU memory not included' if device != 'cpu' else ''))
-        rows = [[kind, f'{m["after_imports_mib"]:.0f}', f'{m["peak_mib"]:.0f}',
-                 f'{m["peak_mib"] - m["after_imports_mib"]:.0f}',
-                 'yes' if m['torch_loaded'] else 'no'] for kind, m in memory.items()]
-        print(table(rows, ['path', 'after imports', 'peak', 'model + run', 'torch loaded']))
+
+
+def print_memory(device: str, memory) -> None:
+    if not memory:
+        return
+    print('\nPeak memory: RSS high-water mark (VmHWM) of a fresh process per path that loads '
+          'the model and predicts the images one per call; MiB'
+          + ('; GPU memory not included' if device != 'cpu' else ''))
+    rows = [[kind, f'{m["after_imports_mib"]:.0f}', f'{m["peak_mib"]:.0f}',
+             f'{m["peak_mib"] - m["after_imports_mib"]:.0f}',
+             'yes' if m['torch_loaded'] else 'no'] for kind, m in memory.items()]
+    print(table(rows, ['path', 'after imports', 'peak', 'model + run', 'torch loaded']))
+
+
+def print_prepare(prepared) -> None:
     if prepared:
         print(f'\nData preparation (prepare_dataset, {prepared["records"]} generated 224x224 '
               f'records): {prepared["records"] / prepared["seconds"]:.0f} records/s, '
               f'{prepared["seconds"]:.1f} s total (generating the pickle took '
               f'{prepared["generate_seconds"]:.1f} s, not counted)')
-    if training:
-        plain, ours_run = training['plain'], training['ours']
-        print(f'\nTraining, input {args.train_input_size}x{args.train_input_size}, batch '
-              f'{args.train_batch_size}, {args.train_iterations} iterations each (first 3 are '
-              'warm-up), data loaded in the main process; medians per iteration')
-        rows = [[label, f'{r["images_per_s"]:.2f}', f'{r["iteration_s"]:.3f}', f'{r["data_s"]:.3f}',
-                 f'{r["iteration_s"] - r["data_s"]:.3f}', f'{r["wall_s"]:.1f}']
-                for label, r in (('MMEngine Runner.from_cfg', plain),
-                                 ('train_cephalometric.py', ours_run))]
-        print(table(rows, ['path', 'images/s', 'iteration s', 'data s', 'compute s', 'wall s']))
-        print(f'train_cephalometric.py overhead vs plain MMEngine: '
-              f'{(plain["images_per_s"] / ours_run["images_per_s"] - 1) * 100:+.1f}%')
-    if processes:
-        one, two = processes[1], processes[2]
-        print(f'\nTraining with several processes (train_cephalometric.py; 2 via torchrun '
-              f'--launcher pytorch, {"nccl" if device == "cuda" else "gloo"}), batch '
-              f'{args.train_batch_size} per process, {args.train_iterations} iterations per '
-              'process; images/s counts all processes')
-        rows = [[f'{count} process{"es" if count > 1 else ""}', f'{r["images_per_s"]:.2f}',
-                 f'{r["iteration_s"]:.3f}', f'{r["data_s"]:.3f}', f'{r["wall_s"]:.1f}']
-                for count, r in processes.items()]
-        print(table(rows, ['processes', 'images/s', 'iteration s', 'data s', 'wall s']))
-        print(f'training throughput 2 vs 1 processes: '
-              f'{two["images_per_s"] / one["images_per_s"]:.2f}x (on {os.cpu_count()} CPU cores '
-              'the processes share the cores: expect about 1x on a CPU, up to 2x on two GPUs)'
-              if device == 'cpu' else
-              f'training throughput 2 vs 1 processes: '
-              f'{two["images_per_s"] / one["images_per_s"]:.2f}x')
-    fastest = 'ours onnxruntime' if onnx_path else 'ours pytorch'
-    print(f'\n"ours" below is {fastest}, one image per call.')
-    print(f'inference speedup vs MMPose: {stock_median / statistics.median(times[fastest]):.2f}x')
-    return 0
 
+
+def print_training(args, training) -> None:
+    if not training:
+        return
+    plain, ours_run = training['plain'], training['ours']
+    print(f'\nTraining, input {args.train_input_size}x{args.train_input_size}, batch '
+          f'{args.train_batch_size}, {args.train_iterations} iterations each (first 3 are '
+          'warm-up), data loaded in the main process; medians per iteration')
+    rows = [[label, f'{r["images_per_s"]:.2f}', f'{r["iteration_s"]:.3f}', f'{r["data_s"]:.3f}',
+             f'{r["iteration_s"] - r["data_s"]:.3f}', f'{r["wall_s"]:.1f}']
+            for label, r in (('MMEngine Runner.from_cfg', plain),
+                             ('train_cephalometric.py', ours_run))]
+    print(table(rows, ['path', 'images/s', 'iteration s', 'data s', 'compute s', 'wall s']))
+    print(f'train_cephalometric.py overhead vs plain MMEngine: '
+          f'{(plain["images_per_s"] / ours_run["images_per_s"] - 1) * 100:+.1f}%')
+
+
+def print_processes(args, device: str, processes) -> None:
+    if not processes:
+        return
+    one, two = processes[1], processes[2]
+    print(f'\nTraining with several processes (train_cephalometric.py; 2 via torchrun '
+          f'--launcher pytorch, {"nccl" if device == "cuda" else "gloo"}), batch '
+          f'{args.train_batch_size} per process, {args.train_iterations} iterations per '
+          'process; images/s counts all processes')
+    rows = [[f'{count} process{"es" if count > 1 else ""}', f'{r["images_per_s"]:.2f}',
+             f'{r["iteration_s"]:.3f}', f'{r["data_s"]:.3f}', f'{r["wall_s"]:.1f}']
+            for count, r in processes.items()]
+    print(table(rows, ['processes', 'images/s', 'iteration s', 'data s', 'wall s']))
+    ratio = two['images_per_s'] / one['images_per_s']
+    print(f'training throughput 2 vs 1 processes: {ratio:.2f}x'
+          + (f' (on {os.cpu_count()} CPU cores the processes share the cores: expect about 1x on '
+             'a CPU, up to 2x on two GPUs)' if device == 'cpu' else ''))
 
 if __name__ == '__main__':
     sys.exit(run_cli(main))

@@ -86,15 +86,7 @@ def parse_thresholds(text: str) -> tuple[float, float]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.split not in SPLITS:
-        raise UserError(f'--split must be one of {", ".join(SPLITS)}, got {args.split!r}')
-    if args.worst < 0:
-        raise UserError(f'--worst must be 0 or more, got {args.worst}')
-    thresholds = parse_thresholds(args.class_thresholds)
-    if not osp.isfile(args.checkpoint):
-        raise UserError(f'checkpoint not found: {args.checkpoint}; pass the .pth written by '
-                        'training, e.g. work_dirs/cephalometric/best_MRE.pth')
-
+    thresholds = check_args(args)
     split = load_split(args.data_root, args.split)
     if not split.patient_ids:
         raise UserError(f'the {args.split} split of {args.data_root} has no images; prepare the '
@@ -115,38 +107,10 @@ def main(argv=None) -> int:
                         'dataset the model was trained on')
     print(f'predicting {len(split.patient_ids)} images of the {args.split} split '
           f'on {predictor.device}')
-    depth_paths = None
-    if getattr(predictor, 'needs_depth', False):
-        depth_paths = (match_depth_files(split.image_paths, args.depth_path) if args.depth_path
-                       else split.depth_paths)
-        if depth_paths is None:
-            raise UserError(f'this model is RGB-D but {args.data_root} keeps no depth maps; pass '
-                            '--depth-path FOLDER (<stem>.npy per image) or prepare the data with '
-                            '--image-source rgbd')
-        missing = [p for p in depth_paths if not osp.isfile(p)]
-        if missing:
-            raise UserError(f'depth map {missing[0]} is missing ({len(missing)} in all); '
-                            f'{recreate_hint(args.data_root)}')
-    elif args.depth_path:
-        print('note: this model takes no depth map; --depth-path is ignored', file=sys.stderr)
-    if args.robustness and depth_paths is not None:
-        raise UserError('--robustness builds wider photographs without depth maps; run it with an '
-                        'RGB or depth model, not an RGB-D one')
+    depth_paths = split_depth_paths(args, split, getattr(predictor, 'needs_depth', False))
     predicted = predict_split(predictor, split.image_paths, args.batch_size, depth_paths,
                               args.bbox)
-
-    # The baseline needs only the train annotations (their mean shape), never the train images.
-    has_train = osp.isfile(osp.join(args.data_root, 'annotations', 'train.json'))
-    baseline = mean_shape_baseline(args.data_root, args.split) if has_train else None
-    values, numbers = evaluate(split, predicted, thresholds, baseline)
-    metrics = {'split': args.split, 'checkpoint': osp.abspath(args.checkpoint),
-               'data_root': osp.abspath(args.data_root), **numbers}
-    worst, metrics['worst_cases'] = worst_cases(metrics, split, args.worst)
-    metrics['bbox'] = args.bbox
-    if args.robustness:
-        print(f'framing robustness: {len(split.patient_ids)} images x 8 variants x 2 ways')
-        metrics['robustness'] = framing_robustness(predictor, split)
-
+    metrics, values, worst = measure(args, split, predicted, thresholds, predictor)
     with staged_output_folder(out_dir, tool='evaluate') as staging:
         files = report.write_figures(str(staging), metrics, values, split, predicted, worst)
         report.write_predictions_csv(str(staging / 'predictions.csv'), split, predicted)
@@ -160,3 +124,55 @@ def main(argv=None) -> int:
     print(f'{args.split}: MRE {overall[key]:.2f} {unit} over {metrics["num_images"]} images; {sdr}')
     print(f'report: {osp.join(out_dir, "report.md")}')
     return 0
+
+
+def check_args(args) -> tuple[float, float]:
+    """The options that need no data or model; returns the class thresholds."""
+    if args.split not in SPLITS:
+        raise UserError(f'--split must be one of {", ".join(SPLITS)}, got {args.split!r}')
+    if args.worst < 0:
+        raise UserError(f'--worst must be 0 or more, got {args.worst}')
+    thresholds = parse_thresholds(args.class_thresholds)
+    if not osp.isfile(args.checkpoint):
+        raise UserError(f'checkpoint not found: {args.checkpoint}; pass the .pth written by '
+                        'training, e.g. work_dirs/cephalometric/best_MRE.pth')
+    return thresholds
+
+
+def split_depth_paths(args, split, needs_depth: bool):
+    """Each image's depth map for an RGB-D model (--depth-path, else the dataset's own), else
+    None; one line when any is missing, before anything is predicted."""
+    if not needs_depth:
+        if args.depth_path:
+            print('note: this model takes no depth map; --depth-path is ignored', file=sys.stderr)
+        return None
+    depth_paths = (match_depth_files(split.image_paths, args.depth_path) if args.depth_path
+                   else split.depth_paths)
+    if depth_paths is None:
+        raise UserError(f'this model is RGB-D but {args.data_root} keeps no depth maps; pass '
+                        '--depth-path FOLDER (<stem>.npy per image) or prepare the data with '
+                        '--image-source rgbd')
+    missing = [p for p in depth_paths if not osp.isfile(p)]
+    if missing:
+        raise UserError(f'depth map {missing[0]} is missing ({len(missing)} in all); '
+                        f'{recreate_hint(args.data_root)}')
+    if args.robustness:
+        raise UserError('--robustness builds wider photographs without depth maps; run it with an '
+                        'RGB or depth model, not an RGB-D one')
+    return depth_paths
+
+
+def measure(args, split, predicted, thresholds, predictor) -> tuple:
+    """(metrics for metrics.json, per-image values for the figures, worst-case indices)."""
+    # The baseline needs only the train annotations (their mean shape), never the train images.
+    has_train = osp.isfile(osp.join(args.data_root, 'annotations', 'train.json'))
+    baseline = mean_shape_baseline(args.data_root, args.split) if has_train else None
+    values, numbers = evaluate(split, predicted, thresholds, baseline)
+    metrics = {'split': args.split, 'checkpoint': osp.abspath(args.checkpoint),
+               'data_root': osp.abspath(args.data_root), **numbers}
+    worst, metrics['worst_cases'] = worst_cases(metrics, split, args.worst)
+    metrics['bbox'] = args.bbox
+    if args.robustness:
+        print(f'framing robustness: {len(split.patient_ids)} images x 8 variants x 2 ways')
+        metrics['robustness'] = framing_robustness(predictor, split)
+    return metrics, values, worst

@@ -120,6 +120,14 @@ def last_checkpoint(work_dir: str) -> Optional[str]:
     return path if osp.isfile(path) else None
 
 
+def resumed_epochs(path: str) -> int:
+    """How many epochs the resume checkpoint at `path` holds, read with the safe loader."""
+    from cephalometric.model.checkpoint import load_checkpoint_file
+    meta = load_checkpoint_file(path, training=True).get('meta')
+    done = meta.get('epoch', 0) if isinstance(meta, dict) else 0
+    return done if isinstance(done, int) else 0
+
+
 # -- work dir -------------------------------------------------------------------------------------
 def check_work_dir(work_dir: str) -> bool:
     """Refuse a work dir that cannot be written; returns whether it exists already.
@@ -216,16 +224,7 @@ def train(argv: Optional[Sequence[str]] = None) -> int:
     """The whole of train_cephalometric.py."""
     args = check_options(build_parser().parse_args(argv))
     processes = read_launcher(args.launcher)
-    select_device(args.device, processes.distributed)
-    import torch  # only after select_device
-
-    if args.device.startswith('cuda') and not torch.cuda.is_available():
-        raise UserError(f'--device {args.device} but no CUDA GPU is visible; use --device cpu')
-    if args.amp and not torch.cuda.is_available():
-        raise UserError('--amp needs a CUDA GPU; drop --amp on CPU')
-    use_cuda = torch.cuda.is_available()
-    if args.seed is not None:
-        make_deterministic()
+    use_cuda = _select_hardware(args, processes)
     if args.resume and last_checkpoint(args.work_dir) is None:
         raise UserError(f'nothing to resume in {args.work_dir} (no last_checkpoint); '
                         'run without --resume to start training')
@@ -233,17 +232,12 @@ def train(argv: Optional[Sequence[str]] = None) -> int:
 
     import cephalometric.mmpose_plugins.mmcv_compat  # noqa: F401  (must precede mmpose)
 
-    from cephalometric.model.checkpoint import load_checkpoint_file
     from cephalometric.training import config as config_utils
 
     cfg, names, data_root = build_config(args)
     landmarks_done = False
     if args.resume:
-        checkpoint = load_checkpoint_file(last_checkpoint(args.work_dir), training=True)
-        meta = checkpoint.get('meta')
-        done = meta.get('epoch', 0) if isinstance(meta, dict) else 0
-        done = done if isinstance(done, int) else 0
-        del checkpoint
+        done = resumed_epochs(last_checkpoint(args.work_dir))
         landmarks_done = done >= cfg.train_cfg.max_epochs
         if landmarks_done and not framing_pending(cfg, args.work_dir):
             if processes.rank == 0:
@@ -264,31 +258,12 @@ def train(argv: Optional[Sequence[str]] = None) -> int:
         if landmarks_done:
             started.started = True   # only the framing model is left to train
         else:
-            runner = _build_runner(cfg)
-            runner.register_hook(started.hook())
-            runner.logger.info(f'{len(names)} landmarks: {", ".join(names)}')
-            if processes.distributed:
-                _log_process_seeds(runner, processes)
-            _run(runner, 'the last checkpoint' if args.resume else cfg.load_from)
+            _train_landmark_model(cfg, names, processes, started, args.resume)
         # derived after start_processes, which fills in the process group's settings
         framing_cfg = config_utils.framing_config(cfg, args.work_dir)
         if framing_cfg is not None:
-            from mmengine.dist import barrier
-            barrier()   # every process reads the best_MRE.pth rank 0 has finished writing
-            if not osp.isfile(framing_cfg.load_from):   # validation never found a finite MRE
-                raise UserError(f'no {framing_cfg.load_from} to fine-tune the framing model from '
-                                '(no validation MRE could be computed); check the training log')
-            # An interrupted framing run continues under --resume; a new one starts afresh.
-            framing_cfg.resume = bool(landmarks_done and args.resume
-                                      and last_checkpoint(framing_cfg.work_dir))
-            if framing_cfg.resume:
-                framing_cfg.load_from = None
-            runner = _build_runner(framing_cfg)
-            runner.logger.info(f'framing model: {config_utils.framing_epochs(cfg)} epochs '
-                               f'fine-tuned from {osp.join(args.work_dir, "best_MRE.pth")} with '
-                               'zoom-out; stored in it when done')
-            _run(runner, 'the framing run\'s last checkpoint' if framing_cfg.resume
-                 else framing_cfg.load_from)
+            _train_framing_model(framing_cfg, config_utils.framing_epochs(cfg), args.work_dir,
+                                 resume=landmarks_done and args.resume)
     except BaseException:
         if not started.started and processes.rank == 0:
             _remove_failed_start(args.work_dir, before)
@@ -299,6 +274,51 @@ def train(argv: Optional[Sequence[str]] = None) -> int:
     if processes.rank == 0:
         report_result(args.work_dir, data_root)
     return 0
+
+
+def _select_hardware(args, processes: Processes) -> bool:
+    """Device, mixed precision and deterministic kernels as asked; returns whether CUDA is used."""
+    select_device(args.device, processes.distributed)
+    import torch  # only after select_device
+
+    if args.device.startswith('cuda') and not torch.cuda.is_available():
+        raise UserError(f'--device {args.device} but no CUDA GPU is visible; use --device cpu')
+    if args.amp and not torch.cuda.is_available():
+        raise UserError('--amp needs a CUDA GPU; drop --amp on CPU')
+    if args.seed is not None:
+        make_deterministic()
+    return torch.cuda.is_available()
+
+
+def _train_landmark_model(cfg, names, processes: Processes, started: '_TrainingStarted',
+                          resume: bool) -> None:
+    """The landmark model's run: MMEngine's Runner on the crops, best_MRE.pth by validation."""
+    runner = _build_runner(cfg)
+    runner.register_hook(started.hook())
+    runner.logger.info(f'{len(names)} landmarks: {", ".join(names)}')
+    if processes.distributed:
+        _log_process_seeds(runner, processes)
+    _run(runner, 'the last checkpoint' if resume else cfg.load_from)
+
+
+def _train_framing_model(framing_cfg, epochs: int, work_dir: str, resume: bool) -> None:
+    """The framing model's run: a copy of best_MRE.pth fine-tuned with zoom-out, stored back in
+    it (FramingModelHook). `resume`: continue an interrupted framing run of a finished landmark
+    run; otherwise it starts afresh from best_MRE.pth."""
+    from mmengine.dist import barrier
+    barrier()   # every process reads the best_MRE.pth rank 0 has finished writing
+    if not osp.isfile(framing_cfg.load_from):   # validation never found a finite MRE
+        raise UserError(f'no {framing_cfg.load_from} to fine-tune the framing model from '
+                        '(no validation MRE could be computed); check the training log')
+    framing_cfg.resume = bool(resume and last_checkpoint(framing_cfg.work_dir))
+    if framing_cfg.resume:
+        framing_cfg.load_from = None
+    runner = _build_runner(framing_cfg)
+    runner.logger.info(f'framing model: {epochs} epochs fine-tuned from '
+                       f'{osp.join(work_dir, "best_MRE.pth")} with zoom-out; stored in it when '
+                       'done')
+    _run(runner, 'the framing run\'s last checkpoint' if framing_cfg.resume
+         else framing_cfg.load_from)
 
 
 def _build_runner(cfg):
