@@ -481,16 +481,20 @@ function candidatesAt(event) {
 }
 
 function pick(event) {
+  // The selected point when it is within reach (so it can be dragged), else the nearest.
   const candidates = candidatesAt(event);
   if (!candidates.length) return -1;
+  return candidates.includes(state.selected) ? state.selected : candidates[0];
+}
+
+function clicked(event, candidates) {
+  // A click (no drag) where the last click was: the next of the points there.
   const last = state.lastPress;
-  let index = candidates[0];
-  if (last && Math.hypot(event.clientX - last.x, event.clientY - last.y) <= SAME_PRESS &&
-      candidates.includes(last.index) && candidates.length > 1) {
-    index = candidates[(candidates.indexOf(last.index) + 1) % candidates.length];
+  if (last && candidates.length > 1 && candidates.includes(state.selected) &&
+      Math.hypot(event.clientX - last.x, event.clientY - last.y) <= SAME_PRESS) {
+    select(candidates[(candidates.indexOf(state.selected) + 1) % candidates.length]);
   }
-  state.lastPress = { x: event.clientX, y: event.clientY, index };
-  return index;
+  state.lastPress = { x: event.clientX, y: event.clientY };
 }
 
 function cycleOverlap() {
@@ -539,6 +543,7 @@ function startPan(event) {
   const stop = (e) => {
     if (e.pointerId !== event.pointerId) return;
     viewer.classList.remove('panning');
+    state.lastPress = null;
     viewer.removeEventListener('pointermove', move);
     viewer.removeEventListener('pointerup', stop);
     viewer.removeEventListener('pointercancel', stop);
@@ -575,6 +580,7 @@ function onPointerUp(event) {
 }
 
 function startDrag(event, index) {
+  const candidates = candidatesAt(event);
   select(index);
   pushUndo();
   const viewer = $('#viewer');
@@ -597,8 +603,8 @@ function startDrag(event, index) {
     viewer.removeEventListener('pointerup', stop);
     viewer.removeEventListener('pointercancel', stop);
     $('#loupe').hidden = true;
-    if (!moved) state.undo[state.name].pop();
-    else { renderLandmarkList(); renderImageList(); }
+    if (!moved) { state.undo[state.name].pop(); clicked(event, candidates); }
+    else { state.lastPress = null; renderLandmarkList(); renderImageList(); }
   };
   viewer.addEventListener('pointermove', move);
   viewer.addEventListener('pointerup', stop);
@@ -976,6 +982,9 @@ async function start() {
   on('zoom-in', () => setZoom(state.zoom * ZOOM_STEP));
   on('zoom-out', () => setZoom(state.zoom / ZOOM_STEP));
   on('zoom-fit', fitZoom);
+  for (const button of document.querySelectorAll('dialog [data-close]')) {
+    button.addEventListener('click', () => button.closest('dialog').close('cancel'));
+  }
   const viewer = $('#viewer');
   viewer.addEventListener('pointerdown', onPointerDown);
   viewer.addEventListener('pointerup', onPointerUp);
@@ -1014,5 +1023,14 @@ async function start() {
   }
 }
 
-window.review = { setZoom, fitZoom, openImage, save, select };
+// For tests and the console: set every point at once (an undoable edit), image <-> screen.
+function setPoints(points) {
+  pushUndo();
+  state.points = copyPoints(points);
+  changed(performance.now());
+  renderLandmarkList();
+  renderImageList();
+}
+
+window.review = { setZoom, fitZoom, openImage, save, select, setPoints, toScreen, toImage, loadPhoto };
 start();
