@@ -1,22 +1,30 @@
 # Cephalometric landmarks on lateral face photographs: HRNetV2-W18, top-down heatmaps (MMPose).
 #
-# Read this file as the recipe. `train_cephalometric.py` loads it and fills in what depends on the
-# prepared data (number of landmarks, data_root) and on its command-line options; every value here
-# can also be changed with `--cfg-options key=value`.
-#
-# Why this recipe:
-# - HRNetV2-W18 keeps a high-resolution branch all the way through, which is what sub-pixel landmark
-#   localisation needs, and it is the model of the user's README.
-# - Fine-tuned from OpenMMLab's AFLW face-landmark checkpoint (faces, 19 heatmaps): its whole
-#   backbone and head load directly, so training starts from face features instead of from noise.
-# - No config `import` statements: MMEngine then treats the file as a plain config and applies
-#   `custom_imports`, which registers our dataset, metric and hooks (package modules only).
-#
-# This file is code (MMEngine executes a config), so pass only configs you trust with --config.
-# Nothing the tools read besides it ever runs: datasets and checkpoints are read as data.
+# The recipe. train_cephalometric.py loads it, fills in what depends on the prepared data (number
+# of landmarks, data_root) and applies its options (--epochs, --lr, --input-size, ...), which set
+# every place a named setting below is used. Any other value: --cfg-options key=value.
+# - HRNetV2-W18 keeps a high-resolution branch throughout: what sub-pixel landmarks need.
+# - Fine-tuned from OpenMMLab's AFLW face-landmark checkpoint (faces, 19 heatmaps): backbone and
+#   head load whole, so training starts from face features.
+# - No `import` statements: MMEngine then applies `custom_imports` (package modules only).
+# This file is code (MMEngine executes a config): pass only configs you trust with --config.
+
+# ----------------------------------------------------------------------------------------------
+# Named settings (read when the file loads; the options of train_cephalometric.py change them
+# everywhere they are used, --cfg-options on these names is refused).
+max_epochs = 100        # --epochs; the step decay and the framing model scale with it
+base_lr = 1e-3          # --lr; Adam, for 32 images per step
+warmup_iters = 200      # --warmup-iters; linear ramp so the pretrained head is not wrecked
+train_batch_size = 32   # --batch-size (per process)
+val_batch_size = 32
+num_workers = 2         # --workers (per process; 0: load in the training process)
+input_size = (256, 256)     # --input-size; the AFLW model's
+heatmap_size = (64, 64)     # stride 4
+sigma = 2                   # --sigma; heatmap Gaussian, in heatmap pixels
+framing_epochs = 30         # --framing-epochs; the framing model's fine-tuning (0: none)
 
 custom_imports = dict(
-    # mmcv_compat must come first: it lets mmpose import on mmcv-lite (no compiled ops).
+    # mmcv_compat first: it lets mmpose import on mmcv-lite (no compiled ops).
     imports=['cephalometric.mmpose_plugins.mmcv_compat', 'cephalometric.mmpose_plugins.dataset',
              'cephalometric.mmpose_plugins.metric', 'cephalometric.mmpose_plugins.transforms',
              'cephalometric.training.hooks'],
@@ -32,29 +40,28 @@ data_root = 'data/cephalometric/'
 num_keypoints = 19
 
 # ----------------------------------------------------------------------------------------------
-# Schedule: 100 epochs as in the user's README; validation (MRE) after every epoch.
-train_cfg = dict(by_epoch=True, max_epochs=100, val_interval=1)
+# Schedule: validation (MRE) after every epoch.
+train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=1)
 val_cfg = dict()
 test_cfg = dict()
 
-# Adam with a linear warm-up (the pretrained head must not be wrecked by the first large steps)
-# and a 10x step decay late in training to settle on sub-pixel positions.
-optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='Adam', lr=1e-3))
+# Adam, linear warm-up, then a 10x step decay at 70% and 90% to settle on sub-pixel positions.
+optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='Adam', lr=base_lr))
 param_scheduler = [
-    dict(type='LinearLR', begin=0, end=200, start_factor=0.001, by_epoch=False),
-    dict(type='MultiStepLR', begin=0, end=100, milestones=[70, 90], gamma=0.1, by_epoch=True),
+    dict(type='LinearLR', begin=0, end=warmup_iters, start_factor=0.001, by_epoch=False),
+    dict(type='MultiStepLR', begin=0, end=max_epochs,
+         milestones=[int(max_epochs * 0.7), int(max_epochs * 0.9)], gamma=0.1, by_epoch=True),
 ]
-# The learning rate above is for 32 images per step in all. With several processes the batch size is
-# per process (the step sees processes x batch_size images); --auto-scale-lr (enable=True) scales
-# lr by that total / base_batch_size, the linear scaling rule.
+# With several processes a step sees processes x batch_size images; --auto-scale-lr scales lr by
+# that total / base_batch_size (the linear scaling rule).
 auto_scale_lr = dict(base_batch_size=32, enable=False)
 
 # ----------------------------------------------------------------------------------------------
-# Heatmap codec. 256x256 input, 64x64 heatmaps (stride 4) as in the AFLW model. unbiased=True is
-# DARK decoding: a Taylor expansion around the heatmap peak gives sub-pixel coordinates, which
-# matters at stride 4 (one heatmap pixel is 3.5 px of a 224 px photo).
+# Heatmap codec. unbiased=True is DARK decoding: sub-pixel coordinates from a Taylor expansion at
+# the peak (at stride 4 one heatmap pixel is 3.5 px of a 224 px photo).
 codec = dict(
-    type='MSRAHeatmap', input_size=(256, 256), heatmap_size=(64, 64), sigma=2, unbiased=True)
+    type='MSRAHeatmap', input_size=input_size, heatmap_size=heatmap_size, sigma=sigma,
+    unbiased=True)
 
 # ----------------------------------------------------------------------------------------------
 # Model
@@ -128,23 +135,19 @@ val_pipeline = [
 ]
 
 # ----------------------------------------------------------------------------------------------
-# Framing model. A clinic's photograph is framed wider than these crops and may show the patient's
-# other side, so inference first finds the face (cephalometric/framing.py). That search runs on a
-# second copy of the network: once the landmark model has trained, train_cephalometric.py
-# fine-tunes a copy of it for `max_epochs` more epochs (its own warm-up and step decay, at the same
-# fractions as above; --framing-epochs), with `zoom_out` inserted after LoadImage: half the crops
-# are pasted at a random place into a canvas up to 3x their size (plain, gradient or cluttered),
-# which becomes the box. Both networks go into best_MRE.pth; the landmark model measures the face
-# the framing model found. Why two: one network trained on both kinds of picture measured the
-# crops ~15% worse on the demo schedule (README, "Framing robustness").
+# Framing model: finds the face in a wider or mirrored photograph before the landmark model
+# measures it (cephalometric/prediction/framing.py). After the landmark run, a copy is fine-tuned
+# for `max_epochs` with `zoom_out` after LoadImage (half the crops pasted into a canvas up to 3x
+# their size); both networks go into best_MRE.pth. Two networks, because one trained on both kinds
+# of picture measured the crops ~15% worse (docs/inference.md).
 framing_model = dict(
-    max_epochs=30,
+    max_epochs=framing_epochs,
     zoom_out=dict(type='RandomZoomOut', prob=0.5, max_ratio=3.0))
 
 dataset_type = 'CephalometricDataset'
 train_dataloader = dict(
-    batch_size=32,
-    num_workers=2,
+    batch_size=train_batch_size,
+    num_workers=num_workers,
     persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=True),
     dataset=dict(
@@ -157,8 +160,8 @@ train_dataloader = dict(
         indices=None,
         pipeline=train_pipeline))
 val_dataloader = dict(
-    batch_size=32,
-    num_workers=2,
+    batch_size=val_batch_size,
+    num_workers=num_workers,
     persistent_workers=True,
     drop_last=False,
     # round_up=False: with several processes each image is validated exactly once (no padding
@@ -171,16 +174,12 @@ val_dataloader = dict(
         data_prefix=dict(img='images/'),
         test_mode=True,
         pipeline=val_pipeline))
-# The test split is only for evaluate.py: it never chooses a checkpoint. evaluate.py does NOT use
-# test_dataloader/test_evaluator: it predicts through cephalometric.predictor, the path inference.py
-# and users take (the checkpoint alone, no MMPose pipeline), and computes the same statistics
-# (cephalometric.metrics), so the reported test figures are those a user gets. Validation during
-# training goes through MMPose's pipeline (val_dataloader below); the two routes agree to 0.01 px on
-# the same images (tests/test_distributed.py). These two entries remain for MMEngine's Runner.test()
-# and MMPose's tools/test.py.
+# The test split never chooses a checkpoint. evaluate.py predicts it through the predictor users
+# run (cephalometric/prediction), not through this loader; the two routes agree to 0.01 px
+# (tests/test_distributed.py). This entry is for MMEngine's Runner.test() and MMPose's tools.
 test_dataloader = dict(
-    batch_size=32,
-    num_workers=2,
+    batch_size=val_batch_size,
+    num_workers=num_workers,
     drop_last=False,
     sampler=dict(type='DefaultSampler', shuffle=False, round_up=False),
     dataset=dict(

@@ -40,6 +40,7 @@ def assert_one_error(code, lines, err, *fragments):
     ('train_cfg.max_epochs=many', 'int'),                              # a value of the wrong type
     ('param_scheduler.7.end=5', 'list of 2'),                          # no such list entry
     ('train_cfg.max_epochs.x=1', 'is a value, not a dict'),            # a value is not a section
+    ('max_epochs=5', 'use --epochs'),                                  # a named setting
 ])
 def test_bad_cfg_options_are_one_line_and_make_no_work_dir(option, fragment, prepared, tmp_path,
                                                            capsys):

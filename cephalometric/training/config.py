@@ -20,6 +20,13 @@ DEFAULT_DATA_ROOT = 'data/cephalometric'
 DEFAULT_WORK_DIR = 'work_dirs/cephalometric'
 RESOLVED_CONFIG = 'resolved_config.py'
 
+# The config's named settings (its top block) and the option that changes each everywhere it is
+# used; None: only by editing a --config.
+NAMED_SETTINGS = {'max_epochs': '--epochs', 'base_lr': '--lr', 'warmup_iters': '--warmup-iters',
+                  'train_batch_size': '--batch-size', 'val_batch_size': None,
+                  'num_workers': '--workers', 'input_size': '--input-size',
+                  'heatmap_size': '--input-size', 'sigma': '--sigma',
+                  'framing_epochs': '--framing-epochs'}
 DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 
 
@@ -181,6 +188,11 @@ def check_cfg_options(cfg, options: dict) -> None:
     """
     tree = cfg.to_dict()
     for key, value in options.items():
+        if key in NAMED_SETTINGS and key in tree:
+            instead = NAMED_SETTINGS[key]
+            raise UserError(f'--cfg-options {key}: a named setting at the top of the config, read '
+                            f'only when the file loads, so changing it here would change nothing; '
+                            + (f'use {instead}' if instead else 'edit it in your own --config'))
         node = tree
         for depth, part in enumerate(key.split('.')):
             where = '.'.join(key.split('.')[:depth]) or 'the config'
