@@ -27,6 +27,14 @@ MARKER = '.cephalometric-output'
 PathLike = Union[str, os.PathLike]
 
 
+def nearest_existing(path: PathLike) -> str:
+    """`path`, or the nearest of its parents that exists: where a new output would be created."""
+    existing = os.path.abspath(os.fspath(path))
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    return existing
+
+
 def _resolved(path: PathLike) -> Path:
     return Path(os.path.abspath(os.path.expanduser(os.fspath(path)))).resolve()
 

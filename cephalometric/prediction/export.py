@@ -15,7 +15,7 @@ from cephalometric.errors import UserError
 from cephalometric.prediction.backends import OnnxRuntimeBackend
 from cephalometric.prediction.onnx import export_onnx
 from cephalometric.prediction.predictor import LandmarkPredictor
-from cephalometric.prediction.results import StagedFiles
+from cephalometric.prediction.results import StagedFiles, check_output_file
 
 TOLERANCE_PX = 0.1
 
@@ -34,22 +34,6 @@ def synthetic_face(width: int = 320, height: int = 384) -> np.ndarray:
     return image
 
 
-def check_writable(path: str) -> None:
-    """Refuse an output file whose folder cannot be written, before minutes of work."""
-    if os.path.isdir(path):
-        raise UserError(f'--out {path} is a folder; give a file name ending in .onnx')
-    folder = os.path.dirname(os.path.abspath(path))
-    existing = folder
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise UserError(f'--out {path} lies under {existing}, which is a file; choose another '
-                        '--out')
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f'cannot write to {existing}; choose another --out or check the '
-                        'folder\'s permissions')
-
-
 def framing_file(out: str) -> str:
     """Where export_onnx.py writes the framing model of `out`: <stem>.framing.onnx beside it."""
     return os.path.splitext(out)[0] + '.framing.onnx'
@@ -61,7 +45,7 @@ def export_checked(checkpoint: str, out: str) -> tuple:
     A checkpoint with a framing model also gets `framing_file(out)`, named in `out`'s metadata;
     both are checked before either is written.
     """
-    check_writable(out)
+    check_output_file(out, '--out')
     reference = LandmarkPredictor(checkpoint, device='cpu', backend='pytorch')
     framing = None
     if reference.framing_network is not None:

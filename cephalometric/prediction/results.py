@@ -36,6 +36,7 @@ import numpy as np
 from cephalometric.atomic import publish, temporary_beside, write_text_atomically
 from cephalometric.errors import UserError
 from cephalometric.landmarks import find_landmark
+from cephalometric.outputs import nearest_existing
 
 # Landmarks the skeletal class (from ANB = SNA - SNB) depends on.
 CLASS_LANDMARKS = ('S', 'N', 'A', 'B')
@@ -179,9 +180,7 @@ def check_output_file(path: str, option: str) -> None:
     path = os.fspath(path)
     if os.path.isdir(path):
         raise UserError(f'{option} {path} is a folder; give a file name')
-    existing = os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
+    existing = nearest_existing(os.path.dirname(os.path.abspath(path)))
     if not os.path.isdir(existing):
         raise UserError(f'{option} {path} lies under {existing}, which is a file; choose another '
                         f'{option}')

@@ -22,6 +22,7 @@ from typing import Optional, Sequence
 from cephalometric.atomic import write_text_atomically
 from cephalometric.cli import add_options, check_options
 from cephalometric.errors import UserError, first_line
+from cephalometric.outputs import nearest_existing
 from cephalometric.training.config import (  # noqa: F401  (the names tests and benchmark use)
     DEFAULT_CONFIG,
     DEFAULT_DATA_ROOT,
@@ -140,9 +141,7 @@ def check_work_dir(work_dir: str) -> bool:
     if osp.exists(work_dir) and not osp.isdir(work_dir):
         raise UserError(f'--work-dir {work_dir} is a file; pass a folder')
     existed = osp.isdir(work_dir)
-    probe_in = work_dir if existed else osp.dirname(osp.abspath(work_dir))
-    while not osp.exists(probe_in):
-        probe_in = osp.dirname(probe_in)
+    probe_in = nearest_existing(work_dir if existed else osp.dirname(osp.abspath(work_dir)))
     if not osp.isdir(probe_in):
         raise UserError(f'--work-dir {work_dir} lies under the file {probe_in}; pass a folder')
     try:
