@@ -521,7 +521,7 @@ def test_screenshot_command_with_a_trained_model(trained_run, demo_dataset, tmp_
     assert run_cli(review_browser.main, ['--checkpoint', str(trained_run / 'best_MRE.pth'),
                                          '--images', str(photos), '--out', str(shot)]) == 0
     image = cv2.imread(str(shot))
-    assert image is not None and image.shape[:2] == (820, 1360)
+    assert image is not None and image.shape[:2] == (720, 1280)
 
 
 def test_start_refuses_a_review_of_other_landmarks(tmp_path, photos, server):

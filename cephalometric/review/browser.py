@@ -65,16 +65,28 @@ def save_small_png(source: str, out_path: str) -> None:
         image.convert('RGB').quantize(256).save(temporary, format='PNG', optimize=True)
 
 
-def screenshot(url: str, out_path: str, select: Optional[int] = 3) -> None:
+def enter_initials(driver, initials: str = 'AB') -> None:
+    """Answer the page's question for the reviewer's initials (asked once when it opens)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    wait_for(lambda: driver.execute_script(
+        'return document.querySelector("#reviewer-dialog").open'))
+    driver.find_element(By.CSS_SELECTOR, '#reviewer-input').send_keys(initials, Keys.ENTER)
+
+
+def screenshot(url: str, out_path: str, select: Optional[int] = 3, width: int = 1280,
+               height: int = 720) -> None:
     """Open the review page at `url`, select landmark `select` (1-based), save a screenshot."""
     from selenium.webdriver.common.by import By
-    driver = chromium()
+    driver = chromium(width, height)
     try:
         driver.get(url)
+        enter_initials(driver)
         wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, '[data-measurement="ANB"]'))
         wait_for(lambda: driver.execute_script(
             'const i = document.querySelector("#canvas image");'
-            'return i && i.getBBox().width > 0 && document.readyState === "complete"'))
+            'return i && i.getBBox().width > 0 && document.readyState === "complete" && '
+            'document.querySelector("#loading").hidden'))
         if select:
             driver.find_element(By.TAG_NAME, 'body').send_keys(str(select))
         time.sleep(0.5)   # let the image decode and paint
@@ -91,7 +103,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--checkpoint', required=True, help='best_MRE.pth or .onnx')
     parser.add_argument('--images', required=True, help='folder of photographs')
     parser.add_argument('--out', default='docs/review_app.png', help='PNG to write')
+    parser.add_argument('--size', default='1280x720', help='page size WIDTHxHEIGHT (1280x720)')
     args = parser.parse_args(argv)
+    try:
+        width, height = (int(v) for v in args.size.lower().split('x'))
+        if not (320 <= width <= 7680 and 240 <= height <= 4320):
+            raise ValueError
+    except ValueError:
+        raise UserError(f'--size {args.size} must be WIDTHxHEIGHT in pixels, e.g. 1280x720') \
+            from None
     if not os.path.isfile(args.checkpoint):
         raise UserError(f'checkpoint {args.checkpoint} not found; run `make demo` first')
     from cephalometric.prediction.predictor import LandmarkPredictor
@@ -101,7 +121,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         store = ReviewStore(args.images, reviewed, LandmarkPredictor(args.checkpoint, device='cpu'),
                             log=lambda text: None)
         with running_server(store) as url:
-            screenshot(url, args.out)
+            screenshot(url, args.out, width=width, height=height)
     print(f'screenshot: {args.out}')
     return 0
 

@@ -159,7 +159,10 @@ async function openImage(name) {
     if (edit) requestMeasurements(performance.now());
     else renderMeasurements(detail.measurements, detail.marks, detail.mm_per_pixel);
     renderReportLink();
-    message(detail.status === 'to review' ? '' : `showing the saved review (${detail.status}` +
+    if (detail.flagged.length) {
+      message(`the model gave no position for ${detail.flagged.map(landmarkLabel).join(', ')}: ` +
+              'placed in the middle, please place', true);
+    } else message(detail.status === 'to review' ? '' : `showing the saved review (${detail.status}` +
       `${detail.reason ? ': ' + detail.reason : ''})`);
   } catch (error) {
     if (error.status === 409) message(`${name} is still being predicted; it opens when ready`);
@@ -178,6 +181,10 @@ function renderReportLink() {
   link.setAttribute('aria-disabled', saved ? 'false' : 'true');
   link.tabIndex = saved ? 0 : -1;
   link.href = saved ? `/api/report/${enc(state.name)}?format=pdf` : '#';
+  const png = $('#report-png');
+  png.setAttribute('aria-disabled', saved ? 'false' : 'true');
+  png.tabIndex = saved ? 0 : -1;
+  png.href = saved ? `/api/report/${enc(state.name)}?format=png` : '#';
 }
 
 function photoSideFor(zoom) {
@@ -330,6 +337,11 @@ function renderLandmarkList() {
     const s = document.createElement('span');
     s.className = 'score'; s.textContent = score.toFixed(2) + (score < threshold ? ' check' : '');
     button.append(s);
+    if (state.detail.flagged.includes(i)) {
+      const f = document.createElement('span');
+      f.className = 'missing'; f.textContent = ' no prediction: place it';
+      button.append(f);
+    }
     if (!point) {
       const m = document.createElement('span');
       m.className = 'missing'; m.textContent = ' not visible';
