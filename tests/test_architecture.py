@@ -7,8 +7,8 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / 'cephalometric'
 # Layers from the bottom up: a module may import its own layer and the ones below it (see
 # docs/architecture.md). The old top-level module names are at the top: they only re-export.
 LAYERS = [
-    ('foundations', ['errors', 'atomic', 'outputs', 'landmarks', 'radial_error', 'measurements',
-                     'drawing', 'cli']),
+    ('foundations', ['errors', 'atomic', 'json_data', 'outputs', 'landmarks', 'radial_error',
+                     'measurements', 'drawing', 'cli']),
     ('data', ['data']),
     ('mmpose_plugins', ['mmpose_plugins']),
     ('model', ['model']),
