@@ -528,3 +528,25 @@ def test_export_table_refuses_its_own_inputs_and_unwritable_places(served, photo
     assert {p: p.read_bytes() for p in before} == before
     assert a_file.read_text() == 'mine'
     assert sorted(os.listdir(out_dir)) == ['demo_0001.json']
+
+
+def test_report_refuses_to_write_over_its_inputs_or_under_a_file(served, photos, tmp_path, capsys):
+    import shutil
+    url, store, out_dir = served
+    folder, _ = photos
+    call(url, '/api/save/demo_0001.png', {'landmarks': store.detail('demo_0001.png')['points']})
+    images = tmp_path / 'images'
+    shutil.copytree(folder, images)
+    shutil.copy(images / 'demo_0002.png', images / 'demo_0001_report.png')   # a photo's name
+    before = (images / 'demo_0001_report.png').read_bytes()
+    a_file = tmp_path / 'a_file'
+    a_file.write_text('mine')
+    for target, words in ((images, 'over one of the photographs'),
+                          (a_file, 'is a file'), (a_file / 'reports', 'under the file')):
+        code = run_cli(review_app.main, ['--images', str(images), '--out-dir', str(out_dir),
+                                         '--report', str(target)])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith('error: ') and words in err, (target, err)
+        assert err.count('\n') == 1
+    assert (images / 'demo_0001_report.png').read_bytes() == before
+    assert not (images / 'demo_0001_report.pdf').exists() and a_file.read_text() == 'mine'

@@ -455,3 +455,49 @@ def test_estimates_are_drawn_distinctly_and_colours_stay_apart(page):
                         '.filter(r => /mark-/.test(r.className)).map(r => '
                         'r.querySelector(".mark").textContent)')
     assert marked and all(sign for sign in marked)
+
+
+def test_touch_pans_and_pinches_and_a_loupe_follows_a_drag(page):
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+    from selenium.webdriver.common.actions.mouse_button import MouseButton
+    driver, url, store, _ = page
+
+    def touch(kind, points):
+        driver.execute_cdp_cmd('Input.dispatchTouchEvent', {'type': kind, 'touchPoints': [
+            {'x': x, 'y': y, 'id': i} for i, (x, y) in enumerate(points)]})
+
+    js(driver, 'window.review.setZoom(window.reviewState.zoom * 2)')
+    viewer = js(driver, 'const r = document.querySelector("#viewer").getBoundingClientRect();'
+                        'return [r.left, r.top, r.width, r.height]')
+    x, y = viewer[0] + viewer[2] - 40, viewer[1] + viewer[3] - 40
+    left = photo_rect(driver)[0]
+    touch('touchStart', [(x, y)])
+    for step in range(1, 6):
+        touch('touchMove', [(x - 20 * step, y)])
+    touch('touchEnd', [])
+    assert photo_rect(driver)[0] - left == pytest.approx(-100, abs=2)
+    zoom = js(driver, 'return window.reviewState.zoom')
+    mx, my = viewer[0] + viewer[2] / 2, viewer[1] + viewer[3] / 2
+    touch('touchStart', [(mx - 30, my), (mx + 30, my)])
+    for step in range(1, 6):
+        touch('touchMove', [(mx - 30 - 10 * step, my), (mx + 30 + 10 * step, my)])
+    touch('touchEnd', [])
+    assert js(driver, 'return window.reviewState.zoom') / zoom == pytest.approx(160 / 60, rel=0.02)
+
+    # While a point is dragged, a zoomed inset shows the photo around it.
+    point = screen_of(driver, 4)
+    builder = ActionBuilder(driver, duration=10)
+    builder.pointer_action.move_to_location(int(point[0]), int(point[1]))
+    builder.pointer_action.pointer_down(MouseButton.LEFT)
+    builder.pointer_action.move_to_location(int(point[0]) + 5, int(point[1]) + 3)
+    builder.perform()
+    assert js(driver, 'return !document.querySelector("#loupe").hidden')
+    view_box = [float(v) for v in js(driver, 'return document.querySelector("#loupe")'
+                                             '.getAttribute("viewBox")').split()]
+    centre = js(driver, 'return window.reviewState.points[4]')
+    assert view_box[0] + view_box[2] / 2 == pytest.approx(centre[0], abs=0.01)
+    assert view_box[2] < 180 / js(driver, 'return window.reviewState.zoom')   # enlarged
+    builder = ActionBuilder(driver, duration=10)
+    builder.pointer_action.pointer_up(MouseButton.LEFT)
+    builder.perform()
+    assert js(driver, 'return document.querySelector("#loupe").hidden')

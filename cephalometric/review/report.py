@@ -166,6 +166,14 @@ def write_reports(images_dir: str, reviewed_dir: str, out_dir: str,
         raise UserError(f'--images {images_dir} is not a folder')
     if osp.exists(out_dir) and not osp.isdir(out_dir):
         raise UserError(f'--report {out_dir} is a file; give a folder for the reports')
+    parent = osp.realpath(out_dir)
+    while not osp.exists(parent):
+        parent = osp.dirname(parent)
+    if not osp.isdir(parent):
+        raise UserError(f'--report {out_dir} lies under the file {parent}; give a folder path')
+    if not os.access(parent, os.W_OK | os.X_OK) or not os.stat(parent).st_mode & 0o222:
+        raise UserError(f'--report {out_dir}: the folder {parent} cannot be written; choose a '
+                        'writable folder')
     images = {osp.splitext(name)[0]: name for name in list_folder_images(images_dir)[0]}
     stems = sorted(osp.splitext(f)[0] for f in os.listdir(reviewed_dir)
                    if f.endswith('.json') and not f.startswith('.'))
@@ -178,6 +186,13 @@ def write_reports(images_dir: str, reviewed_dir: str, out_dir: str,
     if not stems:
         raise UserError(f'no reviewed records (*.json) in {reviewed_dir}; save some in the review '
                         'app first')
+    inputs = {osp.realpath(osp.join(folder, name)) for folder in (images_dir, reviewed_dir)
+              for name in os.listdir(folder)}
+    for stem in stems:
+        for kind in ('pdf', 'png'):
+            if osp.realpath(osp.join(out_dir, f'{stem}_report.{kind}')) in inputs:
+                raise UserError(f'--report {out_dir} would write {stem}_report.{kind} over one of '
+                                'the photographs or records it reads; choose another folder')
     written = []
     try:
         with StagedFiles() as staged:
