@@ -189,6 +189,13 @@ def test_zoom_doubles_the_photo_about_the_selected_point_and_pan_moves_it(page):
     assert js(driver, 'return window.review.toImage({clientX: arguments[0], clientY: '
                       'arguments[1]})', *cursor) == pytest.approx(under, abs=1.0)
 
+    # A sideways swipe pans; it does not zoom.
+    zoom = js(driver, 'return window.reviewState.zoom')
+    left = photo_rect(driver)[0]
+    ActionChains(driver).scroll_from_origin(origin, 120, 0).perform()
+    wait(lambda: photo_rect(driver)[0] != left)
+    assert js(driver, 'return window.reviewState.zoom') == zoom
+
     # Nudge: one arrow press is one screen pixel at any zoom.
     zoom = js(driver, 'return window.reviewState.zoom')
     start_point = js(driver, 'return window.reviewState.points[4]')
@@ -501,3 +508,39 @@ def test_touch_pans_and_pinches_and_a_loupe_follows_a_drag(page):
     builder.pointer_action.pointer_up(MouseButton.LEFT)
     builder.perform()
     assert js(driver, 'return document.querySelector("#loupe").hidden')
+
+
+def test_reset_and_the_list_follows_the_current_image(tmp_path, driver):
+    folder = tmp_path / 'many'
+    truth = write_photos(folder, count=24, seed=9)
+    store = ReviewStore(str(folder), str(tmp_path / 'r'), StandIn(truth), log=lambda text: None)
+    with running_server(store) as url:
+        open_page(driver, url)
+        name = text(driver, '#image-title').split()[0]
+        predicted = store.detail(name)['predicted']
+        keys(driver, '1', '\ue014', '\ue014', '2', '\ue015')     # move sella and nasion
+        moved = js(driver, 'return window.reviewState.points')
+        zoom = js(driver, 'return window.reviewState.zoom')
+        assert (moved[0][0] - predicted[0][0]) * zoom == pytest.approx(2, abs=1e-6)
+        assert (moved[1][1] - predicted[1][1]) * zoom == pytest.approx(1, abs=1e-6)
+        assert moved[2:] == predicted[2:]
+        keys(driver, 'r')
+        assert js(driver, 'return window.reviewState.points') == predicted
+        keys(driver, 'u')                                        # undo brings the moves back
+        assert js(driver, 'return window.reviewState.points') != predicted
+
+        def current_is_visible():
+            return js(driver, 'const li = document.querySelector("#images li.current");'
+                              'const nav = document.querySelector("#image-panel")'
+                              '.getBoundingClientRect(); if (!li) return false;'
+                              'const r = li.getBoundingClientRect();'
+                              'return r.top >= nav.top - 1 && r.bottom <= nav.bottom + 1 && '
+                              'li.dataset.image')
+        keys(driver, 'p')                                        # wraps to the last image
+        last = js(driver, 'return document.querySelector("#images li:last-child").dataset.image')
+        wait(lambda: last in text(driver, '#image-title'))
+        assert wait(current_is_visible) == last
+        keys(driver, 'n')
+        first = js(driver, 'return document.querySelector("#images li").dataset.image')
+        wait(lambda: first in text(driver, '#image-title'))
+        assert wait(current_is_visible) == first

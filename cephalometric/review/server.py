@@ -262,9 +262,12 @@ def create_app(store: ReviewStore, host: str = '127.0.0.1', port=None) -> Starle
         name = request.path_params['name']
         store.case(name)   # refuse unknown names before reading the body
         data = await _json_body(request)
-        coords = store.parse_points(name, data.get('landmarks'))
+        status = data.get('status', 'reviewed')
+        # A case that cannot be traced may keep the points it has.
+        coords = None if status == 'cannot trace' and data.get('landmarks') is None else \
+            store.parse_points(name, data.get('landmarks'))
         calibration = store.parse_calibration(name, data.get('calibration'))
-        record = store.save(name, coords, status=data.get('status', 'reviewed'),
+        record = store.save(name, coords, status=status,
                             reason=data.get('reason'), reviewer=data.get('reviewer'),
                             calibration=calibration)
         return JSONResponse({'saved': osp.basename(store.record_path(store.case(name).stem)),

@@ -917,6 +917,7 @@ function onKey(event) {
     $('#viewer').classList.add('space');
     return;
   }
+  if (state.digits && !/^[0-9]$/.test(key)) commitDigits();   // '1' then an arrow: landmark 1
   const arrows = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
   if (key in arrows) {
     event.preventDefault();
@@ -958,20 +959,23 @@ function onKeyUp(event) {
   if (event.key === ' ') { state.space = false; $('#viewer').classList.remove('space'); }
 }
 
+function commitDigits() {
+  clearTimeout(state.digitTimer);
+  const n = Number(state.digits);
+  state.digits = '';
+  if (n >= 1 && n <= state.session.landmarks.length) select(n - 1);
+  else message(`no landmark ${n}`, true);
+}
+
 function selectByDigit(digit) {
   const count = state.session.landmarks.length;
   clearTimeout(state.digitTimer);
   state.digits += digit;
   const number = Number(state.digits);
-  const commit = () => {
-    const n = Number(state.digits);
-    state.digits = '';
-    if (n >= 1 && n <= count) select(n - 1);
-    else message(`no landmark ${n}`, true);
-  };
-  // Commit at once when no further digit could make a valid number; otherwise wait briefly.
-  if (number * 10 > count || state.digits.length >= String(count).length) commit();
-  else state.digitTimer = setTimeout(commit, 700);
+  // Commit at once when no further digit could make a valid number; otherwise wait briefly (or
+  // until the next key that is not a digit).
+  if (number * 10 > count || state.digits.length >= String(count).length) commitDigits();
+  else state.digitTimer = setTimeout(commitDigits, 700);
 }
 
 // ---- start ------------------------------------------------------------------------------------------------
