@@ -550,3 +550,37 @@ def test_report_refuses_to_write_over_its_inputs_or_under_a_file(served, photos,
         assert err.count('\n') == 1
     assert (images / 'demo_0001_report.png').read_bytes() == before
     assert not (images / 'demo_0001_report.pdf').exists() and a_file.read_text() == 'mine'
+
+
+@pytest.mark.parametrize('spoil', ['measurement text', 'class 7', 'reviewer number',
+                                   'model text', 'landmark not an object'])
+def test_report_refuses_a_spoiled_record_in_one_line(served, photos, tmp_path, capsys, spoil):
+    url, store, _ = served
+    folder, _ = photos
+    record = good_record(store)
+    record['review']['model'] = {'file': 'm.pth', 'sha256': 'ab'}
+    if spoil == 'measurement text':
+        record['measurements']['SNA'] = 'eighty'
+    elif spoil == 'class 7':
+        record['measurements']['skeletal_class'] = 7
+    elif spoil == 'reviewer number':
+        record['review']['reviewer'] = 12
+    elif spoil == 'model text':
+        record['review']['model'] = 'best'
+    else:
+        record['landmarks'][0] = 'sella'
+    reviewed = tmp_path / 'reviewed'
+    reviewed.mkdir()
+    (reviewed / 'demo_0001.json').write_text(json.dumps(record))
+    code = run_cli(review_app.main, ['--images', str(folder), '--out-dir', str(reviewed),
+                                     '--report', str(tmp_path / 'reports')])
+    err = capsys.readouterr().err
+    assert code == 2 and 'not a record written by review_app.py' in err and err.count('\n') == 1
+    assert not (tmp_path / 'reports').exists()
+
+
+def test_cross_site_fetch_metadata_is_refused(served):
+    url, _, _ = served
+    status, answer = call(url, '/api/session', headers={'Sec-Fetch-Site': 'cross-site'})
+    assert status == 403 and 'another web site' in answer['error']
+    assert call(url, '/api/session', headers={'Sec-Fetch-Site': 'same-origin'})[0] == 200

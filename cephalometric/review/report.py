@@ -13,6 +13,7 @@ all files or none (`prediction.results.StagedFiles`). Imports matplotlib, numpy 
 from __future__ import annotations
 
 import io
+import math
 import os
 import os.path as osp
 from typing import Optional
@@ -25,7 +26,7 @@ from cephalometric.landmarks import estimated_landmarks, find_landmark
 from cephalometric.measurements import ANGLE_LINES, CLASS_NAMES
 from cephalometric.prediction.results import StagedFiles
 from cephalometric.review.clinical import table_rows
-from cephalometric.review.store import list_folder_images, parse_json
+from cephalometric.review.store import list_folder_images, parse_json, read_record
 
 A4 = (8.27, 11.69)   # inches
 # Okabe & Ito colours: the same hues as the page, readable with colour-vision deficiencies.
@@ -35,14 +36,32 @@ MARK_COLORS = {1: '#e69f00', 2: '#d55e00'}
 
 
 def load_record(path: str) -> dict:
-    try:
-        with open(path, encoding='utf-8') as stream:
-            record = parse_json(stream.read(1 << 22))
-        if not isinstance(record, dict) or not isinstance(record['landmarks'], list):
-            raise ValueError('landmarks')
-    except (OSError, ValueError, KeyError, TypeError):
-        raise UserError(f'{path} is not a record written by review_app.py; move it out of the '
-                        'reviewed folder') from None
+    """A saved review, checked as `store.read_record` checks it, plus the parts the page shows
+    (measurements: numbers; review fields: short text); UserError for anything else."""
+    read_record(path)     # landmarks, size, status, calibration: refused there when wrong
+    problem = f'{path} is not a record written by review_app.py; move it out of the reviewed folder'
+    with open(path, encoding='utf-8') as stream:
+        record = parse_json(stream.read(1 << 22))
+    measurements = record.get('measurements') or {}
+    review = record.get('review') or {}
+    if not isinstance(measurements, dict) or not isinstance(review, dict):
+        raise UserError(problem)
+    for key, value in measurements.items():
+        number = value if key != 'skeletal_class' else (value if value in (1, 2, 3) else None)
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or \
+                not math.isfinite(number):
+            raise UserError(problem)
+    for key in ('reviewer', 'date', 'reason'):
+        value = review.get(key)
+        if value is not None and (not isinstance(value, str) or len(value) > 300):
+            raise UserError(problem)
+    model = review.get('model')
+    if model is not None and not (isinstance(model, dict) and all(
+            isinstance(model.get(k), (str, type(None))) for k in ('file', 'sha256'))):
+        raise UserError(problem)
+    note = record.get('skeletal_class_note')
+    if note is not None and not isinstance(note, str):
+        raise UserError(problem)
     return record
 
 

@@ -141,6 +141,9 @@ class _Guard:
         if self.hosts and (own is None or own[0].strip('[]') not in self.hosts):
             return 400, (f'refused: the Host header {host!r} is not this server\'s name; open the '
                          'address the server printed')
+        if headers.get('sec-fetch-site') == 'cross-site':
+            return 403, ('refused: a request from another web site (Sec-Fetch-Site cross-site); '
+                         'use the review page itself')
         port = self.port_of()
         for header in ('origin', 'referer'):
             value = headers.get(header)
