@@ -395,6 +395,11 @@ def test_page_opens_before_the_predictions_finish(photos, tmp_path, driver):
         assert time.monotonic() - started < 10
         assert not js(driver, 'return document.querySelector("#waiting").hidden')
         assert text(driver, '#counter') == '0 done / 3 left'
+        # The list is rebuilt as predictions come in; the keyboard focus stays where it was.
+        js(driver, 'document.querySelector("#images li:nth-child(2) button").focus()')
+        time.sleep(1.6)                                      # two polls of the progress
+        assert js(driver, 'return document.activeElement.closest("li").dataset.image') == \
+            'demo_0002.png'
         gate.set()
         wait(lambda: text(driver, '[data-measurement="ANB"]'))
         wait(lambda: 'all 3 predicted' in text(driver, '#progress'))

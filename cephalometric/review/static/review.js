@@ -25,6 +25,7 @@ const state = {
   space: false,        // space bar held: drags pan
   calibrating: null,   // [] or [[x, y]] while marking a known distance
   reviewer: sessionStorage.getItem('reviewer') || '',
+  listShows: null,     // the image the list was last scrolled to
   photoSide: 0,        // longest side of the photo the page has loaded (px), 0 = full size
   request: { inFlight: false, pending: false, since: null, token: 0 },
 };
@@ -66,6 +67,9 @@ const landmarkLabel = (i) => `${i + 1} ${state.session.landmarks[i]}`;
 // ---- image list ---------------------------------------------------------------------------------
 function renderImageList() {
   const list = $('#images');
+  // Rebuilt while predictions come in: keep the keyboard focus and the scroll position.
+  const focused = document.activeElement && document.activeElement.closest('#images li');
+  const focusedName = focused ? focused.dataset.image : null;
   list.replaceChildren();
   for (const item of state.images) {
     const li = document.createElement('li');
@@ -98,8 +102,15 @@ function renderImageList() {
     li.append(button);
     list.append(li);
   }
+  if (focusedName) {
+    const again = [...list.children].find((li) => li.dataset.image === focusedName);
+    if (again) again.querySelector('button').focus({ preventScroll: true });
+  }
   const current = list.querySelector('li.current');
-  if (current) current.scrollIntoView({ block: 'nearest' });
+  if (current && state.listShows !== state.name) {   // follow the current image, once per image
+    current.scrollIntoView({ block: 'nearest' });
+    state.listShows = state.name;
+  }
   renderCounter();
 }
 
