@@ -584,3 +584,15 @@ def test_cross_site_fetch_metadata_is_refused(served):
     status, answer = call(url, '/api/session', headers={'Sec-Fetch-Site': 'cross-site'})
     assert status == 403 and 'another web site' in answer['error']
     assert call(url, '/api/session', headers={'Sec-Fetch-Site': 'same-origin'})[0] == 200
+
+
+def test_the_prediction_shown_and_recomputed_are_the_same_numbers(served):
+    """Undoing back to the prediction gives the numbers the page opened with (no SNA drift)."""
+    url, store, _ = served
+    for name in store.cases:
+        detail = store.detail(name)
+        status, again = call(url, '/api/measurements', {'image': name,
+                                                        'landmarks': detail['predicted']})
+        assert status == 200 and again['measurements'] == detail['measurements']
+        assert detail['points'] == detail['predicted']
+        assert all(round(v, 2) == v for p in detail['points'] for v in p)

@@ -116,10 +116,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise UserError(f'checkpoint {args.checkpoint} not found; run `make demo` first')
     from cephalometric.prediction.predictor import LandmarkPredictor
     from cephalometric.review.server import running_server
-    from cephalometric.review.store import ReviewStore
+    from cephalometric.review.store import ReviewStore, model_version
     with tempfile.TemporaryDirectory() as reviewed:
         store = ReviewStore(args.images, reviewed, LandmarkPredictor(args.checkpoint, device='cpu'),
-                            log=lambda text: None)
+                            log=lambda text: None, model=model_version(args.checkpoint))
         with running_server(store) as url:
             screenshot(url, args.out, width=width, height=height)
     print(f'screenshot: {args.out}')
