@@ -9,6 +9,7 @@ import re
 import statistics
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 
@@ -457,6 +458,15 @@ def test_predict_correct_export_prepare_finetune(trained_run, demo_dataset, tmp_
                 break
         status, session = call(url, '/api/session')
         assert status == 200 and len(session['images']) == 6
+        # The page opens at once; the photographs are predicted in the background.
+        deadline = time.monotonic() + 600
+        while True:
+            progress = call(url, '/api/images')[1]['progress']
+            assert progress['failure'] is None, progress
+            if progress['done'] == progress['total']:
+                break
+            assert time.monotonic() < deadline, progress
+            time.sleep(0.2)
         for name, points in truth.items():
             status, _ = call(url, f'/api/save/{name}', {'landmarks': points.tolist()})
             assert status == 200

@@ -596,3 +596,30 @@ def test_the_prediction_shown_and_recomputed_are_the_same_numbers(served):
         assert status == 200 and again['measurements'] == detail['measurements']
         assert detail['points'] == detail['predicted']
         assert all(round(v, 2) == v for p in detail['points'] for v in p)
+
+
+def test_cli_serves_at_once_with_the_checkpoint_hash_as_model_version(photos, tmp_path,
+                                                                      monkeypatch):
+    """review_app.py wiring: predictions in the background, the model version from the file."""
+    import cephalometric.prediction.predictor as predictor_module
+    import cephalometric.review.server as server_module
+    from cephalometric.review.store import model_version
+    folder, truth = photos
+    checkpoint = tmp_path / 'model.onnx'
+    checkpoint.write_bytes(b'not a real model')
+    gate = threading.Event()
+    monkeypatch.setattr(predictor_module, 'LandmarkPredictor',
+                        lambda path, device=None: StandIn(truth, gate=gate))
+    served = {}
+
+    def fake_serve(store, host, port):
+        served.update(store=store, host=host, done=store.progress()['done'])
+    monkeypatch.setattr(server_module, 'serve', fake_serve)
+    assert run_cli(review_app.main, ['--checkpoint', str(checkpoint), '--images', str(folder),
+                                     '--out-dir', str(tmp_path / 'r'), '--port', '0']) == 0
+    store = served['store']
+    assert served['host'] == '127.0.0.1' and served['done'] == 0     # served before predicting
+    assert store.model == model_version(str(checkpoint))
+    gate.set()
+    store.thread.join(30)
+    assert store.progress() == {'done': NUM_IMAGES, 'total': NUM_IMAGES, 'failure': None}
