@@ -197,6 +197,7 @@ def test_not_visible_is_saved_missing_left_out_of_measurements_and_export(served
     record = json.loads((out_dir / 'demo_0003.json').read_text())
     assert record['review']['status'] == 'cannot trace'
     assert record['review']['reason'] == 'face cut off' and record['measurements'] == {}
+    assert answer['detail']['measurements'] == {}            # the page shows what the file has
     listing = {item['name']: item['status'] for item in answer['images']}
     assert listing == {'demo_0001.png': 'to review', 'demo_0002.png': 'reviewed',
                        'demo_0003.png': 'cannot trace'}

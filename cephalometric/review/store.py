@@ -513,7 +513,9 @@ class ReviewStore:
     def detail(self, name: str) -> dict:
         """Everything the page needs to show one image."""
         case = self.case(name)
-        measurements = self.measurements(case.current, case.calibration)
+        # As in the record: a case that cannot be traced has no measurements.
+        measurements = {} if case.status == 'cannot trace' else \
+            self.measurements(case.current, case.calibration)
         return {'name': case.name, 'status': case.status if case.reviewed else 'to review',
                 'reason': case.reason, 'size': list(case.size),
                 'points': [None if not np.isfinite(p).all() else p.tolist()
