@@ -895,6 +895,12 @@ function fitZoom() {
 }
 
 // ---- help ---------------------------------------------------------------------------------------------------
+function openHelp() {
+  const help = $('#help');
+  help.showModal();
+  help.scrollTop = 0;     // the key list first
+}
+
 function buildHelp() {
   const body = $('#definitions tbody');
   body.replaceChildren();
@@ -915,7 +921,7 @@ function onKey(event) {
   if (document.querySelector('dialog[open]')) return;
   if (event.target.closest('input, textarea, select')) return;
   const key = event.key;
-  if (key === '?' || key === 'h') { $('#help').showModal(); return; }
+  if (key === '?' || key === 'h') { openHelp(); return; }
   if (!state.detail) return;
   const ctrl = event.ctrlKey || event.metaKey;
   if (ctrl && key.toLowerCase() === 'z') { event.preventDefault(); undo(); return; }
@@ -1005,7 +1011,7 @@ async function start() {
   on('not-visible', toggleVisible);
   on('calibrate', startCalibration);
   on('reviewer', askReviewer);
-  on('help', () => $('#help').showModal());
+  on('help', openHelp);
   on('zoom-in', () => setZoom(state.zoom * ZOOM_STEP));
   on('zoom-out', () => setZoom(state.zoom / ZOOM_STEP));
   on('zoom-fit', fitZoom);
