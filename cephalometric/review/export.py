@@ -8,7 +8,8 @@ visible: a missing value to prepare), and `mm per pixel` when any record has a c
 for the others). Cases marked "cannot trace" are left out. Nothing else is copied: no paths, no
 names. The output is refused, with one line and nothing written, when it is a folder, lies under
 a file, is in a folder that cannot be written, or is one of the photographs or records it reads.
-Imports pandas, numpy and the package's `atomic`, `data.images`, `errors` and `review.store`.
+Imports pandas, numpy and the package's `atomic`, `data.images`, `errors`, `outputs`,
+`prediction.results` and `review.store`.
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ import pandas as pd
 from cephalometric.atomic import atomic_path
 from cephalometric.data.images import read_rgb
 from cephalometric.errors import UserError
+from cephalometric.outputs import nearest_existing
+from cephalometric.prediction.results import check_output_file
 from cephalometric.review.store import list_folder_images, read_record
 
 SPACING_COLUMN = 'mm per pixel'   # a name prepare_cephalometric_data.py reads as pixel spacing
@@ -79,27 +82,23 @@ def reviewed_table(images_dir: str, reviewed_dir: str) -> pd.DataFrame:
 
 def check_output(out_path: str, images_dir: str, reviewed_dir: str) -> None:
     """UserError when `out_path` cannot be the table: a folder, under a file, in a folder that
-    cannot be written, or one of the photographs or records this export reads."""
-    option = f'--export-table {out_path}'
-    if osp.isdir(out_path):
-        raise UserError(f'{option} is a folder; give a file name such as reviewed.pkl')
+    cannot be written (`results.check_output_file`, every tool's rule), or one of the photographs
+    or records this export reads."""
+    option = '--export-table'
+    check_output_file(out_path, option)
     target = osp.realpath(out_path)
     inputs = []
     for folder in (images_dir, reviewed_dir):
         if osp.isdir(folder):
             inputs += [osp.realpath(osp.join(folder, name)) for name in os.listdir(folder)]
     if target in inputs:
-        raise UserError(f'{option} is one of the photographs or reviewed records it reads; give '
-                        'a new file name outside those folders')
-    parent = osp.dirname(target)
-    while not osp.exists(parent):
-        parent = osp.dirname(parent)
-    if not osp.isdir(parent):
-        raise UserError(f'{option} lies under the file {parent}; give a path in a folder')
+        raise UserError(f'{option} {out_path} is one of the photographs or reviewed records it '
+                        'reads; give a new file name outside those folders')
     # Write bits too: root may write anywhere, but a folder made read-only is meant to stay so.
-    if not os.access(parent, os.W_OK | os.X_OK) or not os.stat(parent).st_mode & 0o222:
-        raise UserError(f'{option}: the folder {parent} cannot be written; choose a writable '
-                        'folder')
+    parent = nearest_existing(osp.dirname(target))
+    if not os.stat(parent).st_mode & 0o222:
+        raise UserError(f'{option} {out_path}: the folder {parent} is read-only; choose a '
+                        'writable folder')
 
 
 def export_reviewed(images_dir: str, reviewed_dir: str, out_path: str) -> int:

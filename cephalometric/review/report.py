@@ -7,8 +7,8 @@ the calibration line), the clinical table (clinical names, values, full norms, "
 The photograph's stem is the only identifier on the page: no patient name is ever read or written.
 `write_reports` does it for every record of a reviewed folder (`review_app.py --report`), writing
 all files or none (`prediction.results.StagedFiles`). Imports matplotlib, numpy and the package's
-`data.images`, `errors`, `landmarks`, `measurements`, `prediction.results`, `review.clinical` and
-`review.store`.
+`data.images`, `errors`, `landmarks`, `measurements`, `outputs`, `prediction.results`,
+`review.clinical` and `review.store`.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from cephalometric.data.images import read_rgb
 from cephalometric.errors import UserError
 from cephalometric.landmarks import estimated_landmarks, find_landmark
 from cephalometric.measurements import ANGLE_LINES, CLASS_NAMES
+from cephalometric.outputs import nearest_existing
 from cephalometric.prediction.results import StagedFiles
 from cephalometric.review.clinical import table_rows
 from cephalometric.review.store import list_folder_images, parse_json, read_record
@@ -185,9 +186,7 @@ def write_reports(images_dir: str, reviewed_dir: str, out_dir: str,
         raise UserError(f'--images {images_dir} is not a folder')
     if osp.exists(out_dir) and not osp.isdir(out_dir):
         raise UserError(f'--report {out_dir} is a file; give a folder for the reports')
-    parent = osp.realpath(out_dir)
-    while not osp.exists(parent):
-        parent = osp.dirname(parent)
+    parent = nearest_existing(osp.realpath(out_dir))
     if not osp.isdir(parent):
         raise UserError(f'--report {out_dir} lies under the file {parent}; give a folder path')
     if not os.access(parent, os.W_OK | os.X_OK) or not os.stat(parent).st_mode & 0o222:
