@@ -100,7 +100,8 @@ async def _json_body(request: Request):
 # Landmark colours of the page: Okabe & Ito's palette for colour-vision deficiencies, without its
 # yellow (kept for the review ring, which is also dashed) and black; numbers tell points apart.
 PAGE_COLORS = ('#e69f00', '#56b4e9', '#009e73', '#0072b2', '#d55e00', '#cc79a7', '#ffffff')
-MAX_PIXELS_CACHE = 6
+MAX_PIXELS_CACHE = 6               # photos kept encoded for display
+MAX_CACHED_BYTES = 8 * 1024 * 1024
 
 
 def _host_and_port(value: str):
@@ -243,12 +244,14 @@ def create_app(store: ReviewStore, host: str = '127.0.0.1', port=None) -> Starle
         limit = 0 if limit == 0 else min(max(limit, 64), 20000)
         path = store.image_file(name)     # checked on every request (links swapped in)
         key = (name, limit, osp.getmtime(path))
-        if key not in encoded:
-            content = await run_in_threadpool(encode, name, limit)
-            if len(encoded) >= MAX_PIXELS_CACHE:
-                encoded.pop(next(iter(encoded)))
-            encoded[key] = content
-        content, media_type = encoded[key]
+        if key in encoded:
+            content, media_type = encoded[key]
+        else:
+            content, media_type = await run_in_threadpool(encode, name, limit)
+            if len(content) <= MAX_CACHED_BYTES:      # a full-size camera photo is not kept
+                if len(encoded) >= MAX_PIXELS_CACHE:
+                    encoded.pop(next(iter(encoded)))
+                encoded[key] = content, media_type
         return Response(content, media_type=media_type)
 
     async def measurements(request):
