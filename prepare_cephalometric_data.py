@@ -5,7 +5,7 @@
         --out-dir data/cephalometric
 
 See README.md, section "Data", for the accepted layouts and every option. The work is done by
-cephalometric.dataset_writer.prepare_dataset; this file only parses the command line.
+cephalometric.data.writer.prepare_dataset; this file only parses the command line.
 """
 from __future__ import annotations
 

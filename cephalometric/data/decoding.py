@@ -17,25 +17,30 @@ import numpy as np
 import pandas as pd
 
 from cephalometric.data.depth import clean_depth
-from cephalometric.errors import UserError
 from cephalometric.data.table import is_missing, name_some
+from cephalometric.errors import UserError
+
+MAX_IMAGE_SIDE = 65535      # pixels: the largest side a prepared PNG (and OpenCV) handles well
 
 
 def parse_image_size(value: Union[None, int, str, Sequence[int]]) -> Optional[tuple[int, int]]:
     """None -> None; 224 or '224' -> (224, 224); '484x600' -> (484, 600), as (width, height)."""
     if value is None:
         return None
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + '...'
     if isinstance(value, (tuple, list)) and len(value) == 2:
         width, height = value
     else:
-        match = re.fullmatch(r'\s*(\d+)\s*(?:[xX*,]\s*(\d+)\s*)?', str(value))
+        match = re.fullmatch(r'\s*(\d{1,9})\s*(?:[xX*,]\s*(\d{1,9})\s*)?', str(value)[:100])
         if not match:
-            raise UserError(f'--image-size {value!r} is not a size; give N for NxN images or '
-                            'WIDTHxHEIGHT such as 484x600')
+            raise UserError(f'--image-size {shown} is not a size; give N for NxN images or '
+                            f'WIDTHxHEIGHT such as 484x600 (1..{MAX_IMAGE_SIDE} pixels a side)')
         width = int(match.group(1))
         height = int(match.group(2)) if match.group(2) else width
-    if int(width) <= 0 or int(height) <= 0:
-        raise UserError(f'--image-size {value!r} must be positive; give N or WIDTHxHEIGHT')
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+               and 0 < v <= MAX_IMAGE_SIDE for v in (width, height)):
+        raise UserError(f'--image-size {shown} must be whole numbers of pixels 1..'
+                        f'{MAX_IMAGE_SIDE}; give N or WIDTHxHEIGHT')
     return int(width), int(height)
 
 # --------------------------------------------------------------------------------------------------
@@ -121,6 +126,8 @@ def decode_image(value: Any, image_size: Optional[Union[str, int, tuple]] = None
     array = _to_hwc(_as_array(value), size)
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise ValueError(f'shape {array.shape} has no pixels')
+    if max(array.shape[:2]) > MAX_IMAGE_SIDE:
+        raise ValueError(f'shape {array.shape} has a side over {MAX_IMAGE_SIDE} pixels')
     if array.shape[2] == 4:       # RGBA: the alpha channel carries no anatomy
         array = array[:, :, :3]
     image = _to_uint8(array)

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import os
 import os.path as osp
+import warnings
 from typing import Optional, Sequence
 
 import cv2
 import numpy as np
 
+from cephalometric.data.images import _native_stderr_silenced as native_stderr_silenced
 from cephalometric.errors import UserError, first_line
 
 DEPTH_SUFFIX = '.npy'
@@ -38,6 +40,10 @@ NEAR_PERCENTILE, FAR_PERCENTILE = 1.0, 99.0
 # What the data preprocessor subtracts and divides by: 0..255 -> about -1..1, like the photo.
 DEPTH_MEAN, DEPTH_STD = 127.5, 127.5
 MAX_DEPTH_BYTES = 512 * 1024 * 1024
+# Larger than any depth camera's frame (a 12k x 5k map); a file whose header claims more is refused
+# before anything is allocated.
+MAX_DEPTH_PIXELS = 64 * 1024 * 1024
+NPY_MAX_HEADER_BYTES = 10000      # numpy's own limit for np.load
 
 
 def clean_depth(depth: np.ndarray) -> np.ndarray:
@@ -73,8 +79,76 @@ def save_depth(path: str, depth: np.ndarray) -> None:
         np.save(stream, clean_depth(depth), allow_pickle=False)
 
 
+def _check_header_size(width: int, height: int, what: str) -> None:
+    """Refuse a map whose header claims more pixels than any depth camera gives."""
+    if not (0 < width and 0 < height and width * height <= MAX_DEPTH_PIXELS):
+        claim = (f'{width}x{height} pixels' if max(width, height) < 10 ** 12
+                 else 'an impossible size')
+        raise ValueError(f'{what} claims {claim}; at most {MAX_DEPTH_PIXELS} pixels are read')
+
+
+def _read_npy(path: str) -> np.ndarray:
+    """The array of an .npy file whose header is checked first (dtype, shape, bytes against the
+    file's size), so a header claiming terabytes allocates nothing; ValueError otherwise."""
+    file_size = osp.getsize(path)
+    with open(path, 'rb') as stream:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(
+                stream, max_header_size=NPY_MAX_HEADER_BYTES)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(
+                stream, max_header_size=NPY_MAX_HEADER_BYTES)
+        else:
+            raise ValueError(f'.npy format version {version} is not read')
+        offset = stream.tell()
+        if dtype.hasobject or dtype.fields is not None or dtype.kind not in 'biuf':
+            raise ValueError(f'it holds {dtype}, not plain numbers')
+        if not (isinstance(shape, tuple) and all(isinstance(n, int) and n >= 0 for n in shape)):
+            raise ValueError(f'its header has shape {shape!r}')
+        if len(shape) == 3 and shape[2] == 1:
+            map_shape = shape[:2]
+        else:
+            map_shape = shape
+        if len(map_shape) != 2:
+            raise ValueError(f'it has shape {shape}, not one (H, W) map')
+        _check_header_size(map_shape[1], map_shape[0], 'its header')
+        needed = map_shape[0] * map_shape[1] * dtype.itemsize
+        if needed > MAX_DEPTH_BYTES:
+            raise ValueError(f'its header claims {needed} bytes, more than the {MAX_DEPTH_BYTES} '
+                             'read')
+        if file_size - offset < needed:
+            raise ValueError(f'the file is truncated ({file_size - offset} of {needed} bytes of '
+                             'data)')
+        data = np.fromfile(stream, dtype=dtype, count=map_shape[0] * map_shape[1])
+    if data.size != map_shape[0] * map_shape[1]:
+        raise ValueError('the file is truncated')
+    return data.reshape(map_shape, order='F' if fortran else 'C')
+
+
+def _image_header_size(path: str) -> tuple[int, int]:
+    """(width, height) from a PNG's or TIFF's header, without decoding the pixels."""
+    with open(path, 'rb') as stream:
+        head = stream.read(32)
+    if head[:8] == b'\x89PNG\r\n\x1a\n':
+        if len(head) < 24 or head[12:16] != b'IHDR':
+            raise ValueError('the PNG header is damaged')
+        return int.from_bytes(head[16:20], 'big'), int.from_bytes(head[20:24], 'big')
+    from PIL import Image  # reads the first TIFF directory only; pixels stay on disk
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')       # Pillow's warnings about damaged or large files
+        try:
+            with Image.open(path) as picture:
+                return picture.size
+        except Image.DecompressionBombError:
+            raise ValueError(f'its header claims more than {MAX_DEPTH_PIXELS} pixels') from None
+
+
 def read_depth_file(path: str) -> np.ndarray:
-    """A depth file -> float32 (H, W), NaN where missing; UserError (one line) otherwise."""
+    """A depth file -> float32 (H, W), NaN where missing; UserError (one line) otherwise.
+
+    Sizes are bounded before anything is allocated: the .npy header's shape and dtype (checked
+    against the file's length), the PNG/TIFF header's width and height (MAX_DEPTH_PIXELS)."""
     path = os.fspath(path)
     extension = osp.splitext(path)[1].lower()
     fix = ('give a 2-D .npy array or a single-channel 16-bit PNG/TIFF (0 = no reading) of the '
@@ -83,18 +157,20 @@ def read_depth_file(path: str) -> np.ndarray:
         raise UserError(f'depth file not found: {path}; {fix}')
     if extension == '.npy':
         try:
-            if osp.getsize(path) > MAX_DEPTH_BYTES:
-                raise ValueError('file too large')
-            array = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as error:
-            reason = first_line(error, limit=100)
+            array = _read_npy(path)
+        except (OSError, ValueError, EOFError, TypeError, OverflowError, MemoryError,
+                SyntaxError) as error:
+            reason = first_line(error, limit=160)
             raise UserError(f'cannot read depth file {path} ({reason}); {fix}') from None
-        if not isinstance(array, np.ndarray) or array.dtype.kind not in 'biuf':
-            raise UserError(f'depth file {path} does not hold numbers; {fix}')
     elif extension in DEPTH_FILE_EXTENSIONS:
         try:
-            array = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-        except cv2.error:
+            _check_header_size(*_image_header_size(path), 'its header')
+            with native_stderr_silenced():      # libpng's and libtiff's own complaints
+                array = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+        except ValueError as error:
+            raise UserError(f'cannot read depth file {path} ({first_line(error, limit=160)}); '
+                            f'{fix}') from None
+        except Exception:   # OpenCV or Pillow on a damaged file: cannot read it
             array = None
         if array is None:
             raise UserError(f'cannot read depth file {path}; {fix}')
@@ -104,6 +180,8 @@ def read_depth_file(path: str) -> np.ndarray:
         array = array[:, :, 0]
     if array.ndim != 2 or array.size == 0:
         raise UserError(f'depth file {path} has shape {array.shape}, not one (H, W) map; {fix}')
+    if array.dtype.kind not in 'biuf':
+        raise UserError(f'depth file {path} does not hold numbers; {fix}')
     return clean_depth(array)
 
 

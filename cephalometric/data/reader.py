@@ -13,7 +13,6 @@ plain `depth_file` name (`<stem>.npy` in images/) per image (`read_inputs`, `Spl
 from __future__ import annotations
 
 import ast
-import json
 import math
 import os.path as osp
 from dataclasses import dataclass
@@ -21,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from cephalometric.data.decoding import MAX_IMAGE_SIDE
 from cephalometric.errors import UserError, first_line
+from cephalometric.json_data import read_json_file
 from cephalometric.radial_error import radial_errors, summarize_radial_errors
 
 SPLITS = ('train', 'val', 'test')
@@ -29,6 +30,7 @@ METAINFO_FILE = 'metainfo.json'
 LEGACY_METAINFO_FILE = 'metainfo.py'     # written by versions before metainfo.json; never executed
 REQUIRED_FILES = ('annotations/train.json', 'annotations/val.json')
 MAX_METAINFO_BYTES = 10 * 1024 * 1024
+MAX_LANDMARKS = 1000            # more keypoints than any landmark set has
 
 
 def recreate_hint(data_root: str) -> str:
@@ -37,12 +39,12 @@ def recreate_hint(data_root: str) -> str:
             f'--out-dir {data_root} --overwrite')
 
 
-def _load_json(path: str) -> Any:
-    """The JSON in `path`; ValueError with a one-line reason when it cannot be read as JSON."""
+def _load_json(path: str, max_bytes: int | None = None) -> Any:
+    """The JSON in `path`, bounded (`json_data`: size, nesting depth, integer digits, no
+    NaN/Infinity); ValueError with a one-line reason when it cannot be read as such."""
     try:
-        with open(path, encoding='utf-8') as stream:
-            return json.load(stream)
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        return read_json_file(path, **({} if max_bytes is None else {'max_bytes': max_bytes}))
+    except (OSError, ValueError, RecursionError, MemoryError) as error:
         reason = first_line(error, limit=120)
         raise ValueError(reason) from None
 
@@ -104,12 +106,17 @@ def check_metainfo(info: Any, source: str, data_root: str) -> dict:
     raw = info['keypoint_info']
     if not isinstance(raw, dict) or not raw:
         raise refuse('lists no landmarks (keypoint_info)')
+    if len(raw) > MAX_LANDMARKS:
+        raise refuse(f'lists {len(raw)} landmarks, more than the {MAX_LANDMARKS} read')
     keypoints = {}
     for key, entry in raw.items():
         try:
+            if isinstance(key, bool) or not isinstance(key, (int, str)) or len(str(key)) > 6:
+                raise ValueError(key)
             index = int(key)
         except (TypeError, ValueError):
-            raise refuse(f'has a keypoint id {key!r} that is not a number') from None
+            raise refuse(f'has a keypoint id {_shown(key)} that is not a landmark number') \
+                from None
         if not isinstance(entry, dict) or not isinstance(entry.get('name'), str):
             raise refuse(f'has no landmark name for keypoint {index}')
         keypoints[index] = dict(entry, id=index)
@@ -122,16 +129,18 @@ def check_metainfo(info: Any, source: str, data_root: str) -> dict:
     for index, entry in keypoints.items():
         colour = entry.get('color', [255, 128, 0])
         if not (isinstance(colour, (list, tuple)) and len(colour) == 3
-                and all(isinstance(c, int) and 0 <= c <= 255 for c in colour)):
+                and all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255
+                        for c in colour)):
             raise refuse(f'has a colour for keypoint {index} that is not three numbers 0-255')
         if entry.get('swap', '') not in ('', *names) or not isinstance(entry.get('type', ''), str):
             raise refuse(f'has a swap partner or type for keypoint {index} that is not a landmark')
     for key in ('joint_weights', 'sigmas'):
         values = info[key]
         if (not isinstance(values, (list, tuple)) or len(values) != count
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                           and math.isfinite(v) for v in values)):
-            raise refuse(f'has {key} that are not {count} numbers')
+                or not all(_is_finite(v) and 0 <= v <= 1e6 for v in values)
+                or (key == 'sigmas' and not all(v > 0 for v in values))):
+            kind = 'positive' if key == 'sigmas' else 'non-negative'
+            raise refuse(f'has {key} that are not {count} {kind} numbers')
     skeleton = info.get('skeleton_info', {})
     if not isinstance(skeleton, dict) or not all(
             isinstance(link, dict) and isinstance(link.get('link'), (list, tuple))
@@ -152,7 +161,7 @@ def read_metainfo(data_root: str) -> dict:
     legacy = osp.join(data_root, LEGACY_METAINFO_FILE)
     if osp.isfile(path):
         try:
-            info = _load_json(path)
+            info = _load_json(path, MAX_METAINFO_BYTES)
         except ValueError as reason:
             raise UserError(f'cannot read {path} as JSON ({reason}); '
                             f'{recreate_hint(data_root)}') from None
@@ -184,8 +193,91 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_finite(value: Any) -> bool:
+    """A JSON number that is finite (a literal such as 1e400 parses as infinity)."""
+    return _is_number(value) and math.isfinite(value)
+
+
+def _is_whole(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    """`value` for a one-line message: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + '...'
+
+
+def _image_problem(image: Any, rgbd: bool) -> str | None:
+    """What is wrong with one `images` entry, or None."""
+    if not isinstance(image, dict):
+        return f'is a {type(image).__name__}, not an object'
+    if not _plain_file_name(image.get('file_name')):
+        return f'has file_name {_shown(image.get("file_name"))}, not a file name in images/'
+    for key in ('width', 'height'):
+        if not _is_whole(image.get(key), 1, MAX_IMAGE_SIDE):
+            return (f'has {key} {_shown(image.get(key))}, not a whole number of pixels '
+                    f'1..{MAX_IMAGE_SIDE}')
+    if rgbd and not _plain_file_name(image.get('depth_file')):
+        return f'has depth_file {_shown(image.get("depth_file"))}, not a file name in images/'
+    if not isinstance(image.get('patient_id', ''), (str, int)) or \
+            isinstance(image.get('patient_id'), bool):
+        return f'has patient_id {_shown(image.get("patient_id"))}, not text'
+    return None
+
+
+def _annotation_problem(ann: dict, count: int, image: dict, category_id: Any) -> str | None:
+    """What is wrong with one annotation of `image`, or None."""
+    points = ann.get('keypoints')
+    if not isinstance(points, list) or len(points) != 3 * count:
+        size = len(points) if isinstance(points, list) else _shown(points)
+        return (f'has {size} keypoint numbers, not {3 * count} ({count} landmarks: x, y, '
+                'visibility)')
+    if not all(_is_finite(v) for v in points):
+        return 'has a keypoint value that is not a finite number'
+    if not all(v in (0, 1, 2) for v in points[2::3]):
+        return 'has a keypoint visibility other than 0, 1 or 2'
+    if not all(-image['width'] <= x <= 2 * image['width'] and
+               -image['height'] <= y <= 2 * image['height']
+               for x, y in zip(points[0::3], points[1::3])):
+        return 'has a keypoint far outside its image'
+    bbox = ann.get('bbox')
+    if 'bbox' not in ann:
+        return 'has no bbox'
+    if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_finite(v) for v in bbox)
+            and bbox[2] > 0 and bbox[3] > 0):
+        return f'has bbox {_shown(bbox)}, not four finite numbers x, y, w, h with w, h > 0'
+    if not _is_whole(ann.get('id'), 0, 2 ** 62):
+        return f'has id {_shown(ann.get("id"))}, not a whole number'
+    if ann.get('category_id') != category_id:
+        return f'has category_id {_shown(ann.get("category_id"))}, not {category_id!r}'
+    for key, check in (('num_keypoints', lambda v: _is_whole(v, 0, count)),
+                       ('area', lambda v: _is_finite(v) and v >= 0),
+                       ('iscrowd', lambda v: _is_whole(v, 0, 0))):
+        if key in ann and not check(ann[key]):
+            return f'has {key} {_shown(ann[key])}'
+    spacing = ann.get('mm_per_pixel')
+    if spacing is not None and not (_is_finite(spacing) and spacing > 0):
+        return f'has mm_per_pixel {_shown(spacing)}, not a positive number'
+    klass = ann.get('skeletal_class')
+    if klass is not None and not _is_whole(klass, 0, 99):
+        return f'has skeletal_class {_shown(klass)}, not a whole number'
+    return None
+
+
+def _image_name(image: Any, position: int) -> str:
+    """How a message names an image entry: its id and file, or its position."""
+    if isinstance(image, dict) and _is_whole(image.get('id'), 0, 2 ** 62):
+        file_name = image.get('file_name')
+        shown = f' ({file_name})' if isinstance(file_name, str) and len(file_name) < 80 else ''
+        return f'image id {image["id"]}{shown}'
+    return f'image entry {position + 1}'
+
+
 def read_annotations(path: str, data_root: str = '') -> dict:
-    """One split's COCO-style JSON, checked for everything the readers use; UserError otherwise."""
+    """One split's COCO-style JSON, checked for everything the readers and MMPose use; UserError
+    naming the file and the record otherwise. Sizes, depth and digits are bounded before the
+    values are used (`json_data`)."""
     data_root = data_root or osp.dirname(osp.dirname(path)) or '.'
 
     def refuse(what: str) -> UserError:
@@ -209,32 +301,54 @@ def read_annotations(path: str, data_root: str = '') -> dict:
             and isinstance(categories[0], dict)
             and isinstance(categories[0].get('keypoints'), list)):
         raise refuse('does not have the images/annotations/categories lists it should')
-    count = len(categories[0]['keypoints'])
-    if not all(isinstance(image, dict) and _is_number(image.get('id'))
-               and isinstance(image.get('file_name'), str) for image in images):
-        raise refuse('has an image entry without a numeric id or a file_name')
-    inputs = coco.get('info', {}).get('inputs', ['rgb']) if isinstance(coco.get('info'), dict) \
-        else ['rgb']
+    category = categories[0]
+    names = category['keypoints']
+    if (len(categories) != 1 or not names or len(names) > MAX_LANDMARKS
+            or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names)
+            or not _is_whole(category.get('id'), 0, 2 ** 62)):
+        raise refuse('does not have one category with an id and distinct landmark names')
+    count = len(names)
+    info = coco.get('info', {})
+    inputs = info.get('inputs', ['rgb']) if isinstance(info, dict) else ['rgb']
     if inputs not in (['rgb'], ['rgb', 'depth']):
-        raise refuse(f'lists inputs {inputs!r}; expected ["rgb"] or ["rgb", "depth"]')
-    if 'depth' in inputs and not all(_plain_file_name(image.get('depth_file'))
-                                     for image in images):
-        raise refuse('is RGB-D but an image has no plain depth_file name')
-    image_ids = {image['id'] for image in images}
-    annotated = set()
-    for ann in annotations:
-        points = ann.get('keypoints') if isinstance(ann, dict) else None
-        if (not isinstance(points, list) or len(points) != 3 * count
-                or not all(_is_number(v) and math.isfinite(v) for v in points)
-                or ann.get('image_id') not in image_ids):
+        raise refuse(f'lists inputs {_shown(inputs)}; expected ["rgb"] or ["rgb", "depth"]')
+    rgbd = 'depth' in inputs
+    by_id = {}
+    for position, image in enumerate(images):
+        if not (isinstance(image, dict) and _is_whole(image.get('id'), 0, 2 ** 62)):
+            if rgbd and isinstance(image, dict) and not _plain_file_name(image.get('depth_file')):
+                raise refuse('is RGB-D but an image has no plain depth_file name')
+            raise refuse(f'has an image entry without a numeric id or a file_name '
+                         f'({_image_name(image, position)})')
+        problem = _image_problem(image, rgbd)
+        if problem and rgbd and 'depth_file' in problem:
+            raise refuse(f'is RGB-D but {_image_name(image, position)} has no plain depth_file '
+                         'name')
+        if problem:
+            raise refuse(f'{_image_name(image, position)} {problem}')
+        if image['id'] in by_id:
+            raise refuse(f'lists image id {image["id"]} twice')
+        by_id[image['id']] = image
+    annotated, annotation_ids = set(), set()
+    for position, ann in enumerate(annotations):
+        image = by_id.get(ann.get('image_id')) if isinstance(ann, dict) else None
+        if image is None:
             raise refuse(f'has an annotation without {3 * count} keypoint numbers or a known '
-                         'image_id')
-        spacing = ann.get('mm_per_pixel')
-        if spacing is not None and not (_is_number(spacing) and math.isfinite(spacing)):
-            raise refuse('has an mm_per_pixel that is not a number')
+                         f'image_id (annotation {position + 1})')
+        where = f'annotation {position + 1} (for {_image_name(image, 0)})'
+        problem = _annotation_problem(ann, count, image, category['id'])
+        if problem:
+            raise refuse(f'{where} {problem}')
+        if ann['image_id'] in annotated:
+            raise refuse(f'{where} is a second annotation of that image; one face per image')
+        if ann['id'] in annotation_ids:
+            raise refuse(f'{where} repeats annotation id {ann["id"]}')
         annotated.add(ann['image_id'])
-    if annotated != image_ids:
-        raise refuse(f'has {len(image_ids - annotated)} image(s) without an annotation')
+        annotation_ids.add(ann['id'])
+    if len(annotated) != len(by_id):
+        missing = sorted(set(by_id) - annotated)
+        raise refuse(f'has {len(missing)} image(s) without an annotation '
+                     f'({_image_name(by_id[missing[0]], 0)})')
     return coco
 
 

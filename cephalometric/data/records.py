@@ -9,7 +9,6 @@ point outside its image, a duplicate patient, an unknown `set` value) is refused
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -21,10 +20,18 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 import pandas as pd
 
-from cephalometric.data.decoding import decode_images, parse_image_size
-from cephalometric.errors import UserError
+from cephalometric.data.decoding import MAX_IMAGE_SIDE, decode_images, parse_image_size
+from cephalometric.data.table import (
+    IMAGE_NAMES,
+    Columns,
+    find_column,
+    find_columns,
+    is_missing,
+    name_some,
+)
+from cephalometric.errors import UserError, first_line
+from cephalometric.json_data import read_json_file
 from cephalometric.landmarks import is_standard_set, normalize_name
-from cephalometric.data.table import IMAGE_NAMES, Columns, find_column, find_columns, is_missing, name_some
 
 # Values of the `set` column (compared lower-cased and trimmed) -> split (dataset_reader.SPLITS).
 SPLIT_ALIASES = {'train': 'train', 'training': 'train',
@@ -37,6 +44,44 @@ RULER_LENGTH_MM = 10.0
 DEFAULT_RULER_IMAGE_SIZE = 600
 DEFAULT_VAL_FRACTION = 0.1
 DEFAULT_TEST_FRACTION = 0.1
+MAX_SEED = 2 ** 32 - 1          # numpy's legacy seeding range; any of them is a fine seed
+MAX_RULER_JSON_BYTES = 64 << 20
+
+
+def _finite_number(value: Any) -> bool:
+    return (isinstance(value, (int, float, np.integer, np.floating))
+            and not isinstance(value, (bool, np.bool_)) and math.isfinite(value))
+
+
+def check_preparation_options(val_fraction: Optional[float] = None,
+                              test_fraction: Optional[float] = None, seed: Any = 0,
+                              mm_per_pixel: Optional[float] = None,
+                              ruler_image_size: Any = DEFAULT_RULER_IMAGE_SIZE,
+                              image_size: Any = None) -> None:
+    """Refuse impossible numbers among the preparation options (one line each), before the
+    table is read: fractions outside 0..1 or not finite, a seed that is not 0..2**32-1, a ruler
+    image size or --image-size that is not a positive number of pixels, a spacing that is not a
+    positive finite number."""
+    for flag, fraction in (('--val-fraction', val_fraction), ('--test-fraction', test_fraction)):
+        if fraction is not None and not (_finite_number(fraction) and 0 <= fraction < 1):
+            raise UserError(f'{flag} {fraction} must be at least 0 and below 1, e.g. 0.1')
+    if (val_fraction is not None and test_fraction is not None
+            and val_fraction + test_fraction >= 1):
+        raise UserError(f'--val-fraction {val_fraction} plus --test-fraction {test_fraction} '
+                        'leaves no training patients; make them sum to less than 1')
+    if not (isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_))
+            and 0 <= seed <= MAX_SEED):
+        shown = str(seed) if len(str(seed)) <= 30 else f'{str(seed)[:30]}...'
+        raise UserError(f'--seed {shown} must be a whole number from 0 to {MAX_SEED}, e.g. 0')
+    if mm_per_pixel is not None and not (_finite_number(mm_per_pixel) and mm_per_pixel > 0):
+        raise UserError(f'--mm-per-pixel {mm_per_pixel} must be a positive number, e.g. 0.1')
+    if not (isinstance(ruler_image_size, (int, np.integer))
+            and not isinstance(ruler_image_size, (bool, np.bool_))
+            and 0 < ruler_image_size <= MAX_IMAGE_SIDE):
+        shown = str(ruler_image_size)[:30]
+        raise UserError(f'--ruler-image-size {shown} must be a positive number of pixels, at '
+                        f'most {MAX_IMAGE_SIDE}, e.g. {DEFAULT_RULER_IMAGE_SIZE}')
+    parse_image_size(image_size)
 
 
 def patient_id_text(value: Any) -> Optional[str]:
@@ -138,12 +183,7 @@ def split_from_set_column(values: Sequence[Any], patient_ids: Sequence[str]) -> 
 def random_split(patient_ids: Sequence[str], val_fraction: float, test_fraction: float,
                  seed: int) -> list[str]:
     """A seeded split by patient that does not depend on row order (ids sorted, then permuted)."""
-    for flag, fraction in (('--val-fraction', val_fraction), ('--test-fraction', test_fraction)):
-        if not 0 <= fraction < 1:
-            raise UserError(f'{flag} {fraction} must be at least 0 and below 1, e.g. 0.1')
-    if val_fraction + test_fraction >= 1:
-        raise UserError(f'--val-fraction {val_fraction} plus --test-fraction {test_fraction} '
-                        'leaves no training patients; make them sum to less than 1')
+    check_preparation_options(val_fraction, test_fraction, seed)
     order = sorted(patient_ids, key=natural_key)
     order = [order[i] for i in np.random.default_rng(seed).permutation(len(order))]
 
@@ -250,16 +290,32 @@ def check_coordinates(points: np.ndarray, sizes: np.ndarray, names: Sequence[str
                     'border')
 
 
+def _ruler_number(value: Any) -> Optional[float]:
+    """A ruler coordinate: None when not marked; ValueError for anything but a number."""
+    if value is None:
+        return None
+    if not _finite_number(value):
+        raise ValueError(value)
+    return float(value)
+
+
 def load_ruler_json(path: Union[str, os.PathLike]) -> dict[str, Optional[float]]:
-    """Ruler JSON -> {patient_id: ruler length in pixels of the ruler image, or None}."""
+    """Ruler JSON -> {patient_id: ruler length in pixels of the ruler image, or None}.
+
+    Read bounded (`json_data`: size, nesting, integer digits, no NaN/Infinity); a coordinate that
+    is not a finite number (text, true, 1e400) is refused, naming the patient."""
     path = Path(path)
+    if not path.exists():
+        raise UserError(f'ruler file {str(path)!r} does not exist; check --ruler-json')
+    if path.is_dir():
+        raise UserError(f'ruler file {str(path)!r} is a folder; give the JSON file with '
+                        '--ruler-json')
     try:
-        data = json.loads(path.read_text(encoding='utf-8'))
-    except FileNotFoundError:
-        raise UserError(f'ruler file {str(path)!r} does not exist; check --ruler-json') from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f'cannot read ruler file {str(path)!r} as JSON ({error}); give a JSON '
-                        'object keyed by patient id') from None
+        data = read_json_file(str(path), max_bytes=MAX_RULER_JSON_BYTES)
+    except (OSError, ValueError, RecursionError, MemoryError) as error:
+        raise UserError(f'cannot read ruler file {str(path)!r} as JSON '
+                        f'({first_line(error, limit=120)}); give a JSON object keyed by patient '
+                        'id') from None
     if not isinstance(data, dict):
         raise UserError(f'ruler file {str(path)!r} holds a {type(data).__name__}; it must be a '
                         'JSON object keyed by patient id')
@@ -270,18 +326,18 @@ def load_ruler_json(path: Union[str, os.PathLike]) -> dict[str, Optional[float]]
             lengths[str(pid)] = None
             continue
         if not isinstance(entry, dict):
-            bad.append(str(pid))
+            bad.append(str(pid)[:40])
             continue
         try:
-            values = [None if entry.get(key) is None else float(entry[key]) for key in keys]
-        except (TypeError, ValueError):
-            bad.append(str(pid))
+            values = [_ruler_number(entry.get(key)) for key in keys]
+        except ValueError:
+            bad.append(str(pid)[:40])
             continue
-        if any(v is None or not math.isfinite(v) for v in values):
+        if any(v is None for v in values):
             lengths[str(pid)] = None       # a ruler that was not marked: no spacing
             continue
         length = math.hypot(values[2] - values[0], values[3] - values[1])
-        lengths[str(pid)] = length if length > 0 else None
+        lengths[str(pid)] = length if 0 < length < math.inf else None
     if bad:
         raise UserError(f'ruler file {str(path)!r} has unreadable entries for patients '
                         f'{name_some(bad)}; each must be an object with numeric '
@@ -299,14 +355,10 @@ def read_spacing(df: pd.DataFrame, columns: Columns, patient_ids: Sequence[str],
                                       ('--ruler-json', ruler_json)) if value is not None]
     if len(given) > 1:
         raise UserError(f'{" and ".join(given)} both set the pixel spacing; give only one of them')
+    check_preparation_options(mm_per_pixel=mm_per_pixel, ruler_image_size=ruler_image_size)
     if mm_per_pixel is not None:
-        if not (math.isfinite(mm_per_pixel) and mm_per_pixel > 0):
-            raise UserError(f'--mm-per-pixel {mm_per_pixel} must be a positive number, e.g. 0.1')
         return [float(mm_per_pixel)] * len(patient_ids), f'--mm-per-pixel {mm_per_pixel}'
     if ruler_json is not None:
-        if not ruler_image_size or ruler_image_size <= 0:
-            raise UserError(f'--ruler-image-size {ruler_image_size} must be a positive number of '
-                            'pixels')
         lengths = load_ruler_json(ruler_json)
         absent = [pid for pid in patient_ids if pid not in lengths]
         if absent:
@@ -357,6 +409,8 @@ def read_records(df: pd.DataFrame, image_source: str = 'rgb',
     """
     if image_source not in IMAGE_SOURCES:
         raise UserError(f'--image-source {image_source!r} must be rgb, depth or rgbd')
+    check_preparation_options(val_fraction, test_fraction, seed, mm_per_pixel, ruler_image_size,
+                              image_size)
     size = parse_image_size(image_size)
     notes: list[str] = []
     columns = find_columns(df)

@@ -28,7 +28,14 @@ from cephalometric.drawing import landmark_color
 from cephalometric.errors import UserError
 from cephalometric.landmarks import is_standard_set
 from cephalometric.outputs import check_output_folder, staged_output_folder
-from cephalometric.data.records import DEFAULT_RULER_IMAGE_SIZE, Record, RecordSet, natural_key, read_records
+from cephalometric.data.records import (
+    DEFAULT_RULER_IMAGE_SIZE,
+    Record,
+    RecordSet,
+    check_preparation_options,
+    natural_key,
+    read_records,
+)
 from cephalometric.data.table import load_table, name_some
 
 PNG_COMPRESSION = 1          # lossless either way; level 1 is the fastest and barely larger
@@ -265,6 +272,8 @@ def prepare_dataset(input_path: Union[str, os.PathLike], out_dir: Union[str, os.
     Ctrl-C) never leaves a half-written dataset. Returns the summary also saved as summary.json.
     """
     input_path, out_dir = Path(input_path), Path(out_dir)
+    check_preparation_options(val_fraction, test_fraction, seed, mm_per_pixel, ruler_image_size,
+                              image_size)   # impossible numbers: one line before any work
     check_output_folder(out_dir, overwrite=overwrite, protected=[input_path, ruler_json],
                         legacy_markers=LEGACY_MARKERS)
     table = load_table(input_path)

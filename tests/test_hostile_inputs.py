@@ -1,0 +1,422 @@
+"""Hostile and careless data files: every reader bounds what it accepts before it allocates or
+recurses (sizes, nesting depth, digits), and every case ends in one line `error: what; how to fix`
+with exit status 2 (issue 22, deliverable 6).
+
+The classes: depth maps whose header claims absurd sizes (.npy, 16-bit PNG/TIFF); JSON with
+integers of hundreds of digits, nesting 20,000-100,000 deep, NaN/Infinity or 1e400 (prepared
+annotations, metainfo.json, the ruler file, inference JSON read back, ONNX metadata); annotation
+records with a missing bbox, sizes as text, negative or infinite, keypoint lists of the wrong
+length; a training photograph that cannot be decoded when it is loaded (also in a data-loading
+worker); ONNX models with impossible heatmap shapes; models that predict NaN or infinite
+heatmaps (flagged landmarks, strict JSON, no class); impossible numbers among the options of
+prepare_cephalometric_data.py. Tools run in-process through `run_cli`, as the scripts run them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+import prepare_cephalometric_data as prepare_cli
+from cephalometric.data import reader as dataset_reader
+from cephalometric.data.demo import make_demo_dataframe
+from cephalometric.data.depth import read_depth_file
+from cephalometric.data.writer import prepare_dataset
+from cephalometric.errors import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def one_line(code: int, err: str, *fragments: str) -> str:
+    err = err.strip()
+    assert code == 2, (code, err[-2000:])
+    assert 'Traceback' not in err, err[-2000:]
+    assert err.startswith('error: ') and '\n' not in err, err[-2000:]
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+    return err
+
+
+def refused(capsys, read, *fragments: str) -> str:
+    """Run `read` as a script's main runs it: one line, exit status 2."""
+    capsys.readouterr()
+
+    def main(argv=None):
+        read()
+        return 0
+
+    code = run_cli(main, [])
+    return one_line(code, capsys.readouterr().err, *fragments)
+
+
+def nested(depth: int) -> str:
+    return '[' * depth + ']' * depth
+
+
+@pytest.fixture(scope='module')
+def source(tmp_path_factory) -> tuple[Path, Path]:
+    """(a small pickled demo table without a set column, the dataset prepared from it)."""
+    folder = tmp_path_factory.mktemp('source')
+    table = folder / 'table.pkl'
+    make_demo_dataframe(num_patients=10, seed=0, image_size=64).drop(columns=['set']).to_pickle(
+        table)
+    prepare_dataset(table, folder / 'prepared', progress=False)
+    return table, folder / 'prepared'
+
+
+@pytest.fixture
+def data_root(source, tmp_path) -> Path:
+    return Path(shutil.copytree(source[1], tmp_path / 'data_root'))
+
+
+def edit_json(path: Path, change) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def replace_text(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+
+
+def build_dataset(root: Path, pipeline=(), test_mode=True, ann_file='annotations/train.json'):
+    import cephalometric.mmpose_plugins.mmcv_compat  # noqa: F401  (must precede mmpose)
+
+    from mmpose.utils import register_all_modules
+
+    from cephalometric.mmpose_plugins.dataset import CephalometricDataset
+    register_all_modules(init_default_scope=True)
+    return CephalometricDataset(data_root=str(root), ann_file=ann_file, data_mode='topdown',
+                                data_prefix=dict(img='images/'), pipeline=list(pipeline),
+                                test_mode=test_mode)
+
+
+# --------------------------------------------------------------------------------------------------
+# Depth maps whose header claims absurd sizes
+
+
+def _npy_header(path: Path, shape, descr='<f8', data=b'\0' * 64):
+    with open(path, 'wb') as stream:
+        np.lib.format.write_array_header_1_0(
+            stream, {'descr': descr, 'fortran_order': False, 'shape': shape})
+        stream.write(data)
+
+
+def _png_claiming(path: Path, width: int, height: int) -> None:
+    ok, buffer = cv2.imencode('.png', np.zeros((4, 4), np.uint16))
+    data = bytearray(buffer.tobytes())
+    data[16:24] = width.to_bytes(4, 'big') + height.to_bytes(4, 'big')
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize('make, fragment', [
+    (lambda p: _npy_header(p, (1 << 20, 1 << 20)), 'claims 1048576x1048576 pixels'),   # 8 TiB
+    (lambda p: _npy_header(p, (10 ** 400, 10 ** 400)), 'impossible size'),
+    (lambda p: _npy_header(p, (3000, 4000)), 'truncated'),
+    (lambda p: _npy_header(p, (4, 4, 4)), 'not one (H, W) map'),
+    (lambda p: _npy_header(p, (4, 4), descr='|O'), 'not plain numbers'),
+    (lambda p: np.save(p, np.zeros((4, 4), dtype=[('a', '<f4')])), 'not plain numbers'),
+    (lambda p: np.save(p, np.zeros((4, 4), complex)), 'not plain numbers'),
+    (lambda p: p.write_bytes(b'\x93NUMPY'), 'cannot read depth file'),
+], ids=['8 TiB', '400 digits', 'truncated', '3-D', 'object', 'structured', 'complex', 'cut'])
+def test_npy_depth_header_is_bounded_before_anything_is_allocated(tmp_path, capsys, monkeypatch,
+                                                                  make, fragment):
+    path = tmp_path / 'depth.npy'
+    make(path)
+    real_empty = np.empty
+
+    def bounded_empty(shape, *args, **kwargs):   # any large allocation is a failure of the check
+        assert np.prod(np.asarray(shape, dtype=object)) < 1 << 28, shape
+        return real_empty(shape, *args, **kwargs)
+    monkeypatch.setattr(np, 'empty', bounded_empty)
+    refused(capsys, lambda: read_depth_file(str(path)), str(path), fragment,
+            'give a 2-D .npy array')
+
+
+@pytest.mark.parametrize('name, make', [
+    ('depth.png', lambda p: _png_claiming(p, 30000, 30000)),
+    ('depth.png', lambda p: _png_claiming(p, 100000, 100000)),
+    ('depth.tif', lambda p: __import__('PIL.Image').Image.new('I;16', (9000, 9000)).save(p)),
+], ids=['png 30000x30000', 'png 100000x100000', 'tiff 9000x9000'])
+def test_png_and_tiff_depth_header_is_bounded(tmp_path, capsys, name, make):
+    path = tmp_path / name
+    make(path)
+    refused(capsys, lambda: read_depth_file(str(path)), str(path), 'pixels', 'give a 2-D')
+
+
+def test_ordinary_depth_files_still_read(tmp_path):
+    depth = np.random.default_rng(0).random((30, 40)).astype(np.float32) + 0.5
+    np.save(tmp_path / 'c.npy', depth)
+    np.save(tmp_path / 'f.npy', np.asfortranarray(depth))
+    np.save(tmp_path / 'one.npy', depth[..., None].astype(np.float64))
+    cv2.imwrite(str(tmp_path / 'd.png'), (depth * 1000).astype(np.uint16))
+    for name in ('c.npy', 'f.npy', 'one.npy'):
+        np.testing.assert_allclose(read_depth_file(str(tmp_path / name)), depth, rtol=1e-6)
+    assert read_depth_file(str(tmp_path / 'd.png')).shape == (30, 40)
+
+
+# --------------------------------------------------------------------------------------------------
+# Prepared datasets: annotations and metainfo.json
+
+
+def _set_first(key, value, where='images'):
+    def change(data):
+        data[where][0][key] = value
+    return change
+
+
+def _drop_first(key, where='annotations'):
+    def change(data):
+        del data[where][0][key]
+    return change
+
+
+def _raw(old, new):
+    """Edit the JSON text itself (for what json.dumps cannot write)."""
+    def change(path: Path):
+        replace_text(path, old, new)
+    return change
+
+
+def _json(change):
+    def damage(path: Path):
+        edit_json(path, change)
+    return damage
+
+
+def _long_keypoints(data):
+    data['annotations'][0]['keypoints'] += [1.0, 2.0, 2]
+
+
+def _second_annotation(data):
+    data['annotations'].append(dict(data['annotations'][0], id=10 ** 6))
+
+
+ANNOTATION_DAMAGE = [
+    (_raw('"width":64', '"width":' + '9' * 400), 'digits', 'integer'),
+    (_raw('"info":{', '"deep":' + nested(20000) + ',"info":{'), 'nested deeper'),
+    (_raw('"info":{', '"deep":' + nested(100000) + ',"info":{'), 'nested deeper'),
+    (_raw('"width":64', '"width":Infinity'), 'Infinity is not a number'),
+    (_raw('"width":64', '"width":NaN'), 'NaN is not a number'),
+    (_raw('"width":64', '"width":1e400'), 'image id', 'has width inf'),
+    (_json(_drop_first('bbox')), 'annotation 1 (for image id', 'has no bbox'),
+    (_json(_set_first('bbox', [0, 0, 0, 64], 'annotations')), 'annotation 1', 'bbox'),
+    (_json(_set_first('bbox', 'all', 'annotations')), 'annotation 1', 'bbox'),
+    (_json(_set_first('width', '64')), 'image id', "has width '64'"),
+    (_json(_set_first('height', -64)), 'image id', 'has height -64'),
+    (_json(_set_first('height', 0)), 'image id', 'has height 0'),
+    (_json(_set_first('width', 64.5)), 'image id', 'has width 64.5'),
+    (_json(_long_keypoints), 'annotation 1', 'keypoint numbers, not 57'),
+    (_json(_set_first('keypoints', [0] * 57 + [1], 'annotations')), 'annotation 1', 'keypoint'),
+    (_json(_set_first('keypoints', 'x', 'annotations')), 'annotation 1', 'keypoint numbers'),
+    (_json(_set_first('keypoints', [1.0, 1.0, 7] * 19, 'annotations')), 'visibility'),
+    (_json(_set_first('file_name', '../../../etc/passwd')), 'image id', 'file_name'),
+    (_json(_set_first('id', True)), 'image entry 1'),
+    (_json(_drop_first('id')), 'annotation 1', 'has id None'),
+    (_json(_drop_first('category_id')), 'annotation 1', 'category_id'),
+    (_json(_set_first('mm_per_pixel', -1, 'annotations')), 'annotation 1', 'mm_per_pixel'),
+    (_json(_set_first('skeletal_class', 'II', 'annotations')), 'annotation 1', 'skeletal_class'),
+    (_json(_second_annotation), 'second annotation of that image'),
+]
+ANNOTATION_DAMAGE = [(entry[0], entry[1:]) for entry in ANNOTATION_DAMAGE]
+ANNOTATION_IDS = ['400 digits', 'nested 20000', 'nested 100000', 'Infinity', 'NaN', '1e400',
+                  'no bbox', 'zero-width bbox', 'bbox text', 'width text', 'height negative',
+                  'height zero', 'width fraction', 'long keypoints', 'short keypoints',
+                  'keypoints text', 'visibility 7', 'file_name escapes', 'image id bool',
+                  'no annotation id', 'no category_id', 'negative spacing', 'class text',
+                  'two annotations']
+
+
+@pytest.mark.parametrize('damage, fragments', ANNOTATION_DAMAGE, ids=ANNOTATION_IDS)
+def test_damaged_annotation_records_are_one_line_naming_file_and_record(data_root, capsys, damage,
+                                                                        fragments):
+    path = data_root / 'annotations' / 'val.json'
+    damage(path)
+    refused(capsys, lambda: dataset_reader.load_split(str(data_root), 'val'), str(path),
+            *fragments, '--overwrite')
+
+
+@pytest.mark.parametrize('damage, fragments', ANNOTATION_DAMAGE[:8] + ANNOTATION_DAMAGE[9:14],
+                         ids=ANNOTATION_IDS[:8] + ANNOTATION_IDS[9:14])
+def test_damaged_annotation_records_are_one_line_for_the_mmpose_dataset(data_root, capsys, damage,
+                                                                        fragments):
+    path = data_root / 'annotations' / 'train.json'
+    damage(path)
+    refused(capsys, lambda: build_dataset(data_root), str(path), *fragments)
+
+
+def test_annotations_naming_more_landmarks_than_the_metainfo(data_root, capsys):
+    def change(data):
+        data['categories'][0]['keypoints'] = data['categories'][0]['keypoints'][:-1]
+        for ann in data['annotations']:
+            ann['keypoints'] = ann['keypoints'][:-3]
+            ann['num_keypoints'] = sum(v > 0 for v in ann['keypoints'][2::3])
+    edit_json(data_root / 'annotations' / 'train.json', change)
+    refused(capsys, lambda: build_dataset(data_root), 'names 18 landmarks', 'has 19')
+
+
+@pytest.mark.parametrize('old, new, fragment', [
+    ('"sigmas": [\n    0.025', '"sigmas": [\n    ' + '1' * 400, 'digits'),
+    ('"sigmas": [\n    0.025', '"sigmas": [\n    NaN', 'NaN is not a number'),
+    ('"sigmas": [\n    0.025', '"sigmas": [\n    Infinity', 'Infinity is not a number'),
+    ('"sigmas": [\n    0.025', '"sigmas": [\n    1e400', 'sigmas'),
+    ('"sigmas": [\n    0.025', '"sigmas": [\n    -0.025', 'sigmas'),
+    ('"skeleton_info": {}', '"skeleton_info": ' + nested(50000), 'nested deeper'),
+    ('"0": {', '"' + '0' * 400 + '": {', 'keypoint id'),
+], ids=['400 digits', 'NaN', 'Infinity', '1e400', 'negative sigma', 'nested 50000', 'id digits'])
+def test_damaged_metainfo_json_is_one_line(data_root, capsys, old, new, fragment):
+    path = data_root / 'metainfo.json'
+    replace_text(path, old, new)
+    refused(capsys, lambda: dataset_reader.read_metainfo(str(data_root)), 'metainfo.json',
+            fragment, '--overwrite')
+
+
+# --------------------------------------------------------------------------------------------------
+# A training photograph that cannot be decoded when it is loaded
+
+
+def _truncate_first_image(root: Path) -> Path:
+    images = json.loads((root / 'annotations' / 'train.json').read_text())['images']
+    path = root / 'images' / images[0]['file_name']
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    return path
+
+
+LOAD = [dict(type='LoadImage')]
+
+
+def test_truncated_training_png_is_one_line_when_loaded(data_root, capsys):
+    dataset = build_dataset(data_root, LOAD, test_mode=False)   # annotations are fine
+    path = _truncate_first_image(data_root)
+    index = next(i for i in range(len(dataset))
+                 if dataset.get_data_info(i)['img_path'].endswith(path.name))
+    refused(capsys, lambda: dataset[index], path.name, 'cannot be decoded',
+            'prepare_cephalometric_data.py', '--overwrite')
+
+
+def test_training_png_of_another_size_is_named_when_loading_fails(data_root, capsys):
+    from cephalometric.mmpose_plugins.dataset import undecodable_reason
+    path = data_root / 'images' / sorted(os.listdir(data_root / 'images'))[0]
+    cv2.imwrite(str(path), np.zeros((10, 12, 3), np.uint8))
+    assert 'is 12x10 pixels but its annotation says 64x64' in undecodable_reason(str(path), 64, 64)
+    assert undecodable_reason(str(path), 12, 10) is None
+
+
+def test_truncated_training_png_is_one_line_from_a_loader_worker(data_root):
+    from torch.utils.data import DataLoader
+
+    from cephalometric.errors import UserError, first_line
+    dataset = build_dataset(data_root, LOAD, test_mode=False)
+    path = _truncate_first_image(data_root)
+    loader = DataLoader(dataset, batch_size=len(dataset), num_workers=1,
+                        collate_fn=lambda batch: batch)
+    with pytest.raises(UserError) as caught:
+        next(iter(loader))
+    message = str(caught.value)
+    assert '\n' not in message and 'Traceback' not in message, message
+    assert path.name in message and 'cannot be decoded' in message, message
+    assert first_line(caught.value) == message
+
+
+# --------------------------------------------------------------------------------------------------
+# prepare_cephalometric_data.py: impossible numbers and the ruler file
+
+
+@pytest.fixture
+def table(source, tmp_path) -> Path:
+    return Path(shutil.copy(source[0], tmp_path / 'table.pkl'))
+
+
+def prepare(capsys, *argv):
+    capsys.readouterr()
+    code = run_cli(prepare_cli.main, [str(a) for a in argv])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize('option, value, fragment', [
+    ('--seed', '-1', '--seed -1 must be a whole number from 0 to 4294967295'),
+    ('--seed', str(2 ** 64), 'must be a whole number from 0'),
+    ('--val-fraction', 'nan', '--val-fraction nan must be at least 0 and below 1'),
+    ('--val-fraction', 'inf', '--val-fraction inf must be at least 0 and below 1'),
+    ('--val-fraction=-0.1', None, 'must be at least 0 and below 1'),
+    ('--test-fraction', '1', '--test-fraction 1.0 must be at least 0 and below 1'),
+    ('--test-fraction=-inf', None, 'must be at least 0 and below 1'),
+    ('--ruler-image-size', '0', '--ruler-image-size 0 must be a positive number of pixels'),
+    ('--ruler-image-size=-600', None, 'must be a positive number of pixels'),
+    ('--ruler-image-size', '9' * 400, 'must be a positive number of pixels'),
+    ('--mm-per-pixel', 'nan', '--mm-per-pixel nan must be a positive number'),
+    ('--mm-per-pixel', 'inf', 'must be a positive number'),
+    ('--mm-per-pixel=-0.1', None, 'must be a positive number'),
+    ('--mm-per-pixel', '0', 'must be a positive number'),
+    ('--image-size', '0', 'must be whole numbers of pixels'),
+    ('--image-size', '9' * 400, 'is not a size'),
+    ('--image-size', '100000x100000', 'must be whole numbers of pixels'),
+])
+def test_prepare_refuses_impossible_numbers(table, tmp_path, capsys, option, value, fragment):
+    out = tmp_path / 'out'
+    code, err = prepare(capsys, '--input', table, '--out-dir', out, option,
+                        *([] if value is None else [value]))
+    one_line(code, err, fragment)
+    assert not out.exists()
+
+
+def test_prepare_refuses_an_impossible_seed_with_a_set_column_too(source, tmp_path, capsys):
+    table = tmp_path / 'with_set.pkl'
+    make_demo_dataframe(num_patients=10, seed=0, image_size=64).to_pickle(table)
+    code, err = prepare(capsys, '--input', table, '--out-dir', tmp_path / 'out', '--seed', '-1')
+    one_line(code, err, '--seed -1')
+
+
+def _ruler_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / 'ruler.json'
+    path.write_text(text)
+    return path
+
+
+def _ruler_entry(value: str) -> str:
+    return ('{"0": {"ruler_point_up_x": ' + value + ', "ruler_point_up_y": 1, '
+            '"ruler_point_down_x": 1, "ruler_point_down_y": 30}}')
+
+
+@pytest.mark.parametrize('text, fragment', [
+    (_ruler_entry('1' * 400), 'digits'),
+    (_ruler_entry('NaN'), 'NaN is not a number'),
+    (_ruler_entry('Infinity'), 'Infinity is not a number'),
+    (_ruler_entry('1e400'), 'unreadable entries for patients 0'),
+    (_ruler_entry('"12"'), 'unreadable entries for patients 0'),
+    (_ruler_entry('true'), 'unreadable entries for patients 0'),
+    ('{"0": ' + nested(30000) + '}', 'nested deeper'),
+    (nested(100000), 'nested deeper'),
+    ('{"0": {', 'cannot read ruler file'),
+], ids=['400 digits', 'NaN', 'Infinity', '1e400', 'text', 'true', 'nested 30000',
+        'nested 100000', 'truncated'])
+def test_prepare_refuses_a_hostile_ruler_file(table, tmp_path, capsys, text, fragment):
+    ruler = _ruler_file(tmp_path, text)
+    out = tmp_path / 'out'
+    code, err = prepare(capsys, '--input', table, '--out-dir', out, '--ruler-json', ruler)
+    one_line(code, err, 'ruler file', fragment)
+    assert not out.exists()
+
+
+def test_prepare_with_a_good_ruler_file_still_works(table, tmp_path, capsys):
+    ruler = _ruler_file(tmp_path, _ruler_entry('1'))
+    out = tmp_path / 'out'
+    code, err = prepare(capsys, '--input', table, '--out-dir', out, '--ruler-json', ruler,
+                        '--seed', '4294967295')
+    assert code == 0, err
+    assert 'pixel spacing' in capsys.readouterr().out or out.exists()
+    frame = pd.read_pickle(table)
+    assert len(frame) == 10
