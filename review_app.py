@@ -39,6 +39,9 @@ def parse_args(argv):
     parser.add_argument('--export-table', metavar='FILE.pkl',
                         help='do not serve: write the records in --out-dir as a training table '
                         'for prepare_cephalometric_data.py --input')
+    parser.add_argument('--estimated', metavar='NAMES',
+                        help='landmarks a photograph cannot show, comma-separated, drawn as '
+                        'estimates (default: the skeletal points of the set; "none" for X-rays)')
     parser.add_argument('--report', metavar='FOLDER',
                         help='do not serve: write a one-page report (<stem>_report.pdf and .png) '
                         'of every saved review in --out-dir into FOLDER')
@@ -71,6 +74,7 @@ def main(argv=None) -> int:
     if not osp.isfile(args.checkpoint):
         raise UserError(f'checkpoint {args.checkpoint} not found; give best_MRE.pth from training '
                         'or a .onnx from export_onnx.py')
+    from cephalometric.landmarks import find_landmark
     from cephalometric.review.server import bind, serve
     from cephalometric.review.store import ReviewStore, model_version
     # Bad folders, a bad --host or a busy --port fail before the model is loaded.
@@ -79,9 +83,18 @@ def main(argv=None) -> int:
 
     from cephalometric.prediction.predictor import LandmarkPredictor
     predictor = LandmarkPredictor(args.checkpoint, device=args.device)
+    estimated = None
+    if args.estimated is not None:
+        estimated = [] if args.estimated.strip().lower() == 'none' else \
+            [name.strip() for name in args.estimated.split(',') if name.strip()]
+        unknown = [name for name in estimated if find_landmark(predictor.names, name) is None]
+        if unknown:
+            raise UserError(f'--estimated names {", ".join(unknown)}, which this model does not '
+                            f'predict; choose from {", ".join(predictor.names)}')
+        estimated = [predictor.names[find_landmark(predictor.names, name)] for name in estimated]
     store = ReviewStore(args.images, args.out_dir, predictor, score_threshold=args.score_threshold,
                         mm_per_pixel=args.mm_per_pixel, background=True,
-                        model=model_version(args.checkpoint))
+                        model=model_version(args.checkpoint), estimated=estimated)
     serve(store, args.host, args.port)
     return 0
 

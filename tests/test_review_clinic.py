@@ -624,3 +624,38 @@ def test_cli_serves_at_once_with_the_checkpoint_hash_as_model_version(photos, tm
     gate.set()
     store.thread.join(30)
     assert store.progress() == {'done': NUM_IMAGES, 'total': NUM_IMAGES, 'failure': None}
+
+
+def test_a_set_can_say_which_points_are_estimates(photos, tmp_path):
+    """X-rays show every point: --estimated none (here the store's option) marks none."""
+    folder, truth = photos
+    for estimated, expected in ((None, estimated_landmarks(STANDARD_LANDMARKS)),
+                                ([], [False] * 19), (['Gonion'], [i == 10 for i in range(19)])):
+        store = ReviewStore(str(folder), str(tmp_path / 'r'), StandIn(truth),
+                            log=lambda text: None, estimated=estimated)
+        assert store.session()['estimated'] == expected
+        assert [row['estimated'] for row in store.session()['help']] == expected
+        record = store.record(store.case('demo_0001.png'))
+        assert [lm['estimated'] for lm in record['landmarks']] == expected
+
+
+def test_cli_estimated_names_are_checked(photos, tmp_path, monkeypatch, capsys):
+    import cephalometric.prediction.predictor as predictor_module
+    import cephalometric.review.server as server_module
+    folder, truth = photos
+    checkpoint = tmp_path / 'model.onnx'
+    checkpoint.write_bytes(b'not a real model')
+    monkeypatch.setattr(predictor_module, 'LandmarkPredictor',
+                        lambda path, device=None: StandIn(truth))
+    served = {}
+    monkeypatch.setattr(server_module, 'serve',
+                        lambda store, host, port: served.update(store=store))
+    base = ['--checkpoint', str(checkpoint), '--images', str(folder), '--out-dir',
+            str(tmp_path / 'r')]
+    assert run_cli(review_app.main, base + ['--estimated', 'go, s']) == 0
+    assert served['store'].estimated_names == ['Gonion', 'sella']
+    assert run_cli(review_app.main, base + ['--estimated', 'none']) == 0
+    assert not any(served['store'].estimated)
+    assert run_cli(review_app.main, base + ['--estimated', 'tragus']) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: --estimated names tragus') and err.count('\n') == 1

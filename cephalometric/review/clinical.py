@@ -100,10 +100,12 @@ def definition(name: str) -> str:
     return DEFINITIONS.get(canonical_key(name) or '', '')
 
 
-def landmark_help(names: Sequence[str]) -> list[dict]:
-    """Per landmark of a set: name, definition and whether it is an estimate (not on a photo)."""
-    return [{'name': name, 'definition': definition(name), 'estimated': estimated}
-            for name, estimated in zip(names, estimated_landmarks(names))]
+def landmark_help(names: Sequence[str], estimated: Optional[Sequence[bool]] = None) -> list[dict]:
+    """Per landmark of a set: name, definition and whether it is an estimate (not on a photo;
+    default: `landmarks.estimated_landmarks`)."""
+    flags = estimated_landmarks(names) if estimated is None else estimated
+    return [{'name': name, 'definition': definition(name), 'estimated': bool(flag)}
+            for name, flag in zip(names, flags)]
 
 
 _NUMBER = r'-?\d+(?:\.\d+)?'

@@ -96,7 +96,9 @@ def figure(record: dict, rgb: np.ndarray):
     names = [lm['name'] for lm in record['landmarks']]
     points = np.array([[np.nan, np.nan] if lm.get('x') is None or lm.get('y') is None
                        else [lm['x'], lm['y']] for lm in record['landmarks']], float)
-    estimated = estimated_landmarks(names)
+    default = estimated_landmarks(names)
+    estimated = [bool(lm.get('estimated', guess)) for lm, guess in zip(record['landmarks'],
+                                                                       default)]
     for start, end in ANGLE_LINES:
         i, j = find_landmark(names, start), find_landmark(names, end)
         if i is not None and j is not None and np.isfinite(points[[i, j]]).all():

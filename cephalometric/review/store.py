@@ -7,8 +7,9 @@ everything a browser sends, and read and write the reviewed records `<out-dir>/<
 the inference JSON layout of `results.image_record` plus
 
 * per landmark `"corrected": true|false`, `"predicted": {"x", "y"}` (the model's position it
-  replaced) and `"visible": false` with `"x": null, "y": null` for a point the photograph does not
-  show (left out of the measurements and of the training export);
+  replaced), `"estimated"` (a point a photograph cannot show) and `"visible": false` with
+  `"x": null, "y": null` for a point the photograph does not show (left out of the measurements
+  and of the training export);
 * `"review": {"status": "reviewed" | "cannot trace", "reason", "reviewer" (initials), "date" (UTC,
   ISO 8601), "model": {"file", "sha256"}}`;
 * `"calibration": {"points": [[x, y], [x, y]], "length_mm", "mm_per_pixel"}` or null: a known
@@ -188,19 +189,23 @@ class ReviewStore:
     (names, keypoints, scores, bbox), as `LandmarkPredictor.predict` does (face region and facing
     direction found automatically). With `background=True` the predictions are made in a thread
     after the constructor returns (`progress()` says how far); saved reviews are never predicted.
-    `model` is the model version each saved record names (see `model_version`).
+    `model` is the model version each saved record names (see `model_version`). `estimated`
+    names the landmarks a photograph cannot show (default: the set's skeletal points; [] for
+    X-rays, where every point is seen).
     """
 
     def __init__(self, images_dir: str, out_dir: str, predictor,
                  score_threshold: float = 0.3, mm_per_pixel: Optional[float] = None,
                  batch_size: int = 8, log: Callable[[str], None] = print,
-                 background: bool = False, model: Optional[dict] = None):
+                 background: bool = False, model: Optional[dict] = None,
+                 estimated: Optional[Sequence[str]] = None):
         self.check_options(images_dir, out_dir, score_threshold, mm_per_pixel)
         self.images_dir = osp.abspath(images_dir)
         self.out_dir = osp.abspath(out_dir)
         self.score_threshold = float(score_threshold)
         self.mm_per_pixel = mm_per_pixel
         self.model = dict(model) if model else None
+        self.estimated_names = None if estimated is None else list(estimated)
         self.log = log
         self.lock = threading.RLock()
         names, notes = list_folder_images(self.images_dir)
@@ -246,6 +251,11 @@ class ReviewStore:
                             'records')
         check_score_threshold(score_threshold)
         check_mm_per_pixel(mm_per_pixel)
+
+    @property
+    def estimated(self) -> list[bool]:
+        """Per landmark: True for an estimate (a point the photograph cannot show)."""
+        return estimated_landmarks(self.names, self.estimated_names)
 
     @property
     def lines(self) -> list:
@@ -451,9 +461,11 @@ class ReviewStore:
         record = image_record(case.name, prediction, measurements,
                               score_threshold=self.score_threshold, size=case.size,
                               class_note=note)
-        for landmark, point, guess in zip(record['landmarks'], coords, case.predicted):
+        for landmark, point, guess, estimate in zip(record['landmarks'], coords, case.predicted,
+                                                    self.estimated):
             visible = bool(np.isfinite(point).all())
             landmark['visible'] = visible
+            landmark['estimated'] = estimate
             landmark['corrected'] = visible and bool(np.abs(point - guess).max()
                                                      > CORRECTED_TOLERANCE)
             landmark['predicted'] = {'x': round(float(guess[0]), 2), 'y': round(float(guess[1]), 2)}
@@ -529,8 +541,8 @@ class ReviewStore:
 
     def session(self) -> dict:
         return {'landmarks': self.names, 'lines': self.lines,
-                'help': landmark_help(self.names),
-                'estimated': estimated_landmarks(self.names),
+                'help': landmark_help(self.names, self.estimated),
+                'estimated': self.estimated,
                 'score_threshold': self.score_threshold, 'model': self.model,
                 'progress': self.progress()}
 
