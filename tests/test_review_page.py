@@ -371,6 +371,12 @@ def test_calibration_changes_the_mm_values_correctly(page):
     wait(lambda: js(driver, 'return document.querySelector("#report-link")'
                             '.getAttribute("aria-disabled")') == 'false')
     href = js(driver, 'return document.querySelector("#report-link").href')
+    keys(driver, '5', '\ue014')                             # an unsaved edit: no report of it
+    assert js(driver, 'return document.querySelector("#report-link")'
+                      '.getAttribute("aria-disabled")') == 'true'
+    keys(driver, 'u')
+    assert js(driver, 'return document.querySelector("#report-link")'
+                      '.getAttribute("aria-disabled")') == 'false'
     status, pdf = call(url, href[len(url.rstrip('/')):])
     assert status == 200 and pdf_pages(pdf) == 1
     words = pdf_text(pdf)

@@ -188,7 +188,8 @@ function renderTitle() {
 
 function renderReportLink() {
   const link = $('#report-link');
-  const saved = state.detail && state.detail.status !== 'to review';
+  // The report is of the saved review: offered once saved, and not while edits are unsaved.
+  const saved = state.detail && state.detail.status !== 'to review' && !state.edits[state.name];
   link.setAttribute('aria-disabled', saved ? 'false' : 'true');
   link.tabIndex = saved ? 0 : -1;
   link.href = saved ? `/api/report/${enc(state.name)}?format=pdf` : '#';
@@ -466,6 +467,7 @@ function changed(changedAt) {
   if (samePoints(state.points, state.detail.points) &&
       sameCalibration(state.calibration, state.detail.calibration)) delete state.edits[state.name];
   else state.edits[state.name] = snapshot();
+  renderReportLink();
   updateCanvas();
   requestMeasurements(changedAt);
 }
