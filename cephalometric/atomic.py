@@ -7,8 +7,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
+import signal
 import tempfile
+import threading
 from typing import Iterator
+
+# Every temporary this project makes is named `.tmp-<pid>-...` (files) or `.<name>.tmp-<pid>-...`
+# (staging folders; `.<name>.old-<pid>-...` for a folder's previous version during the swap): a run
+# that was killed (kill -9) leaves one behind, and the next run in that folder removes it (or puts
+# a previous version back) once no process of that number is running.
+STAGING_TAG = '.tmp-'
+RETIRED_TAG = '.old-'     # a folder's previous version, while its new one is put in place
+_STALE = re.compile(r'^\.(?:.+)?\.?(?:tmp|old)-(\d+)-')
 
 
 def current_umask() -> int:
@@ -25,9 +37,61 @@ def temporary_beside(path: str) -> str:
     friends choose the format by it.
     """
     handle, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
-                                         prefix='.tmp-', suffix=os.path.basename(path))
+                                         prefix=f'{STAGING_TAG}{os.getpid()}-',
+                                         suffix=os.path.basename(path))
     os.close(handle)
     return temporary
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True     # someone else's process, or not a pid: leave it
+    return True
+
+
+def remove_stale_temporaries(folder: str) -> list[str]:
+    """Remove temporaries of killed runs of this project from `folder`; returns their names."""
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        match = _STALE.match(name)
+        if not match or int(match.group(1)) == os.getpid() or _running(int(match.group(1))):
+            continue
+        path = os.path.join(folder, name)
+        with contextlib.suppress(OSError):
+            retired = re.match(r'^\.(.+)\.old-\d+-', name)
+            if retired and not os.path.lexists(os.path.join(folder, retired.group(1))):
+                # killed between moving the previous results aside and putting the new ones in
+                # place: the previous results go back
+                os.replace(path, os.path.join(folder, retired.group(1)))
+            elif os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+            removed.append(name)
+    return removed
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block is done: the renames that publish several files
+    happen all together or not at all (the signal then arrives, after them)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def publish(temporary: str, path: str) -> None:
@@ -41,6 +105,7 @@ def publish(temporary: str, path: str) -> None:
 def atomic_path(path: str) -> Iterator[str]:
     """Yield a temporary path next to `path`; move it over `path` only if the block succeeds."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    remove_stale_temporaries(os.path.dirname(os.path.abspath(path)))
     temporary = temporary_beside(path)
     try:
         yield temporary

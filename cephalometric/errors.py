@@ -7,7 +7,9 @@ its traceback so it can be reported.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from typing import Callable, Optional, Sequence
 
 
@@ -26,12 +28,20 @@ def first_line(error: BaseException, default: Optional[str] = None,
 
 def run_cli(main: Callable[[Optional[Sequence[str]]], Optional[int]],
             argv: Optional[Sequence[str]] = None) -> int:
-    """Run `main(argv)`; turn UserError into one line on stderr and exit status 2."""
+    """Run `main(argv)`; turn UserError into one line on stderr and exit status 2.
+
+    SIGTERM (a `kill`, a scheduler ending the job) is handled like Ctrl-C: it raises in the
+    program, so every clean-up on the way out runs and no temporary file is left behind.
+    """
+    previous = _terminate_like_interrupt()
     try:
         code = main(argv)
     except UserError as error:
         print(f'error: {error}', file=sys.stderr)
         return 2
+    except Terminated:
+        print('terminated', file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print('interrupted', file=sys.stderr)
         return 130
@@ -40,4 +50,22 @@ def run_cli(main: Callable[[Optional[Sequence[str]]], Optional[int]],
         # from raising again on the closed stdout. 141 is what a process killed by SIGPIPE returns.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return int(code or 0)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program was, so that its clean-ups run."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def _terminate_like_interrupt():
+    """Install the SIGTERM handler (main thread only); returns the handler it replaced."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)

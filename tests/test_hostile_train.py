@@ -133,7 +133,9 @@ def test_torchrun_without_launcher_pytorch_is_one_line(prepared, tmp_path, capsy
 
 
 @pytest.mark.parametrize('option', [['--epochs', '0'], ['--input-size', '48'], ['--lr', '-1'],
-                                    ['--sigma', '0'], ['--batch-size', '0']])
+                                    ['--sigma', '0'], ['--batch-size', '0'], ['--lr', 'inf'],
+                                    ['--lr', 'nan'], ['--sigma', 'inf'], ['--sigma', 'nan'],
+                                    ['--warmup-iters', '-1'], ['--workers', '-1']])
 def test_impossible_numbers_are_one_line(option, prepared, tmp_path, capsys):
     code, lines, err = run_train(capsys, '--data-root', prepared, '--work-dir', tmp_path / 'wd',
                                  *TINY, *option)

@@ -684,11 +684,16 @@ def test_existing_output_needs_overwrite(tmp_path, capsys):
     assert code == 2 and '--overwrite' in capsys.readouterr().err
     assert (out / 'annotations' / 'train.json').read_bytes() == before
 
+    # a file of the user's in our dataset: --overwrite refuses, naming it, and deletes nothing
     (out / 'images' / 'stale.png').write_bytes(b'old')
     assert run(tmp_path, make_frame(num=6, sets=['train'] * 4 + ['dev', 'test']),
+               '--overwrite') == 2
+    assert "'images/stale.png'" in capsys.readouterr().err
+    assert (out / 'images' / 'stale.png').read_bytes() == b'old'
+    (out / 'images' / 'stale.png').unlink()
+    assert run(tmp_path, make_frame(num=6, sets=['train'] * 4 + ['dev', 'test']),
                '--overwrite') == 0
-    assert len(coco(out, 'train')['images']) == 4
-    assert not (out / 'images' / 'stale.png').exists()         # replaced, not merged
+    assert len(coco(out, 'train')['images']) == 4                # replaced, not merged
     assert len(list((out / 'images').iterdir())) == 6
     assert not [p for p in tmp_path.iterdir() if '.tmp-' in p.name or '.old-' in p.name]
 

@@ -27,7 +27,12 @@ from cephalometric.data.depth import DEPTH_SUFFIX, RGBD_INPUTS, save_depth
 from cephalometric.drawing import landmark_color
 from cephalometric.errors import UserError
 from cephalometric.landmarks import is_standard_set
-from cephalometric.outputs import check_output_folder, staged_output_folder
+from cephalometric.outputs import (
+    MARKER,
+    LegacyLayout,
+    check_output_folder,
+    staged_output_folder,
+)
 from cephalometric.data.records import (
     DEFAULT_RULER_IMAGE_SIZE,
     Record,
@@ -40,8 +45,12 @@ from cephalometric.data.table import load_table, name_some
 
 PNG_COMPRESSION = 1          # lossless either way; level 1 is the fastest and barely larger
 KEYPOINT_SIGMA = 0.025       # OKS sigma per landmark (MMPose needs one; only COCO eval uses it)
-# summary.json marked prepared datasets before the common marker file: --overwrite may replace them.
-LEGACY_MARKERS = ('summary.json',)
+# Prepared datasets from before the marker listed its files: marked by it (0.3) or by summary.json
+# alone (older), always with annotations/; --overwrite replaces them when they hold nothing else.
+_PREPARED_FILES = ('images/*.png', 'images/*.npy', 'annotations/*.json', 'metainfo.json',
+                   'metainfo.py', 'summary.json')
+LEGACY_MARKERS = (LegacyLayout(MARKER, ('annotations',), _PREPARED_FILES),
+                  LegacyLayout('summary.json', ('annotations',), _PREPARED_FILES))
 
 
 def safe_file_stem(patient_id: str) -> str:

@@ -37,8 +37,17 @@ from cephalometric.evaluation.statistics import (
     predict_split,
     worst_cases,
 )
-from cephalometric.outputs import check_output_folder, staged_output_folder
+from cephalometric.outputs import (
+    MARKER,
+    LegacyLayout,
+    check_output_folder,
+    staged_output_folder,
+)
 from cephalometric.prediction.results import json_text
+
+# Evaluation folders from before the marker listed its files (0.3): these, and nothing else.
+LEGACY_LAYOUTS = (LegacyLayout(MARKER, (), ('metrics.json', 'predictions.csv', 'report.md',
+                                           '*.png')),)
 
 
 def parse_args(argv):
@@ -94,7 +103,8 @@ def main(argv=None) -> int:
     checkpoint_folder = osp.dirname(osp.abspath(args.checkpoint))
     out_dir = osp.normpath(args.out_dir or osp.join(checkpoint_folder, f'eval_{args.split}'))
     check_output_folder(out_dir, overwrite=args.overwrite,
-                        protected=[args.data_root, checkpoint_folder, args.checkpoint])
+                        protected=[args.data_root, checkpoint_folder, args.checkpoint,
+                                   args.depth_path], legacy_markers=LEGACY_LAYOUTS)
 
     # torch + MMPose take seconds to import: only once the inputs are known to be good.
     from cephalometric.prediction.predictor import LandmarkPredictor

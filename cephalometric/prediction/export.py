@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from cephalometric.errors import UserError
+from cephalometric.outputs import check_not_inputs
 from cephalometric.prediction.backends import OnnxRuntimeBackend
 from cephalometric.prediction.onnx import export_onnx
 from cephalometric.prediction.predictor import LandmarkPredictor
@@ -46,6 +47,8 @@ def export_checked(checkpoint: str, out: str) -> tuple:
     both are checked before either is written.
     """
     check_output_file(out, '--out')
+    check_not_inputs([(out, '--out'), (framing_file(out), '--out (its framing model file)')],
+                     [(checkpoint, 'the checkpoint')])
     reference = LandmarkPredictor(checkpoint, device='cpu', backend='pytorch')
     framing = None
     if reference.framing_network is not None:

@@ -30,6 +30,7 @@ from cephalometric.cli import FRAMING_MODES, add_options, check_options
 from cephalometric.data.depth import check_depth_size, match_depth_files, read_depth_file
 from cephalometric.data.images import find_images, read_rgb
 from cephalometric.errors import UserError
+from cephalometric.outputs import check_not_inputs
 from cephalometric.prediction.predictor import check_bbox
 from cephalometric.prediction.results import (
     StagedFiles,
@@ -89,22 +90,23 @@ def output_paths(images: list[str], args) -> list[str | None]:
     return [osp.join(out_dir, name) for name in picture_names(images)]
 
 
-def check_outputs(images: list[str], pictures: list, args) -> None:
-    """Every output writable, none of them an input or another output."""
+def check_outputs(images: list[str], pictures: list, args, predictor=None,
+                  depth_files=None) -> None:
+    """Every output writable, none of them an input or another output. Called before the model
+    is loaded, and again with it (its framing model file) and the depth maps."""
     named = [(p, '--out-file' if args.out_file else '--out-dir') for p in pictures if p]
     named += [(path, option) for path, option in ((args.json, '--json'), (args.csv, '--csv'))
               if path]
-    inputs = {osp.realpath(p) for p in images}
-    seen = {}
     for path, option in named:
         check_output_file(path, option)
-        real = osp.realpath(path)
-        if real in inputs:
-            raise UserError(f'{option} {path} is one of the input images; choose another {option}')
-        if real in seen:
-            raise UserError(f'{option} and {seen[real]} both write {path}; give them different '
-                            'names')
-        seen[real] = option
+    inputs = [(p, 'one of the input images') for p in images]
+    inputs += [(args.checkpoint, 'the checkpoint'), (args.depth_path, 'the --depth-path')]
+    if predictor is not None and hasattr(predictor.network, 'metadata'):   # an .onnx pair
+        from cephalometric.prediction.onnx import framing_model_path
+        inputs.append((framing_model_path(predictor.network.metadata(), args.checkpoint),
+                       'the checkpoint\'s framing model'))
+    inputs += [(p, 'a depth map of the input') for p in depth_files or ()]
+    check_not_inputs(named, inputs)
     if pictures and pictures[0] and args.out_file:
         import numpy as np
 
@@ -157,6 +159,7 @@ def main(argv=None) -> int:
     predictor = LandmarkPredictor(args.checkpoint, device=args.device, backend=args.backend)
     depth_files = check_depths(images, sizes, getattr(predictor, 'needs_depth', False),
                                args.depth_path)
+    check_outputs(images, pictures, args, predictor, depth_files)
     records = []
     with StagedFiles() as staged:
         # Reserved first: proves the locations writable before minutes of work.

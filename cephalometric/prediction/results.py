@@ -33,7 +33,13 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from cephalometric.atomic import publish, temporary_beside, write_text_atomically
+from cephalometric.atomic import (
+    publish,
+    remove_stale_temporaries,
+    signals_deferred,
+    temporary_beside,
+    write_text_atomically,
+)
 from cephalometric.errors import UserError
 from cephalometric.landmarks import find_landmark
 from cephalometric.outputs import nearest_existing
@@ -214,13 +220,15 @@ class StagedFiles:
         for folder in reversed(missing):
             os.mkdir(folder)
             self.created.append(folder)
+        remove_stale_temporaries(folder)
         temporary = temporary_beside(path)
         self.pending.append((temporary, path))
         return temporary
 
     def commit(self) -> None:
-        for temporary, path in self.pending:
-            publish(temporary, path)
+        with signals_deferred():    # every file or none: no signal between the renames
+            for temporary, path in self.pending:
+                publish(temporary, path)
         self.pending, self.created = [], []
 
     def discard(self) -> None:

@@ -7,6 +7,7 @@ the config that holds them; derive the framing model's run from the landmark mod
 """
 from __future__ import annotations
 
+import math
 import os.path as osp
 from typing import Optional
 
@@ -50,8 +51,9 @@ def set_input_size(cfg, size: int, sigma: Optional[float] = None) -> None:
     if size < 32 or size % 32:
         raise UserError(f'--input-size must be a positive multiple of 32 (HRNet downsamples by '
                         f'32), got {size}')
-    if sigma is not None and not sigma > 0:
-        raise UserError(f'--sigma must be positive, got {sigma}')
+    if sigma is not None and not (math.isfinite(sigma) and 0 < sigma <= size / 8):
+        raise UserError(f'--sigma must be a positive number of heatmap pixels up to {size // 8} '
+                        f'(the config uses 2), got {sigma}')
     for codec in [cfg.codec] + _codecs(cfg):
         codec['input_size'] = (size, size)
         codec['heatmap_size'] = (size // 4, size // 4)
@@ -287,8 +289,9 @@ def build_config(args):
     if args.workers is not None:
         set_workers(cfg, args.workers)
     if args.lr is not None:
-        if not args.lr > 0:
-            raise UserError(f'--lr must be positive, got {args.lr}')
+        if not (math.isfinite(args.lr) and 0 < args.lr <= 1):
+            raise UserError(f'--lr must be a positive number up to 1 (the config uses 1e-3), '
+                            f'got {args.lr}')
         cfg.optim_wrapper.optimizer.lr = args.lr
     if args.auto_scale_lr:
         cfg.auto_scale_lr.enable = True

@@ -13,16 +13,19 @@ each batch, rank 0 alone writes the outputs.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import os
 import os.path as osp
 import pickle
+import re
 import shutil
 from typing import Optional, Sequence
 
 from cephalometric.atomic import write_text_atomically
 from cephalometric.cli import add_options, check_options
 from cephalometric.errors import UserError, first_line
-from cephalometric.outputs import nearest_existing
+from cephalometric.outputs import check_not_inputs, nearest_existing
 from cephalometric.training.config import (  # noqa: F401  (the names tests and benchmark use)
     DEFAULT_CONFIG,
     DEFAULT_DATA_ROOT,
@@ -129,6 +132,24 @@ def resumed_epochs(path: str) -> int:
     return done if isinstance(done, int) else 0
 
 
+def check_work_dir_inputs(work_dir: str, args, data_root: str) -> None:
+    """The work dir must not hold what the run reads (its Runner rotates epoch_N.pth and writes
+    best_MRE.pth there), nor lie in the data root (prepare --overwrite replaces that)."""
+    load_from = args.load_from if args.load_from and osp.exists(args.load_from) else None
+    check_not_inputs([(work_dir, '--work-dir')],
+                     [(load_from, 'the --load-from checkpoint'), (args.config, 'the --config file'),
+                      (data_root, 'the data root')])
+    real, root = osp.realpath(work_dir), osp.realpath(data_root)
+    if osp.commonpath([real, root]) == root:
+        raise UserError(f'--work-dir {work_dir} lies inside the data root {data_root}, which '
+                        'prepare_cephalometric_data.py --overwrite replaces; choose a work dir '
+                        'outside it')
+
+
+# Errors writing the work dir (a full disk, a quota, a read-only mount): the user's to fix.
+WRITE_FAILURES = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
 # -- work dir -------------------------------------------------------------------------------------
 def check_work_dir(work_dir: str) -> bool:
     """Refuse a work dir that cannot be written; returns whether it exists already.
@@ -180,20 +201,30 @@ class _TrainingStarted:
         return TrainingStartedHook()
 
 
-def _remove_failed_start(work_dir: str, before: Optional[set]) -> None:
-    """Remove what a run that never trained made: the work dir if it made it (`before` is None),
-    else the entries it added (MMEngine's timestamped log folder, its config copy)."""
+# What MMEngine's Runner writes into a work dir before the first iteration: its timestamped log
+# folder and its copy of the config (named like the config file, or <timestamp>.py).
+_RUNNER_ENTRY = re.compile(r'^\d{8}_\d{6}(\.py)?$')
+
+
+def _remove_failed_start(work_dir: str, before: Optional[set], config_name: Optional[str]) \
+        -> None:
+    """Remove what a run that never trained made, and nothing else: the Runner's own entries
+    that were not there before (another program may have saved files meanwhile), then the work
+    dir itself if this run made it (`before` is None) and it is empty again."""
     if not osp.isdir(work_dir):
         return
-    if before is None:
-        shutil.rmtree(work_dir, ignore_errors=True)
-        return
-    for name in set(os.listdir(work_dir)) - before:
+    for name in set(os.listdir(work_dir)) - (before or set()):
+        if not (_RUNNER_ENTRY.match(name) or name == config_name):
+            continue
         path = osp.join(work_dir, name)
         if osp.isdir(path) and not osp.islink(path):
             shutil.rmtree(path, ignore_errors=True)
         else:
-            os.remove(path)
+            with contextlib.suppress(OSError):
+                os.remove(path)
+    if before is None:
+        with contextlib.suppress(OSError):
+            os.rmdir(work_dir)
 
 
 def _log_process_seeds(runner, processes: Processes) -> None:
@@ -234,6 +265,7 @@ def train(argv: Optional[Sequence[str]] = None) -> int:
     from cephalometric.training import config as config_utils
 
     cfg, names, data_root = build_config(args)
+    check_work_dir_inputs(args.work_dir, args, data_root)
     landmarks_done = False
     if args.resume:
         done = resumed_epochs(last_checkpoint(args.work_dir))
@@ -265,7 +297,8 @@ def train(argv: Optional[Sequence[str]] = None) -> int:
                                  resume=landmarks_done and args.resume)
     except BaseException:
         if not started.started and processes.rank == 0:
-            _remove_failed_start(args.work_dir, before)
+            _remove_failed_start(args.work_dir, before,
+                                 osp.basename(cfg.filename) if cfg.filename else None)
         stop_processes(finished=False)
         raise
     stop_processes(finished=True)
@@ -345,6 +378,13 @@ def _run(runner, weights_source: str) -> None:
         raise UserError(f'cannot load {weights_source} with torch.load(weights_only=True) '
                         f'({reason}); use a checkpoint from this project or OpenMMLab\'s '
                         'model zoo') from None
+    except OSError as error:
+        if error.errno not in WRITE_FAILURES:
+            raise
+        where = error.filename or runner.work_dir
+        raise UserError(f'training stopped: cannot write {where} ({error.strerror}); free some '
+                        'disk space (or fix the permissions), then run again with --resume to '
+                        'continue from the last complete checkpoint') from None
 
 
 def framing_pending(cfg, work_dir: str) -> bool:
