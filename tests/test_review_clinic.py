@@ -135,15 +135,23 @@ def anb_boundary_points(store, name):
             break
         points[b_index, 0] += 0.5 if anb > 4 else -0.5
         points = round_points(points)
-    base = points.copy()
-    for dx in range(-300, 301):
-        for dy in range(-30, 31):
-            candidate = base.copy()
-            candidate[b_index] += [dx * 0.01, dy * 0.01]
-            candidate = round_points(candidate)
-            anb = compute_measurements(names, candidate)['ANB']
-            if 3.999 < anb < 4.0:
-                return candidate, anb
+    # Every B point on the 0.01 px grid near there at once (ANB = angle S-N-A - angle S-N-B),
+    # then the first with ANB in (3.999, 4) is confirmed with compute_measurements.
+    s, n, a = points[0], points[1], points[2]
+
+    def angle(p, q):
+        u, v = p - n, q - n
+        cos = (u * v).sum(-1) / (np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1))
+        return np.degrees(np.arccos(np.clip(cos, -1, 1)))
+    offsets = np.stack(np.meshgrid(np.arange(-300, 301), np.arange(-30, 31)), -1).reshape(-1, 2)
+    candidates = np.round(points[b_index] + offsets * 0.01, 2)
+    anbs = angle(s, a) - angle(s, candidates)
+    for index in np.flatnonzero((anbs > 3.9991) & (anbs < 3.9999)):
+        candidate = points.copy()
+        candidate[b_index] = candidates[index]
+        anb = compute_measurements(names, candidate)['ANB']
+        if 3.999 < anb < 4.0:
+            return candidate, anb
     raise AssertionError('no grid point with ANB just below 4')
 
 
