@@ -82,16 +82,30 @@ def remove_stale_temporaries(folder: str) -> list[str]:
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
     """Hold Ctrl-C and SIGTERM until the block is done: the renames that publish several files
-    happen all together or not at all (the signal then arrives, after them)."""
+    happen all together or not at all (the signal then arrives, after them).
+
+    Python-level: the handlers record the signal and the block's end passes it on. (Blocking it
+    with pthread_sigmask would not do: the kernel hands a process signal to any thread that does
+    not block it, e.g. one of torch's, and Python then runs the handler in the main thread.)
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    received = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {number: signal.signal(number, lambda number, frame: received.append(number))
+                for number in held}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        for number in dict.fromkeys(received):     # each once, in the order they came
+            handler = previous[number]
+            if callable(handler):
+                handler(number, None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(number)
 
 
 def publish(temporary: str, path: str) -> None:

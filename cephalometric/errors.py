@@ -60,12 +60,21 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the program was, so that its clean-ups run."""
 
 
+_MAIN_PID = None
+
+
 def _raise_terminated(signum, frame):
+    if os.getpid() != _MAIN_PID:   # a forked worker (a pool, a data loader): end as usual
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
     raise Terminated()
 
 
 def _terminate_like_interrupt():
     """Install the SIGTERM handler (main thread only); returns the handler it replaced."""
+    global _MAIN_PID
     if threading.current_thread() is not threading.main_thread():
         return None
+    _MAIN_PID = os.getpid()
     return signal.signal(signal.SIGTERM, _raise_terminated)

@@ -221,6 +221,31 @@ def test_kill_during_training_then_resume_loses_at_most_the_current_epoch(demo_d
     assert (work_dir / 'best_MRE.pth').is_file()
 
 
+@pytest.mark.slow
+def test_sigterm_during_training_stops_cleanly_and_leaves_only_whole_checkpoints(demo_dataset,
+                                                                                 tmp_path):
+    from cephalometric.model.checkpoint import load_checkpoint_file
+    _, prepared = demo_dataset
+    work_dir = tmp_path / 'stopped'
+    args = [sys.executable, os.path.join(ROOT, 'train_cephalometric.py'), '--data-root',
+            str(prepared), '--work-dir', str(work_dir), '--no-pretrained', '--epochs', '6',
+            *TINY_TRAIN_ARGS[3:]]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               cwd=ROOT, text=True)
+    deadline = time.time() + 300
+    while not (work_dir / 'epoch_1.pth').is_file():
+        assert process.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)    # during epoch 2, or while epoch 1 is being written
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 143 and 'Traceback' not in err, err[-2000:]
+    for checkpoint in work_dir.glob('epoch_*.pth'):
+        assert 'state_dict' in load_checkpoint_file(str(checkpoint), training=True)
+    assert not [p for p in work_dir.rglob('*') if '.tmp-' in p.name]
+    result = run_script('train_cephalometric.py', '--work-dir', work_dir, '--resume')
+    assert (work_dir / 'epoch_6.pth').is_file() and 'validation MRE' in result.stdout
+
+
 def test_missing_prepared_dataset_is_one_line(tmp_path):
     result = run_script('train_cephalometric.py', '--data-root', tmp_path / 'nothing',
                         '--work-dir', tmp_path / 'wd', '--no-pretrained', check=False)

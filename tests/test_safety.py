@@ -236,8 +236,9 @@ def test_sigterm_during_prepare_leaves_the_old_dataset_and_no_temporaries(tmp_pa
     process = subprocess.Popen([sys.executable, PREPARE, '--input', str(big), '--out-dir',
                                 str(out), '--overwrite'], cwd=ROOT, stderr=subprocess.PIPE,
                                stdout=subprocess.DEVNULL, text=True)
-    staged = lambda: any(p.name.startswith('.prepared.tmp-') and any((p / 'images').glob('*.png'))  # noqa: E731,E501
-                         for p in tmp_path.iterdir())
+    def staged():   # well into writing the images
+        return any(p.name.startswith('.prepared.tmp-') and len(list((p / 'images').glob('*.png')))
+                   > 20 for p in tmp_path.iterdir())
     code, err = _terminate_when(process, staged)
     assert code == 143 and 'Traceback' not in err, err
     assert (out / 'summary.json').read_bytes() == summary

@@ -22,7 +22,7 @@ import re
 import shutil
 from typing import Optional, Sequence
 
-from cephalometric.atomic import write_text_atomically
+from cephalometric.atomic import signals_deferred, write_text_atomically
 from cephalometric.cli import add_options, check_options
 from cephalometric.errors import UserError, first_line
 from cephalometric.outputs import check_not_inputs, nearest_existing
@@ -359,11 +359,30 @@ def _build_runner(cfg):
 
     _separate_from_earlier_runs(cfg)
     try:
-        return Runner.from_cfg(cfg)
+        runner = Runner.from_cfg(cfg)
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         reason = first_line(error, '')
         raise UserError(f'the config cannot be built ({type(error).__name__}: {reason}); '
                         'check --config and --cfg-options') from None
+    from mmengine.hooks import CheckpointHook
+    for hook in runner.hooks:
+        if isinstance(hook, CheckpointHook):
+            hook._save_checkpoint_with_step = _whole_or_not_at_all(
+                hook._save_checkpoint_with_step)
+    return runner
+
+
+def _whole_or_not_at_all(save):
+    """MMEngine writes epoch_N.pth in place, then removes the oldest and points last_checkpoint
+    at the new one: Ctrl-C or SIGTERM wait until all of that is done, so an interrupted run
+    leaves whole checkpoints that --resume continues from (the signal then stops the run)."""
+    import functools
+
+    @functools.wraps(save)
+    def whole(*args, **kwargs):
+        with signals_deferred():
+            return save(*args, **kwargs)
+    return whole
 
 
 def _run(runner, weights_source: str) -> None:
