@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import json
 import math
 import os
 import os.path as osp
@@ -41,6 +40,7 @@ import numpy as np
 from cephalometric.cli import check_mm_per_pixel, check_score_threshold
 from cephalometric.data.images import IMAGE_EXTENSIONS, read_rgb
 from cephalometric.errors import UserError
+from cephalometric.json_data import parse_json  # noqa: F401  (the server and report use it)
 from cephalometric.landmarks import estimated_landmarks, find_landmark
 from cephalometric.measurements import ANGLE_LINES, compute_measurements
 from cephalometric.prediction.predictor import Prediction
@@ -52,8 +52,6 @@ CORRECTED_TOLERANCE = 0.005
 ROUND_PX = 2          # decimals of every coordinate the app keeps, shows and saves
 ROUND_VALUES = 2      # decimals of every measurement it shows and saves
 STATUSES = ('reviewed', 'cannot trace')
-MAX_INT_DIGITS = 30   # longer integers in JSON are refused before they are converted
-MAX_JSON_DEPTH = 64   # deeper nesting in JSON is refused before it is parsed
 MAX_IMAGE_SIDE = 100_000
 MAX_REASON = 300
 INITIALS = re.compile(r'[A-Za-z]{1,4}')
@@ -103,49 +101,6 @@ def list_folder_images(folder: str) -> tuple[list[str], list[str]]:
         elif osp.isfile(path):
             names.append(name)
     return names, notes
-
-
-def _bounded_int(text: str) -> int:
-    if len(text.lstrip('-')) > MAX_INT_DIGITS:
-        raise ValueError(f'an integer of {len(text)} digits is too long')
-    return int(text)
-
-
-def _reject_constant(name: str):
-    raise ValueError(f'{name} is not a number')
-
-
-def _depth(text: str) -> int:
-    """Deepest nesting of [ and { outside strings (no recursion, linear time)."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == '\\':
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in '[{':
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char in ']}':
-            depth -= 1
-    return deepest
-
-
-def parse_json(text: str):
-    """JSON from outside: ValueError (with what is wrong) for malformed text, NaN/Infinity,
-    integers over MAX_INT_DIGITS digits or nesting deeper than MAX_JSON_DEPTH."""
-    if _depth(text) > MAX_JSON_DEPTH:
-        raise ValueError(f'nested deeper than {MAX_JSON_DEPTH} levels')
-    try:
-        return json.loads(text, parse_constant=_reject_constant, parse_int=_bounded_int)
-    except RecursionError:
-        raise ValueError(f'nested deeper than {MAX_JSON_DEPTH} levels') from None
 
 
 def _number(value) -> Optional[float]:
