@@ -31,3 +31,22 @@ def run_script(script, *args, check=True, timeout=SUBPROCESS_TIMEOUT):
         raise AssertionError(f'{script} failed ({result.returncode}):\n{result.stdout[-3000:]}\n'
                              f'{result.stderr[-3000:]}')
     return result
+
+
+def call(url, path, body=None, raw=None, content_type='application/json', headers=None):
+    """(status, parsed JSON or bytes) of one HTTP request to a test server; never raises for
+    HTTP errors."""
+    import json
+    import urllib.error
+    import urllib.request
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    request = urllib.request.Request(url.rstrip('/') + path, data=data, headers=headers or {})
+    if data is not None:
+        request.add_header('Content-Type', content_type)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            status, payload, kind = response.status, response.read(), response.headers.get(
+                'content-type', '')
+    except urllib.error.HTTPError as error:
+        status, payload, kind = error.code, error.read(), error.headers.get('content-type', '')
+    return status, (json.loads(payload) if kind.startswith('application/json') else payload)

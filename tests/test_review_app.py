@@ -10,8 +10,6 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 
 import cv2
 import numpy as np
@@ -27,7 +25,7 @@ from cephalometric.measurements import compute_measurements
 from cephalometric.prediction.predictor import Prediction
 from cephalometric.review.server import MAX_BODY_BYTES, host_warning, running_server
 from cephalometric.review.store import ReviewStore
-from tests.helpers import ROOT, run_script
+from tests.helpers import ROOT, call, run_script
 
 NUM_IMAGES = 4
 
@@ -83,21 +81,6 @@ def server(photos, tmp_path_factory):
     store = ReviewStore(str(folder), str(out_dir), predictor, log=lambda text: None)
     with running_server(store) as url:
         yield url, store, out_dir
-
-
-def call(url, path, body=None, raw=None, content_type='application/json', headers=None):
-    """(status, parsed JSON or bytes) of one request; never raises for HTTP errors."""
-    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    request = urllib.request.Request(url.rstrip('/') + path, data=data, headers=headers or {})
-    if data is not None:
-        request.add_header('Content-Type', content_type)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            status, payload, kind = response.status, response.read(), response.headers.get(
-                'content-type', '')
-    except urllib.error.HTTPError as error:
-        status, payload, kind = error.code, error.read(), error.headers.get('content-type', '')
-    return status, (json.loads(payload) if kind.startswith('application/json') else payload)
 
 
 # ---- API -----------------------------------------------------------------------------------------

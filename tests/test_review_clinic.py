@@ -32,6 +32,7 @@ from cephalometric.review.clinical import (
 )
 from cephalometric.review.server import running_server
 from cephalometric.review.store import ReviewStore, round_points
+from tests.helpers import call
 
 NUM_IMAGES = 3
 B_POINT = 3
@@ -88,22 +89,6 @@ def served(photos, tmp_path):
                         log=lambda text: None, model={'file': 'best_MRE.pth', 'sha256': 'ab' * 32})
     with running_server(store) as url:
         yield url, store, tmp_path / 'reviewed'
-
-
-def call(url, path, body=None, raw=None, headers=None):
-    import urllib.error
-    import urllib.request
-    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    request = urllib.request.Request(url.rstrip('/') + path, data=data, headers=headers or {})
-    if data is not None:
-        request.add_header('Content-Type', 'application/json')
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            status, payload, kind = response.status, response.read(), response.headers.get(
-                'content-type', '')
-    except urllib.error.HTTPError as error:
-        status, payload, kind = error.code, error.read(), error.headers.get('content-type', '')
-    return status, (json.loads(payload) if kind.startswith('application/json') else payload)
 
 
 def pdf_text(data: bytes) -> str:

@@ -565,17 +565,26 @@ function startPan(event) {
     viewer.scrollLeft = start.left - (e.clientX - start.x);
     viewer.scrollTop = start.top - (e.clientY - start.y);
   };
-  const stop = (e) => {
-    if (e.pointerId !== event.pointerId) return;
+  followPointer(viewer, move, (e) => {
+    if (e.pointerId !== event.pointerId) return false;
     viewer.classList.remove('panning');
     state.lastPress = null;
-    viewer.removeEventListener('pointermove', move);
-    viewer.removeEventListener('pointerup', stop);
-    viewer.removeEventListener('pointercancel', stop);
+    return true;
+  });
+}
+
+// Calls move(e) on every pointer move over `element` until the pointer is released, when
+// done(e) (which may return false to keep following) ends it.
+function followPointer(element, move, done) {
+  const stop = (e) => {
+    if (done(e) === false) return;
+    element.removeEventListener('pointermove', move);
+    element.removeEventListener('pointerup', stop);
+    element.removeEventListener('pointercancel', stop);
   };
-  viewer.addEventListener('pointermove', move);
-  viewer.addEventListener('pointerup', stop);
-  viewer.addEventListener('pointercancel', stop);
+  element.addEventListener('pointermove', move);
+  element.addEventListener('pointerup', stop);
+  element.addEventListener('pointercancel', stop);
 }
 
 function startPinch() {
@@ -590,14 +599,7 @@ function startPinch() {
     const centre = { clientX: (p.x + q.x) / 2, clientY: (p.y + q.y) / 2 };
     setZoom(start.zoom * Math.hypot(p.x - q.x, p.y - q.y) / start.distance, centre);
   };
-  const stop = () => {
-    viewer.removeEventListener('pointermove', move);
-    viewer.removeEventListener('pointerup', stop);
-    viewer.removeEventListener('pointercancel', stop);
-  };
-  viewer.addEventListener('pointermove', move);
-  viewer.addEventListener('pointerup', stop);
-  viewer.addEventListener('pointercancel', stop);
+  followPointer(viewer, move, () => true);
 }
 
 function onPointerUp(event) {
@@ -622,18 +624,13 @@ function startDrag(event, index) {
     changed(now);
     showLoupe(index);
   };
-  const stop = (e) => {
-    if (e.pointerId !== event.pointerId) return;
-    viewer.removeEventListener('pointermove', move);
-    viewer.removeEventListener('pointerup', stop);
-    viewer.removeEventListener('pointercancel', stop);
+  followPointer(viewer, move, (e) => {
+    if (e.pointerId !== event.pointerId) return false;
     $('#loupe').hidden = true;
     if (!moved) { state.undo[state.name].pop(); clicked(event, candidates); }
     else { state.lastPress = null; renderLandmarkList(); renderImageList(); }
-  };
-  viewer.addEventListener('pointermove', move);
-  viewer.addEventListener('pointerup', stop);
-  viewer.addEventListener('pointercancel', stop);
+    return true;
+  });
 }
 
 function showLoupe(index) {
