@@ -420,3 +420,296 @@ def test_prepare_with_a_good_ruler_file_still_works(table, tmp_path, capsys):
     assert 'pixel spacing' in capsys.readouterr().out or out.exists()
     frame = pd.read_pickle(table)
     assert len(frame) == 10
+
+
+# --------------------------------------------------------------------------------------------------
+# Models: impossible heatmap shapes, NaN and infinite heatmaps, hostile ONNX metadata
+
+
+def _photo(path: Path, width=96, height=112) -> str:
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(path), rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
+    return str(path)
+
+
+@pytest.fixture(scope='module')
+def models(tmp_path_factory):
+    """A published random-weight checkpoint ('pth'), variants whose last layer makes every
+    heatmap NaN, +inf or -inf, and ONNX exports of 'pth' and 'nan' (paths as str)."""
+    from cephalometric.model.checkpoint import published_meta, write_published_checkpoint
+    from cephalometric.prediction.onnx import export_onnx
+    from cephalometric.prediction.predictor import LandmarkPredictor
+    from tests.test_hostile_predict import _tiny_model
+
+    folder = tmp_path_factory.mktemp('models')
+    cfg, dataset_meta, state = _tiny_model()
+    meta = published_meta(cfg, dataset_meta)
+    paths = {'pth': str(folder / 'model.pth')}
+    write_published_checkpoint(paths['pth'], meta, state)
+    for name, key, value in (('nan', 'weight', float('nan')), ('inf', 'bias', float('inf')),
+                             ('-inf', 'bias', float('-inf'))):
+        broken = {k: v.clone() for k, v in state.items()}
+        broken[f'head.final_layer.{key}'].fill_(value)
+        paths[name] = str(folder / f'{name}.pth')
+        write_published_checkpoint(paths[name], meta, broken)
+    for name in ('pth', 'nan'):
+        predictor = LandmarkPredictor(paths[name], device='cpu')
+        paths[f'{name}.onnx'] = str(folder / f'{name.replace("pth", "model")}.onnx')
+        export_onnx(predictor.network.net, predictor.settings, paths[f'{name}.onnx'])
+    return paths
+
+
+def run_tool(main, argv, capsys):
+    capsys.readouterr()
+    code = run_cli(main, [str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize('model', ['nan', 'inf', '-inf', 'nan.onnx'])
+@pytest.mark.parametrize('bbox', ['auto', 'full', '0,0,96,112'])
+def test_model_predicting_nan_or_inf_gives_flagged_landmarks_and_no_class(models, tmp_path,
+                                                                        capsys, model, bbox):
+    import inference
+    photo = _photo(tmp_path / 'photo.png')
+    out_json, out_csv = tmp_path / 'out.json', tmp_path / 'out.csv'
+    code, out, err = run_tool(inference.main, [
+        '--checkpoint', models[model], '--img-path', photo, '--out-file', tmp_path / 'p.jpg',
+        '--json', out_json, '--csv', out_csv, '--bbox', bbox, '--device', 'cpu',
+        '--score-threshold', '0'], capsys)
+    assert code == 0, err
+    assert 'Traceback' not in err
+    text = out_json.read_text()
+    assert 'NaN' not in text.replace('hold NaN or infinity', '') and 'Infinity' not in text
+    record = json.loads(text)          # strict JSON
+    for landmark in record['landmarks']:
+        assert landmark['x'] is None and landmark['y'] is None, landmark
+        assert landmark['score'] == 0.0 and landmark['review'] is True, landmark
+    assert 'skeletal_class' not in record['measurements']
+    assert record['skeletal_class_note'].startswith('no skeletal class')
+    assert record['framing']['review_reason']
+    assert (tmp_path / 'p.jpg').stat().st_size > 0 and out_csv.read_text().count('\n') == 2
+
+
+def test_evaluate_with_a_model_predicting_nan_is_not_a_traceback(models, source, tmp_path,
+                                                                 capsys):
+    import evaluate
+    code, out, err = run_tool(evaluate.main, [
+        '--checkpoint', models['nan'], '--data-root', source[1], '--split', 'val',
+        '--out-dir', tmp_path / 'eval', '--device', 'cpu'], capsys)
+    assert 'Traceback' not in err, err[-3000:]
+    assert code in (0, 2), err[-3000:]
+    if code == 2:
+        one_line(code, err)
+
+
+def test_decode_heatmaps_gives_no_position_and_score_0_for_broken_maps():
+    from cephalometric.prediction.heatmaps import decode_heatmaps
+    maps = np.zeros((2, 3, 16, 16), np.float32)
+    maps[:, :, 8, 8] = 1.0
+    maps[0, 0, 3, 3] = np.nan          # one NaN pixel spoils that map only
+    maps[0, 1] = np.inf
+    maps[1, 2, 0, 0] = -np.inf
+    for unbiased in (True, False):
+        keypoints, scores = decode_heatmaps(maps, (64, 64), unbiased, 3)
+        broken = np.array([[True, True, False], [False, False, True]])
+        assert np.isnan(keypoints[broken]).all() and (scores[broken] == 0).all()
+        assert np.isfinite(keypoints[~broken]).all() and (scores[~broken] == 1).all()
+    huge = np.full((1, 1, 16, 16), 3e38, np.float32)
+    huge[0, 0, 8, 8] = 3.4e38
+    keypoints, scores = decode_heatmaps(huge, (64, 64), True, 11)
+    assert np.isfinite(keypoints).all()
+
+
+class _FakeNetwork:
+    """A backend returning heatmaps of a given shape (an ONNX graph with symbolic dimensions can
+    give any at run time)."""
+    name, device = 'onnxruntime', 'cpu'
+
+    def __init__(self, shape, dtype=np.float32):
+        self.shape, self.dtype = shape, dtype
+
+    def __call__(self, batch):
+        shape = tuple(len(batch) if v == 'N' else v for v in self.shape)
+        return np.ones(shape, self.dtype)
+
+
+@pytest.mark.parametrize('shape, dtype', [
+    (('N', 19, 16, 0), np.float32), (('N', 19, 0, 16), np.float32), (('N', 19, 16), np.float32),
+    (('N', 18, 16, 16), np.float32), ((1, 19, 16, 16), np.float32),
+    (('N', 19, 512, 512), np.float32), (('N', 19, 16, 16), np.bool_),
+], ids=['zero width', 'zero height', '3-D', '18 landmarks', 'batch of 1', 'larger than input',
+        'bool'])
+def test_network_giving_impossible_heatmaps_at_run_time_is_one_line(models, capsys, shape, dtype):
+    from cephalometric.model.checkpoint import load_published
+    from cephalometric.prediction.predictor import LandmarkPredictor
+    settings = load_published(models['pth']).settings
+    predictor = LandmarkPredictor.from_backend(settings, _FakeNetwork(shape, dtype))
+    images = [np.zeros((112, 96, 3), np.uint8)] * 2
+    refused(capsys, lambda: predictor.predict(images, 'full'), 'heatmaps',
+            'export it again with export_onnx.py')
+    refused(capsys, lambda: predictor.predict(images, 'auto'), 'heatmaps')
+
+
+def _onnx_graph(models, tmp_path, name, tail, out_channels=19, out_shape=('N', 19, 'h', 'w'),
+                out_type=None):
+    """A hand-built ONNX model with the real model's metadata: a 1x1 convolution to
+    `out_channels` maps of the input's size, then the nodes `tail(helper, 'maps')` make."""
+    import onnx
+    from onnx import TensorProto, helper
+    real = onnx.load(models['pth.onnx'])
+    weight = helper.make_tensor('weight', TensorProto.FLOAT, [out_channels, 3, 1, 1],
+                                [0.0] * out_channels * 3)
+    nodes = [helper.make_node('Conv', ['input', 'weight'], ['maps'])]
+    extra, last = tail(helper, 'maps')
+    nodes += extra
+    graph = helper.make_graph(
+        nodes, name, [helper.make_tensor_value_info('input', TensorProto.FLOAT,
+                                                    ['N', 3, 64, 64])],
+        [helper.make_tensor_value_info(last, out_type or TensorProto.FLOAT, list(out_shape))],
+        initializer=[weight] + [init for node in extra for init in getattr(node, 'inits', [])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)])
+    model.ir_version = real.ir_version
+    for prop in real.metadata_props:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = prop.key, prop.value
+    path = tmp_path / f'{name}.onnx'
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def _const(helper, name, values):
+    from onnx import TensorProto
+    return helper.make_node('Constant', [], [name], value=helper.make_tensor(
+        name, TensorProto.INT64, [len(values)], values))
+
+
+def _zero_width(helper, x):
+    return [_const(helper, 'starts', [0]), _const(helper, 'ends', [0]),
+            _const(helper, 'axes', [3]),
+            helper.make_node('Slice', [x, 'starts', 'ends', 'axes'], ['out'])], 'out'
+
+
+def _zero_height(helper, x):
+    return [_const(helper, 'starts', [0]), _const(helper, 'ends', [0]),
+            _const(helper, 'axes', [2]),
+            helper.make_node('Slice', [x, 'starts', 'ends', 'axes'], ['out'])], 'out'
+
+
+def _larger(helper, x):
+    return [_const(helper, 'repeats', [1, 1, 4, 4]),
+            helper.make_node('Tile', [x, 'repeats'], ['out'])], 'out'
+
+
+def _integers(helper, x):
+    from onnx import TensorProto
+    return [helper.make_node('Cast', [x], ['out'], to=TensorProto.INT64)], 'out'
+
+
+def _identity(helper, x):
+    return [helper.make_node('Identity', [x], ['out'])], 'out'
+
+
+@pytest.mark.parametrize('tail, kwargs, fragment', [
+    (_zero_width, {}, 'impossible for a 64x64 input'),
+    (_zero_height, {}, 'impossible for a 64x64 input'),
+    (_zero_width, {'out_shape': ('N', 19, 64, 0)}, 'impossible for a 64x64 input'),
+    (_larger, {}, 'impossible for a 64x64 input'),
+    (_integers, {'out_type': 7}, 'not floating point'),
+    (_identity, {'out_channels': 5}, 'names 19 landmarks'),
+], ids=['zero width', 'zero height', 'declared zero width', 'larger than input', 'int64',
+        '5 maps'])
+def test_onnx_model_with_impossible_heatmaps_is_one_line(models, tmp_path, capsys, tail, kwargs,
+                                                         fragment):
+    import inference
+    model = _onnx_graph(models, tmp_path, 'hostile', tail, **kwargs)
+    out = tmp_path / 'out.json'
+    code, _, err = run_tool(inference.main, [
+        '--checkpoint', model, '--img-path', _photo(tmp_path / 'photo.png'), '--no-draw',
+        '--json', out, '--device', 'cpu'], capsys)
+    one_line(code, err, 'hostile.onnx', fragment)
+    assert not out.exists()
+
+
+def _metadata_variant(models, tmp_path, key, value):
+    import onnx
+    proto = onnx.load(models['pth.onnx'])
+    props = {prop.key: prop for prop in proto.metadata_props}
+    if key not in props:
+        props[key] = proto.metadata_props.add()
+        props[key].key = key
+    props[key].value = value
+    path = tmp_path / 'metadata.onnx'
+    onnx.save(proto, str(path))
+    return str(path)
+
+
+@pytest.mark.parametrize('key, value, fragment', [
+    ('input_size', '[' + '6' * 400 + ', 64]', 'digits'),
+    ('input_size', nested(20000), 'nested deeper'),
+    ('input_size', nested(100000), 'nested deeper'),
+    ('bbox_padding', 'NaN', 'NaN is not a number'),
+    ('bbox_padding', 'Infinity', 'Infinity is not a number'),
+    ('bbox_padding', '1e400', 'bbox_padding must be'),
+    ('mean', '[1e300, 0, 0]', 'mean must be'),
+    ('std', '[1e-300, 1, 1]', 'std must be positive'),
+    ('framing_prior', '{"offset": [1e300, 0], "ratio": [1, 1]}', 'framing_prior'),
+    ('landmark_names', json.dumps([f'L{i}' for i in range(5000)]), 'landmark_names must be'),
+    ('decoder', '{"heatmap_size": [16, 16], "blur_kernel_size": ' + '1' * 400 + '}', 'digits'),
+    ('decoder', 'x' * (2 << 20), 'longer than'),
+], ids=['400 digits', 'nested 20000', 'nested 100000', 'NaN', 'Infinity', '1e400', 'huge mean',
+        'tiny std', 'huge prior', '5000 names', 'kernel digits', '2 MB'])
+def test_hostile_onnx_metadata_is_one_line(models, tmp_path, capsys, key, value, fragment):
+    import inference
+    model = _metadata_variant(models, tmp_path, key, value)
+    code, _, err = run_tool(inference.main, [
+        '--checkpoint', model, '--img-path', _photo(tmp_path / 'photo.png'), '--no-draw',
+        '--device', 'cpu'], capsys)
+    one_line(code, err, 'metadata.onnx', fragment, 'export')
+
+
+# --------------------------------------------------------------------------------------------------
+# Inference JSON read back
+
+
+def _inference_json(models, tmp_path, capsys) -> Path:
+    import inference
+    out = tmp_path / 'landmarks.json'
+    code, _, err = run_tool(inference.main, [
+        '--checkpoint', models['pth'], '--img-path', _photo(tmp_path / 'photo.png'), '--no-draw',
+        '--json', out, '--bbox', 'full', '--device', 'cpu'], capsys)
+    assert code == 0, err
+    return out
+
+
+@pytest.mark.parametrize('old, new, fragment', [
+    ('"size": [\n    96', '"size": [\n    ' + '9' * 400, 'digits'),
+    ('"size": [\n    96', '"size": [\n    Infinity', 'Infinity is not a number'),
+    ('"size": [\n    96', '"size": [\n    1e400', 'size'),
+    ('"size": [\n    96', '"size": [\n    "96"', 'size'),
+    ('"size": [\n    96', '"size": [\n    -96', 'size'),
+    ('"x": ', '"x": NaN, "was": ', 'NaN is not a number'),
+    ('"x": ', '"x": "12", "was": ', 'numeric x, y, score'),
+    ('"image": ', '"deep": ' + nested(50000) + ', "image": ', 'nested deeper'),
+    ('"landmarks": [', '"landmarks": "all", "was": [', 'no landmarks list'),
+], ids=['400 digits', 'Infinity', '1e400', 'size text', 'size negative', 'x NaN', 'x text',
+        'nested 50000', 'landmarks text'])
+def test_inference_json_read_back_is_bounded(models, tmp_path, capsys, old, new, fragment):
+    from cephalometric.prediction.results import load_records
+    path = _inference_json(models, tmp_path, capsys)
+    assert len(load_records(str(path))) == 1
+    replace_text(path, old, new)
+    refused(capsys, lambda: load_records(str(path)), str(path), fragment, 'inference.py --json')
+
+
+def test_decode_heatmaps_with_a_single_refined_map():
+    """One map inside the border (the others broken, or a one-landmark model): OpenCV's blur of
+    one channel drops the channel axis, which the DARK step used to trip over."""
+    from cephalometric.prediction.heatmaps import decode_heatmaps
+    maps = np.zeros((1, 2, 16, 16), np.float32)
+    maps[0, 0, 8, 8] = 1.0
+    maps[0, 1] = np.nan
+    keypoints, scores = decode_heatmaps(maps, (64, 64), True, 11)
+    assert np.allclose(keypoints[0, 0], [32, 32], atol=1) and np.isnan(keypoints[0, 1]).all()
+    keypoints, _ = decode_heatmaps(maps[:, :1], (64, 64), True, 11)
+    assert np.allclose(keypoints[0, 0], [32, 32], atol=1)

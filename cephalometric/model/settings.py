@@ -20,6 +20,11 @@ OPTIONAL_KEYS = ('inputs', 'framing_prior')
 # ['rgb', 'depth'] is an RGB-D model: mean/std then have a fourth value, the depth channel's.
 INPUT_KINDS = (['rgb'], ['rgb', 'depth'])
 MAX_INPUT_SIDE = 4096
+MAX_LANDMARKS = 1000
+MAX_METADATA_CHARS = 1 << 20    # one settings value as JSON text; real ones are under 2 KB
+MAX_METADATA_DEPTH = 8          # the settings nest three levels at most
+MAX_PIXEL_STATISTIC = 1e4       # normalisation mean/std of 0..255 pixel values
+MAX_PRIOR_VALUE = 100.0         # framing prior offsets and ratios, in landmark-box sizes
 
 
 def _pipeline_step(config: Mapping, name: str) -> Mapping:
@@ -60,6 +65,11 @@ def settings_from_config(config: Mapping, names: Sequence[str], source: str) -> 
     return validate_settings(settings, source)
 
 
+def _shown(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + '...'
+
+
 def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -82,27 +92,28 @@ def validate_settings(settings: Any, source: str) -> dict:
     if missing:
         raise bad(f'model settings lack {", ".join(missing)}')
     names = settings['landmark_names']
-    if (not isinstance(names, (list, tuple)) or not names
-            or not all(isinstance(n, str) and n.strip() for n in names)
+    if (not isinstance(names, (list, tuple)) or not names or len(names) > MAX_LANDMARKS
+            or not all(isinstance(n, str) and n.strip() and len(n) <= 100 for n in names)
             or len(set(names)) != len(names)):
-        raise bad('landmark_names must be a non-empty list of distinct names')
+        raise bad(f'landmark_names must be a list of 1..{MAX_LANDMARKS} distinct names')
     if not _size(settings['input_size'], 8, MAX_INPUT_SIDE):
         raise bad(f'input_size must be two whole numbers 8..{MAX_INPUT_SIDE}, got '
-                  f'{settings["input_size"]!r}')
+                  f'{_shown(settings["input_size"])}')
     padding = settings['bbox_padding']
     if not _number(padding) or not 0.5 <= padding <= 10:
-        raise bad(f'bbox_padding must be a number 0.5..10, got {padding!r}')
+        raise bad(f'bbox_padding must be a number 0.5..10, got {_shown(padding)}')
     inputs = settings.get('inputs', ['rgb'])
     if inputs not in INPUT_KINDS:
-        raise bad(f'inputs must be ["rgb"] or ["rgb", "depth"], got {inputs!r}')
+        raise bad(f'inputs must be ["rgb"] or ["rgb", "depth"], got {_shown(inputs)}')
     channels = 3 + len(inputs) - 1
     for key in ('mean', 'std'):
         values = settings[key]
         if (not isinstance(values, (list, tuple)) or len(values) != channels
-                or not all(_number(v) for v in values)):
-            raise bad(f'{key} must be {channels} finite numbers, got {values!r}')
-    if not all(v > 0 for v in settings['std']):
-        raise bad(f'std must be positive, got {settings["std"]!r}')
+                or not all(_number(v) and abs(v) <= MAX_PIXEL_STATISTIC for v in values)):
+            raise bad(f'{key} must be {channels} numbers within +-{MAX_PIXEL_STATISTIC:g}, got '
+                      f'{_shown(values)}')
+    if not all(v >= 1e-6 for v in settings['std']):
+        raise bad(f'std must be positive, got {_shown(settings["std"])}')
     decoder = settings['decoder']
     if not isinstance(decoder, Mapping):
         raise bad('decoder must be a mapping')
@@ -110,21 +121,23 @@ def validate_settings(settings: Any, source: str) -> dict:
     if not _size(heatmap, 1, MAX_INPUT_SIDE) or any(
             h > i for h, i in zip(heatmap, settings['input_size'])):
         raise bad(f'decoder heatmap_size must be two whole numbers no larger than input_size, '
-                  f'got {heatmap!r}')
+                  f'got {_shown(heatmap)}')
     kernel = decoder.get('blur_kernel_size', 11)
     if not isinstance(kernel, int) or isinstance(kernel, bool) or not (
             1 <= kernel <= 99 and kernel % 2):
-        raise bad(f'decoder blur_kernel_size must be an odd whole number 1..99, got {kernel!r}')
+        raise bad('decoder blur_kernel_size must be an odd whole number 1..99, got '
+                  f'{_shown(kernel)}')
     if not isinstance(decoder.get('unbiased', False), bool):
         raise bad('decoder unbiased must be true or false')
     prior = settings.get('framing_prior')
     if prior is not None:
         if not isinstance(prior, Mapping) or not all(
                 isinstance(prior.get(key), (list, tuple)) and len(prior[key]) == 2
-                and all(_number(v) for v in prior[key]) for key in ('offset', 'ratio')) \
-                or not all(0 < v <= 100 for v in prior['ratio']):
+                and all(_number(v) and abs(v) <= MAX_PRIOR_VALUE for v in prior[key])
+                for key in ('offset', 'ratio')) or not all(v > 0 for v in prior['ratio']):
             raise bad(f'framing_prior must be {{"offset": [x, y], "ratio": [w, h]}} with '
-                      f'finite numbers and positive ratios, got {prior!r}')
+                      f'numbers within +-{MAX_PRIOR_VALUE:g} and positive ratios, got '
+                      f'{_shown(prior)}')
         prior = {'offset': [float(v) for v in prior['offset']],
                  'ratio': [float(v) for v in prior['ratio']]}
     return {'landmark_names': list(names), 'input_size': list(settings['input_size']),
@@ -177,25 +190,26 @@ def settings_to_metadata(settings: Mapping) -> dict:
 
 
 def settings_from_metadata(metadata: Mapping[str, str], source: str) -> dict:
-    """Settings back from ONNX metadata_props; one-line UserError for missing or bad values."""
-    import json
+    """Settings back from ONNX metadata_props; one-line UserError for missing or bad values.
+
+    Each value is read as bounded JSON (`json_data.parse_json`: length, nesting depth, integer
+    digits, no NaN/Infinity) before it is validated."""
+    from cephalometric.json_data import parse_json
     missing = [key for key in SETTINGS_KEYS if key not in metadata]
     if missing:
         raise UserError(f'{source} lacks {", ".join(missing)} in its metadata; export it with '
                         'export_onnx.py')
     settings = {}
-    for key in SETTINGS_KEYS:
-        try:
-            settings[key] = json.loads(metadata[key])
-        except (ValueError, RecursionError):
-            raise UserError(f'{source}: its metadata {key!r} is not JSON; export it again with '
-                            'export_onnx.py') from None
-    for key in OPTIONAL_KEYS:
+    for key in SETTINGS_KEYS + OPTIONAL_KEYS:
         if key not in metadata:
             continue
+        text = metadata[key]
         try:
-            settings[key] = json.loads(metadata[key])
-        except (ValueError, RecursionError):
-            raise UserError(f'{source}: its metadata {key!r} is not JSON; export it again with '
-                            'export_onnx.py') from None
+            if not isinstance(text, str) or len(text) > MAX_METADATA_CHARS:
+                raise ValueError(f'longer than {MAX_METADATA_CHARS} characters')
+            settings[key] = parse_json(text, max_depth=MAX_METADATA_DEPTH)
+        except (ValueError, RecursionError, MemoryError) as error:
+            reason = str(error).splitlines()[0][:100] if str(error) else 'not JSON'
+            raise UserError(f'{source}: its metadata {key!r} is not JSON ({reason}); export it '
+                            'again with export_onnx.py') from None
     return validate_settings(settings, source)

@@ -139,25 +139,46 @@ class OnnxRuntimeBackend:
             raise UserError(f'{source} does not take one (N, 3, h, w) input named "input"; export '
                             'it with export_onnx.py')
         self.device = 'cpu' if self.session.get_providers()[0].startswith('CPU') else 'cuda'
+        self.source = source
 
     def metadata(self) -> dict:
         return dict(self.session.get_modelmeta().custom_metadata_map)
 
     def check_fits(self, settings: dict, source: str) -> None:
-        """Refuse metadata that does not describe this network (input size, channels, landmarks)."""
+        """Refuse metadata that does not describe this network (input size, channels, landmarks)
+        and a network whose declared heatmaps are impossible: not (N, K, h, w), a size of 0 or
+        larger than the input, a type other than floating point."""
         width, height = settings['input_size']
         expected_in = [len(settings['mean']), height, width]
         shape_in = self.session.get_inputs()[0].shape[1:]
         outputs = self.session.get_outputs()
-        shape_out = outputs[0].shape if len(outputs) == 1 else None
+        shape_out = list(outputs[0].shape) if len(outputs) == 1 else None
         count = len(settings['landmark_names'])
         if any(isinstance(v, int) and v != e for v, e in zip(shape_in, expected_in)):
             raise UserError(f'{source}: the network takes {shape_in} inputs but its metadata says '
                             f'{expected_in}; export it again with export_onnx.py')
+        if self.session.get_inputs()[0].type != 'tensor(float)':
+            raise UserError(f'{source}: the network takes {self.session.get_inputs()[0].type} '
+                            'input, not float32; export it again with export_onnx.py')
         if shape_out is None or len(shape_out) != 4 or (
                 isinstance(shape_out[1], int) and shape_out[1] != count):
             raise UserError(f'{source}: the network outputs {shape_out} heatmaps but its metadata '
                             f'names {count} landmarks; export it again with export_onnx.py')
+        sides = [(shape_out[2], height), (shape_out[3], width)]
+        if any(isinstance(side, int) and not 1 <= side <= limit for side, limit in sides) or (
+                isinstance(shape_out[0], int) and shape_out[0] < 1):
+            raise UserError(f'{source}: the network outputs {shape_out} heatmaps, impossible for '
+                            f'a {width}x{height} input (each side 1 to the input\'s); export it '
+                            'again with export_onnx.py')
+        if outputs[0].type not in ('tensor(float)', 'tensor(float16)', 'tensor(double)'):
+            raise UserError(f'{source}: the network outputs {outputs[0].type} heatmaps, not '
+                            'floating point; export it again with export_onnx.py')
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {'input': np.ascontiguousarray(batch, np.float32)})[0]
+        try:
+            return self.session.run(None, {'input': np.ascontiguousarray(batch, np.float32)})[0]
+        except Exception as error:   # ONNX Runtime's own types: a graph that cannot run this
+            reason = first_line(error, '', 200)
+            raise UserError(f'{getattr(self, "source", "the ONNX model")} cannot run on a batch '
+                            f'of {len(batch)} ({reason or type(error).__name__}); export it again '
+                            'with export_onnx.py') from None

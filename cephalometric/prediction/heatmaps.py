@@ -2,14 +2,35 @@
 
 `warp_matrix` is MMPose's get_warp_matrix without rotation (the face box onto the network input);
 `decode_heatmaps` is MSRAHeatmap.decode (argmax, then DARK or the quarter-pixel shift) for a whole
-batch at once.
+batch at once. A heatmap holding NaN or infinity (a diverged or damaged model) gives no position
+(NaN) and score 0, so the landmark is flagged for review and never used for a class;
+`check_heatmaps` refuses an output that cannot be heatmaps of this model (one line).
 """
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
+from cephalometric.errors import UserError
+
 OPENCV_MAX_CHANNELS = 512
+
+
+def check_heatmaps(heatmaps, batch: int, landmarks: int, input_size, source: str) -> np.ndarray:
+    """The network's output as float32 (N, K, h, w) heatmaps of this batch, no larger than the
+    input; UserError (one line) for any other shape or type."""
+    shape = getattr(heatmaps, 'shape', None)
+    width, height = input_size
+    if (not isinstance(heatmaps, np.ndarray) or heatmaps.dtype.kind not in 'fiu'
+            or heatmaps.ndim != 4 or shape[0] != batch or shape[1] != landmarks
+            or not (1 <= shape[2] <= height and 1 <= shape[3] <= width)):
+        what = (f'{tuple(shape)} {heatmaps.dtype}' if isinstance(heatmaps, np.ndarray)
+                else type(heatmaps).__name__)
+        raise UserError(f'{source}: the network gave {what} heatmaps for {batch} image(s) of '
+                        f'{width}x{height}, not ({batch}, {landmarks}, h, w) with h and w from 1 '
+                        'to the input size; export it again with export_onnx.py or pass a '
+                        'checkpoint written by train_cephalometric.py')
+    return heatmaps.astype(np.float32, copy=False)
 
 
 def warp_matrix(center: np.ndarray, scale: np.ndarray, size) -> np.ndarray:
@@ -32,6 +53,10 @@ def decode_heatmaps(heatmaps: np.ndarray, input_size, unbiased: bool = True,
     """
     n, k, h, w = heatmaps.shape
     maps = heatmaps.reshape(n * k, h, w).astype(np.float32)
+    # A map with NaN or infinity anywhere says nothing: no position, score 0.
+    broken = ~np.isfinite(maps).all(axis=(1, 2))
+    if broken.any():
+        maps = np.where(broken[:, None, None], np.float32(0), maps)
     flat = maps.reshape(n * k, h * w)
     index = flat.argmax(1)
     scores = flat.max(1)
@@ -51,7 +76,10 @@ def decode_heatmaps(heatmaps: np.ndarray, input_size, unbiased: bool = True,
                       maps[rows, np.minimum(ys + 1, h - 1), xs] - maps[rows, ys - 1, xs], 0)
         keypoints += np.sign(np.stack([dx, dy], 1)).astype(np.float32) * 0.25
     scale_factor = (np.asarray(input_size) / [w, h]).astype(np.float32)
-    return (keypoints * scale_factor).reshape(n, k, 2), scores.reshape(n, k)
+    keypoints = keypoints * scale_factor
+    keypoints[broken] = np.nan
+    scores[broken] = 0
+    return keypoints.reshape(n, k, 2), scores.reshape(n, k)
 
 
 def _dark_offsets(maps, x, y, inside, kernel: int) -> np.ndarray:
@@ -64,7 +92,9 @@ def _dark_offsets(maps, x, y, inside, kernel: int) -> np.ndarray:
     padded[inner] = maps.transpose(1, 2, 0)
     for start in range(0, m, OPENCV_MAX_CHANNELS):
         part = np.ascontiguousarray(padded[..., start:start + OPENCV_MAX_CHANNELS])
-        padded[..., start:start + OPENCV_MAX_CHANNELS] = cv2.GaussianBlur(part, (kernel, kernel), 0)
+        # OpenCV drops a single channel's axis: put it back.
+        padded[..., start:start + OPENCV_MAX_CHANNELS] = cv2.GaussianBlur(
+            part, (kernel, kernel), 0).reshape(part.shape)
     blurred = padded[inner].transpose(2, 0, 1)
     with np.errstate(divide='ignore', invalid='ignore'):
         blurred = blurred * (maps.max((1, 2)) / blurred.max((1, 2)))[:, None, None]
@@ -81,5 +111,7 @@ def _dark_offsets(maps, x, y, inside, kernel: int) -> np.ndarray:
     dyy = 0.25 * (at(2, 0) - 2 * at(0, 0) + at(-2, 0))
     det = dxx * dyy - dxy ** 2
     safe = np.where(det != 0, det, 1)
-    offsets = -np.stack([dyy * dx - dxy * dy, dxx * dy - dxy * dx], 1) / safe[:, None]
-    return np.where((det != 0)[:, None], offsets, 0).astype(np.float32)
+    with np.errstate(over='ignore', invalid='ignore'):   # huge finite maps: no refinement
+        offsets = -np.stack([dyy * dx - dxy * dy, dxx * dy - dxy * dx], 1) / safe[:, None]
+    usable = (det != 0)[:, None] & np.isfinite(offsets)
+    return np.where(usable, offsets, 0).astype(np.float32)

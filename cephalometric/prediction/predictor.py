@@ -29,7 +29,7 @@ from cephalometric.prediction.backends import (  # noqa: F401
     check_device,
     resolve_device,
 )
-from cephalometric.prediction.heatmaps import decode_heatmaps, warp_matrix
+from cephalometric.prediction.heatmaps import check_heatmaps, decode_heatmaps, warp_matrix
 from cephalometric.prediction.onnx import export_onnx, framing_model_path
 
 
@@ -56,6 +56,31 @@ def check_bbox(bbox, width: int, height: int) -> tuple:
     return values
 
 
+NO_POSITIONS_REASON = ('no face found (the model gave no landmark position: its heatmaps hold '
+                       'NaN or infinity); check the model, or re-train it')
+
+
+class _NoPositions(Exception):
+    """The face finder gave no landmark a position (NaN or infinite heatmaps)."""
+
+
+class _PositionsRequired:
+    """The face finder, stopping the framing search when a prediction has no landmark position
+    at all (a face box cannot be derived from none)."""
+
+    def __init__(self, predictor):
+        self.predictor = predictor
+
+    def __call__(self, *args, **kwargs):
+        predictions = self.predictor(*args, **kwargs)
+        if any(not np.isfinite(p.keypoints).all(axis=1).any() for p in predictions):
+            raise _NoPositions()
+        return predictions
+
+    def __getattr__(self, name):
+        return getattr(self.predictor, name)
+
+
 class LandmarkPredictor:
     """HRNet top-down landmark model from a training checkpoint (.pth) or an exported .onnx.
 
@@ -69,6 +94,7 @@ class LandmarkPredictor:
             raise UserError(f'backend must be one of {", ".join(BACKENDS)}, got {backend!r}')
         check_device(device)
         checkpoint = os.fspath(checkpoint)
+        self.source = checkpoint
         is_onnx = checkpoint.lower().endswith('.onnx')
         backend = ('onnxruntime' if is_onnx else 'pytorch') if backend == 'auto' else backend
         if is_onnx and backend != 'onnxruntime':
@@ -112,6 +138,7 @@ class LandmarkPredictor:
         predictor = cls.__new__(cls)
         predictor.settings, predictor.network = settings, network
         predictor.framing_network = framing_network
+        predictor.source = 'the model'
         predictor._configure()
         return predictor
 
@@ -177,8 +204,10 @@ class LandmarkPredictor:
         return normalised.transpose(2, 0, 1), center, scale
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """(N, 3, h, w) float32 -> heatmaps (N, K, h/4, w/4) float32."""
-        return self.network(batch)
+        """(N, 3, h, w) float32 -> heatmaps (N, K, h/4, w/4) float32, checked (`check_heatmaps`:
+        an output of any other shape is one line, never a crash in the decoder)."""
+        return check_heatmaps(self.network(batch), len(batch), len(self.names), self.input_size,
+                              getattr(self, 'source', 'the model'))
 
     def postprocess(self, heatmaps: np.ndarray, centers, scales):
         """Heatmaps -> keypoints (N, K, 2) in original-image pixels and scores (N, K)."""
@@ -230,11 +259,21 @@ class LandmarkPredictor:
                             f'{bbox!r}')
         if bbox == 'auto':
             finder = self.framing_predictor()
-            framer = FaceFramer(finder, FramingPrior.from_dict(self.settings.get('framing_prior')),
+            framer = FaceFramer(_PositionsRequired(finder),
+                                FramingPrior.from_dict(self.settings.get('framing_prior')),
                                 measurer=None if finder is self else self)
             results = []
             for i, image in enumerate(images):
-                prediction, framing = framer(image, None if depths is None else depths[i])
+                depth = None if depths is None else depths[i]
+                try:
+                    prediction, framing = framer(image, depth)
+                except _NoPositions:
+                    # The face finder's heatmaps hold NaN or infinity: no face to frame. The
+                    # whole image's landmarks, all flagged for review, and no class.
+                    prediction = self([image], None, batch_size=1,
+                                      depths=None if depth is None else [depth])[0]
+                    framing = Framing('auto', list(prediction.bbox), mean_score=0.0,
+                                      review_reason=NO_POSITIONS_REASON)
                 prediction.framing = framing.to_dict()
                 results.append(prediction)
             return results

@@ -40,7 +40,9 @@ from cephalometric.atomic import (
     temporary_beside,
     write_text_atomically,
 )
-from cephalometric.errors import UserError
+from cephalometric.data.decoding import MAX_IMAGE_SIDE
+from cephalometric.errors import UserError, first_line
+from cephalometric.json_data import read_json_file
 from cephalometric.landmarks import find_landmark
 from cephalometric.outputs import nearest_existing
 
@@ -48,6 +50,7 @@ from cephalometric.outputs import nearest_existing
 CLASS_LANDMARKS = ('S', 'N', 'A', 'B')
 # Shorter image side, pixels, below which no face can be resolved well enough to classify.
 MIN_CLASS_IMAGE_SIDE = 32
+MAX_RECORDS_BYTES = 256 << 20    # a --json of many thousand images is a few tens of MB
 
 
 def json_ready(value: Any) -> Any:
@@ -97,10 +100,18 @@ def image_record(image: str, prediction, measurements: Mapping[str, Any], *,
                  size: Optional[Sequence[int]] = None,
                  class_note: Optional[str] = None) -> dict:
     """The record of one image (see the module docstring); values rounded, strict-JSON ready.
-    Every landmark is marked for review when framing found no usable face."""
+    Every landmark is marked for review when framing found no usable face; a landmark the model
+    gave no position (NaN: its heatmap held NaN or infinity) has x and y null, score 0 and is
+    marked for review, and no skeletal class is given without S, N, A and B."""
     measurements = dict(measurements)
     framing = getattr(prediction, 'framing', None)
     unframed = bool(framing and framing.get('review_reason'))
+    if class_note is None and 'skeletal_class' in measurements:
+        unplaced = [key for key in CLASS_LANDMARKS
+                    if (index := find_landmark(prediction.names, key)) is not None
+                    and not np.isfinite(np.asarray(prediction.keypoints[index], float)).all()]
+        if unplaced:
+            class_note = f'no skeletal class: {", ".join(unplaced)} have no position'
     if class_note is not None:
         measurements.pop('skeletal_class', None)
     return {
@@ -110,8 +121,9 @@ def image_record(image: str, prediction, measurements: Mapping[str, Any], *,
         'bbox': [_rounded(v, 2) for v in prediction.bbox] if len(prediction.bbox) else None,
         'framing': framing,
         'landmarks': [{'name': name, 'x': _rounded(x, 2), 'y': _rounded(y, 2),
-                       'score': _rounded(s, 4),
-                       'review': unframed or not (float(s) >= score_threshold)}
+                       'score': _rounded(s, 4) if math.isfinite(float(s)) else 0.0,
+                       'review': (unframed or not (float(s) >= score_threshold)
+                                  or not (math.isfinite(float(x)) and math.isfinite(float(y))))}
                       for name, (x, y), s in zip(prediction.names, prediction.keypoints,
                                                  prediction.scores)],
         'measurements': {k: (int(v) if k == 'skeletal_class' else _rounded(v, 3))
@@ -167,18 +179,46 @@ def write_csv(path: str, records: Sequence[dict]) -> None:
 def load_records(path: str) -> list[dict]:
     """Read an inference --json file back as a list of records (one-line UserError if it is not)."""
     try:
-        with open(path, encoding='utf-8') as stream:
-            data = json.load(stream)
-    except (OSError, ValueError) as error:
-        raise UserError(f'cannot read landmarks JSON {path} ({error}); pass a file written by '
-                        'inference.py --json') from None
+        data = read_json_file(os.fspath(path), max_bytes=MAX_RECORDS_BYTES)
+    except (OSError, ValueError, RecursionError, MemoryError) as error:
+        raise UserError(f'cannot read landmarks JSON {path} ({first_line(error, limit=120)}); '
+                        'pass a file written by inference.py --json') from None
     records = [data] if isinstance(data, dict) else data
-    if not isinstance(records, list) or not all(
-            isinstance(r, dict) and isinstance(r.get('landmarks'), list) and 'image' in r
-            for r in records):
-        raise UserError(f'{path} does not hold inference records (image, landmarks); pass a file '
-                        'written by inference.py --json')
+    if not isinstance(records, list) or not all(_record_problem(r) is None for r in records):
+        problem = (next(p for p in map(_record_problem, records) if p)
+                   if isinstance(records, list) else 'is not a list of records')
+        raise UserError(f'{path} does not hold inference records (image, landmarks): {problem}; '
+                        'pass a file written by inference.py --json')
     return records
+
+
+def _record_problem(record: Any) -> Optional[str]:
+    """What keeps `record` from being an inference record as written by inference.py, or None.
+    Positions and scores are finite numbers or null; the size is two whole numbers."""
+    def number_or_null(value) -> bool:
+        return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                 and math.isfinite(value))
+
+    if not isinstance(record, dict) or not isinstance(record.get('image'), str):
+        return 'a record without an image name'
+    where = f'record of {record["image"][:80]!r}'
+    landmarks = record.get('landmarks')
+    if not isinstance(landmarks, list) or not landmarks:
+        return f'the {where} has no landmarks list'
+    for landmark in landmarks:
+        if not (isinstance(landmark, dict) and isinstance(landmark.get('name'), str)
+                and all(number_or_null(landmark.get(key)) for key in ('x', 'y', 'score'))):
+            return f'the {where} has a landmark without a name and numeric x, y, score'
+    size = record.get('size')
+    if size is not None and not (isinstance(size, list) and len(size) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_IMAGE_SIDE
+            for v in size)):
+        return f'the {where} has a size that is not two whole numbers of pixels'
+    measurements = record.get('measurements', {})
+    if not isinstance(measurements, dict) or not all(
+            number_or_null(v) for v in measurements.values()):
+        return f'the {where} has measurements that are not numbers'
+    return None
 
 
 def check_output_file(path: str, option: str) -> None:
