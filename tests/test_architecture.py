@@ -8,7 +8,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / 'cephalometric'
 # docs/architecture.md). The old top-level module names are at the top: they only re-export.
 LAYERS = [
     ('foundations', ['errors', 'atomic', 'json_data', 'outputs', 'landmarks', 'radial_error',
-                     'measurements', 'drawing', 'cli']),
+                     'measurements', 'uncertainty', 'drawing', 'cli']),
     ('data', ['data']),
     ('mmpose_plugins', ['mmpose_plugins']),
     ('model', ['model']),

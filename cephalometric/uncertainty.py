@@ -1,0 +1,99 @@
+"""How sure a tracing is: landmark error radii turned into intervals on the measurements and a
+probability for each skeletal class.
+
+Each landmark's error is modelled as an isotropic 2-D Gaussian whose 90% radius is the landmark's
+calibrated `radius90` (P(r <= R) = 1 - exp(-R^2 / 2 sigma^2), so sigma = R / sqrt(2 ln 10)). A
+measurement is a smooth function of the landmarks, so its spread follows from the derivatives
+(first-order propagation, the delta method): derivatives by central differences of
+`compute_measurements`, one pair of calls per coordinate. Landmarks shared by several measurements
+make those measurements' errors correlated, and the derivatives carry that. The skeletal class is a
+cut of ANB, so its probabilities are those of ANB's normal distribution falling in each band.
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+
+from cephalometric.measurements import compute_measurements
+
+LEVEL = 0.9                 # intervals and radii are 90% ones
+BORDERLINE_BELOW = 0.7      # no class reaches this probability: the class is reported borderline
+_Z90 = 1.6448536269514722   # two-sided 90% of a normal: mean +- this many SDs
+_RADIUS_TO_SIGMA = 1.0 / math.sqrt(2.0 * math.log(10.0))   # 90% radius of a 2-D Gaussian -> sigma
+STEP_PX = 0.05              # central-difference step, image pixels
+
+
+def sigma_of_radius90(radius90) -> np.ndarray:
+    """Per-axis standard deviation of an isotropic 2-D Gaussian with this 90% radius."""
+    return np.asarray(radius90, np.float64) * _RADIUS_TO_SIGMA
+
+
+def _normal_cdf(x: float) -> float:
+    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+
+def measurement_spread(names: Sequence[str], keypoints, radius90,
+                       mm_per_pixel: Optional[float] = None) -> tuple[dict, dict]:
+    """(measurements, their standard deviations) for landmarks with 90% error radii `radius90`.
+
+    Landmarks without a radius (NaN) count as exact; measurements that cannot be computed, or
+    whose derivative cannot, get no standard deviation.
+    """
+    points = np.asarray(keypoints, np.float64).reshape(-1, 2)
+    sigma = sigma_of_radius90(radius90).reshape(-1)
+    values = compute_measurements(names, points, mm_per_pixel=mm_per_pixel)
+    numeric = {k: v for k, v in values.items()
+               if k != 'skeletal_class' and isinstance(v, (int, float)) and math.isfinite(v)}
+    variance = dict.fromkeys(numeric, 0.0)
+    for index in range(len(points)):
+        if not (np.isfinite(points[index]).all() and np.isfinite(sigma[index])):
+            continue
+        for axis in (0, 1):
+            moved = []
+            for sign in (1.0, -1.0):
+                shifted = points.copy()
+                shifted[index, axis] += sign * STEP_PX
+                moved.append(compute_measurements(names, shifted, mm_per_pixel=mm_per_pixel))
+            for key in numeric:
+                ahead, behind = moved[0].get(key), moved[1].get(key)
+                if ahead is None or behind is None or variance[key] is None:
+                    variance[key] = None
+                    continue
+                slope = (ahead - behind) / (2 * STEP_PX)
+                variance[key] = (variance[key] + (slope * sigma[index]) ** 2
+                                 if math.isfinite(slope) else None)
+    spread = {k: math.sqrt(v) for k, v in variance.items() if v is not None}
+    return values, spread
+
+
+def intervals(values: Mapping, spread: Mapping) -> dict:
+    """90% interval [low, high] of every measurement that has a spread."""
+    return {key: [values[key] - _Z90 * s, values[key] + _Z90 * s] for key, s in spread.items()}
+
+
+def class_probabilities(anb: float, anb_sd: float, thresholds=(0.0, 4.0)) -> dict:
+    """{1, 2, 3: probability} of the skeletal class (I: low <= ANB <= high, II above, III below)
+    when ANB is normal with mean `anb` and standard deviation `anb_sd`."""
+    low, high = thresholds
+    if not anb_sd > 0:
+        below, above = float(anb < low), float(anb > high)
+    else:
+        below = _normal_cdf((low - anb) / anb_sd)
+        above = 1.0 - _normal_cdf((high - anb) / anb_sd)
+    return {1: max(0.0, 1.0 - below - above), 2: above, 3: below}
+
+
+def tracing_certainty(names: Sequence[str], keypoints, radius90,
+                      mm_per_pixel: Optional[float] = None, thresholds=(0.0, 4.0)) -> dict:
+    """Measurement intervals and class probabilities of one tracing, as recorded in the JSON:
+    {'level': 0.9, 'intervals': {key: [low, high]}, 'class_probabilities': {'1': p, ...},
+    'class_borderline': bool} (no class entries when ANB cannot be computed)."""
+    values, spread = measurement_spread(names, keypoints, radius90, mm_per_pixel)
+    result = {'level': LEVEL, 'intervals': intervals(values, spread)}
+    if 'ANB' in values and 'ANB' in spread:
+        probabilities = class_probabilities(values['ANB'], spread['ANB'], thresholds)
+        result['class_probabilities'] = {str(k): p for k, p in probabilities.items()}
+        result['class_borderline'] = max(probabilities.values()) < BORDERLINE_BELOW
+    return result
