@@ -1,0 +1,55 @@
+"""The numbers evaluate.py reports about confidence, on synthetic cases with known answers."""
+import numpy as np
+import pytest
+
+from cephalometric.evaluation.calibration import (
+    brier_score,
+    error_calibration,
+    interval_coverage,
+    reliability,
+    worst_in_top,
+)
+from cephalometric.uncertainty import sigma_of_radius90
+
+
+def test_a_calibrated_radius_covers_ninety_percent_and_ranks_the_errors():
+    rng = np.random.default_rng(0)
+    expected = rng.uniform(1, 10, (200, 19))            # stated mean radial errors
+    sigma = expected / np.sqrt(np.pi / 2)                # Rayleigh: mean = sigma sqrt(pi / 2)
+    actual = np.linalg.norm(rng.normal(size=(200, 19, 2)) * sigma[..., None], axis=-1)
+    radius90 = sigma / sigma_of_radius90(1.0)
+    numbers = error_calibration(expected, actual, radius90)
+    assert 0.87 <= numbers['radius90_coverage'] <= 0.93
+    assert numbers['spearman_landmarks'] > 0.5
+    # a radius half as large covers far less: the coverage number can fail
+    assert error_calibration(expected, actual, radius90 / 2)['radius90_coverage'] < 0.5
+
+
+def test_an_uninformative_statement_ranks_nothing():
+    rng = np.random.default_rng(1)
+    actual = rng.uniform(0, 5, (100, 19))
+    numbers = error_calibration(rng.uniform(0, 5, (100, 19)), actual, np.full((100, 19), 4.5))
+    assert abs(numbers['spearman_landmarks']) < 0.1
+    assert abs(numbers['spearman_images']) < 0.3
+
+
+def test_worst_images_in_the_top_fifth():
+    actual = np.arange(50.0)
+    assert worst_in_top(actual, actual) == 1.0
+    assert worst_in_top(-actual, actual) == 0.0
+    assert worst_in_top(np.ones(3), np.ones(3)) is None          # too few images
+
+
+def test_interval_coverage_and_missing_values():
+    assert interval_coverage([(0, 2), (0, 2), (None, 1), (0, 1)], [1, 3, 0.5, None]) == 0.5
+
+
+def test_brier_and_reliability():
+    truth = [1, 2, 3, None]
+    perfect = [{1: 1.0, 2: 0.0, 3: 0.0}, {1: 0.0, 2: 1.0, 3: 0.0}, {1: 0.0, 2: 0.0, 3: 1.0}, {}]
+    assert brier_score(perfect, truth) == 0.0
+    uniform = [{1: 1 / 3, 2: 1 / 3, 3: 1 / 3}] * 3
+    assert brier_score(uniform, truth[:3]) == pytest.approx(2 / 3)
+    points = reliability(perfect, truth)
+    assert [p['observed'] for p in points] == [0.0, 1.0]
+    assert sum(p['count'] for p in points) == 9
