@@ -713,3 +713,21 @@ def test_decode_heatmaps_with_a_single_refined_map():
     assert np.allclose(keypoints[0, 0], [32, 32], atol=1) and np.isnan(keypoints[0, 1]).all()
     keypoints, _ = decode_heatmaps(maps[:, :1], (64, 64), True, 11)
     assert np.allclose(keypoints[0, 0], [32, 32], atol=1)
+
+
+@pytest.mark.parametrize('workers', ['0', '2'])
+def test_train_script_with_a_truncated_png_ends_in_one_line(data_root, tmp_path, workers):
+    """The error surfaces from train_cephalometric.py as one `error:` line on stderr (the notes
+    before it aside), with data-loading workers too, and no OpenCV warning or traceback."""
+    from tests.helpers import run_script
+    path = _truncate_first_image(data_root)
+    result = run_script('train_cephalometric.py', '--data-root', data_root, '--work-dir',
+                        tmp_path / 'work', '--no-pretrained', '--epochs', '1', '--batch-size',
+                        '4', '--input-size', '64', '--workers', workers, '--framing-epochs', '0',
+                        '--warmup-iters', '1', '--device', 'cpu', check=False, timeout=900)
+    lines = [line for line in result.stderr.strip().splitlines()
+             if not line.startswith('note: ')]
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith('error: '), result.stderr[-3000:]
+    assert path.name in lines[0] and 'cannot be decoded' in lines[0], lines[0]
+    assert 'prepare_cephalometric_data.py' in lines[0] and '--overwrite' in lines[0]

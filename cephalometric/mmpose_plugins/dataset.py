@@ -24,6 +24,7 @@ from cephalometric.data.reader import read_annotations, read_metainfo, recreate_
 from cephalometric.errors import UserError
 
 WORKER_PREFIX = 'Caught '
+OPENCV_LOG_ERROR = 2        # cv2.setLogLevel: errors only, no warnings
 
 
 class DatasetFileError(UserError):
@@ -87,22 +88,26 @@ class CephalometricDataset(BaseCocoStyleDataset):
 
     def prepare_data(self, idx):
         """MMPose's sample; a file that cannot be read becomes one DatasetFileError line."""
+        level = cv2.getLogLevel()
+        cv2.setLogLevel(OPENCV_LOG_ERROR)   # OpenCV's "PNG input buffer is incomplete": ours below
         try:
             return super().prepare_data(idx)
         except DatasetFileError:
             raise
         except UserError as error:   # e.g. LoadDepth's refusal of a depth map
             raise DatasetFileError(f'{error}') from None
-        except Exception as error:
+        except Exception:
             info = self.get_data_info(idx)
             path = info.get('img_path', '')
             width, height = info.get('annotated_size') or (None, None)
             reason = undecodable_reason(path, width, height) if path else None
             if reason is None:
-                raise error
+                raise
             raise DatasetFileError(
                 f'image {path} of the prepared dataset {reason}; '
                 f'{recreate_hint(self._data_root or osp.dirname(osp.dirname(path)))}') from None
+        finally:
+            cv2.setLogLevel(level)
 
     def parse_data_info(self, raw_data_info: dict):
         """MMPose's record, plus `depth_path` (read by LoadDepth) for an RGB-D dataset."""
