@@ -731,3 +731,24 @@ def test_train_script_with_a_truncated_png_ends_in_one_line(data_root, tmp_path,
     assert len(lines) == 1 and lines[0].startswith('error: '), result.stderr[-3000:]
     assert path.name in lines[0] and 'cannot be decoded' in lines[0], lines[0]
     assert 'prepare_cephalometric_data.py' in lines[0] and '--overwrite' in lines[0]
+
+
+def test_old_metainfo_py_with_a_400_digit_number_is_one_line(data_root, capsys):
+    from tests.test_hostile_data import legacy_metainfo_text
+    names = dataset_reader.read_landmark_names(str(data_root))
+    text = legacy_metainfo_text(names).replace('sigmas=[0.025', 'sigmas=[' + '7' * 400, 1)
+    (data_root / 'metainfo.json').unlink()
+    (data_root / 'metainfo.py').write_text(text)
+    refused(capsys, lambda: dataset_reader.read_metainfo(str(data_root)), 'metainfo.py',
+            'sigmas', '--overwrite')
+
+
+def test_prepare_refuses_a_patient_id_too_long_for_a_file_name(tmp_path, capsys):
+    frame = make_demo_dataframe(num_patients=10, seed=0, image_size=64)
+    frame.loc[0, 'patient_id'] = 'p' * 300
+    table = tmp_path / 'long.pkl'
+    frame.to_pickle(table)
+    out = tmp_path / 'out'
+    code, err = prepare(capsys, '--input', table, '--out-dir', out)
+    one_line(code, err, 'patient ids too long for a file name', "'pppp", 'shorten them')
+    assert not out.exists()

@@ -30,6 +30,7 @@ METAINFO_FILE = 'metainfo.json'
 LEGACY_METAINFO_FILE = 'metainfo.py'     # written by versions before metainfo.json; never executed
 REQUIRED_FILES = ('annotations/train.json', 'annotations/val.json')
 MAX_METAINFO_BYTES = 10 * 1024 * 1024
+MAX_FINITE = 1e300              # larger integers are not numbers any reader can use
 MAX_LANDMARKS = 1000            # more keypoints than any landmark set has
 
 
@@ -194,7 +195,10 @@ def _is_number(value: Any) -> bool:
 
 
 def _is_finite(value: Any) -> bool:
-    """A JSON number that is finite (a literal such as 1e400 parses as infinity)."""
+    """A number that is finite (a JSON literal such as 1e400 parses as infinity; an integer of
+    400 digits in an old metainfo.py is too large for a float)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return abs(value) <= MAX_FINITE
     return _is_number(value) and math.isfinite(value)
 
 

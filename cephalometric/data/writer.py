@@ -43,6 +43,7 @@ from cephalometric.data.records import (
 )
 from cephalometric.data.table import load_table, name_some
 
+MAX_FILE_NAME_BYTES = 200    # <stem>.png; file systems allow 255, and a temporary adds a suffix
 PNG_COMPRESSION = 1          # lossless either way; level 1 is the fastest and barely larger
 KEYPOINT_SIGMA = 0.025       # OKS sigma per landmark (MMPose needs one; only COCO eval uses it)
 # Prepared datasets from before the marker listed its files: marked by it (0.3) or by summary.json
@@ -79,6 +80,12 @@ def file_names(records: Sequence[Record]) -> dict[str, str]:
     groups: dict[str, list[str]] = {}
     for pid, name in names.items():
         groups.setdefault(name.lower(), []).append(pid)
+    too_long = [repr(pid[:40]) + '...' for pid, name in names.items()
+                if len(name.encode('utf-8')) > MAX_FILE_NAME_BYTES]
+    if too_long:
+        raise UserError(f'patient ids too long for a file name (over '
+                        f'{MAX_FILE_NAME_BYTES - 4} characters): {name_some(too_long)}; shorten '
+                        'them')
     clashes = [' / '.join(map(repr, pids)) for pids in groups.values() if len(pids) > 1]
     if clashes:
         raise UserError(f'patient ids that give the same image file name: {name_some(clashes)}; '
