@@ -22,17 +22,8 @@ from typing import Any, Optional, Sequence, Union
 import cv2
 import numpy as np
 
-from cephalometric.data.reader import METAINFO_FILE, SPLITS
 from cephalometric.data.depth import DEPTH_SUFFIX, RGBD_INPUTS, save_depth
-from cephalometric.drawing import landmark_color
-from cephalometric.errors import UserError
-from cephalometric.landmarks import is_standard_set
-from cephalometric.outputs import (
-    MARKER,
-    LegacyLayout,
-    check_output_folder,
-    staged_output_folder,
-)
+from cephalometric.data.reader import METAINFO_FILE, SPLITS
 from cephalometric.data.records import (
     DEFAULT_RULER_IMAGE_SIZE,
     Record,
@@ -42,6 +33,15 @@ from cephalometric.data.records import (
     read_records,
 )
 from cephalometric.data.table import load_table, name_some
+from cephalometric.drawing import landmark_color
+from cephalometric.errors import UserError
+from cephalometric.landmarks import is_standard_set
+from cephalometric.outputs import (
+    MARKER,
+    LegacyLayout,
+    check_output_folder,
+    staged_output_folder,
+)
 
 MAX_FILE_NAME_BYTES = 200    # <stem>.png; file systems allow 255, and a temporary adds a suffix
 PNG_COMPRESSION = 1          # lossless either way; level 1 is the fastest and barely larger
