@@ -264,7 +264,7 @@ def _annotation_problem(ann: dict, count: int, image: dict, category_id: Any) ->
     if spacing is not None and not (_is_finite(spacing) and spacing > 0):
         return f'has mm_per_pixel {_shown(spacing)}, not a positive number'
     klass = ann.get('skeletal_class')
-    if klass is not None and not _is_whole(klass, 0, 99):
+    if klass is not None and not _is_whole(klass, -10 ** 9, 10 ** 9):
         return f'has skeletal_class {_shown(klass)}, not a whole number'
     return None
 
