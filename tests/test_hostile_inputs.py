@@ -752,3 +752,14 @@ def test_prepare_refuses_a_patient_id_too_long_for_a_file_name(tmp_path, capsys)
     code, err = prepare(capsys, '--input', table, '--out-dir', out)
     one_line(code, err, 'patient ids too long for a file name', "'pppp", 'shorten them')
     assert not out.exists()
+
+
+def test_prepare_refuses_a_ruler_file_that_is_a_device(table, tmp_path, capsys):
+    code, err = prepare(capsys, '--input', table, '--out-dir', tmp_path / 'out', '--ruler-json',
+                        '/dev/zero')
+    one_line(code, err, "ruler file '/dev/zero' is not a regular file")
+
+
+def test_inference_json_read_back_refuses_a_device(capsys):
+    from cephalometric.prediction.results import load_records
+    refused(capsys, lambda: load_records('/dev/zero'), '/dev/zero', 'not a regular file')

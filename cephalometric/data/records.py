@@ -310,6 +310,9 @@ def load_ruler_json(path: Union[str, os.PathLike]) -> dict[str, Optional[float]]
     if path.is_dir():
         raise UserError(f'ruler file {str(path)!r} is a folder; give the JSON file with '
                         '--ruler-json')
+    if not path.is_file():     # a device or pipe (/dev/zero) would be read without end
+        raise UserError(f'ruler file {str(path)!r} is not a regular file; give the JSON file '
+                        'with --ruler-json')
     try:
         data = read_json_file(str(path), max_bytes=MAX_RULER_JSON_BYTES)
     except (OSError, ValueError, RecursionError, MemoryError) as error:

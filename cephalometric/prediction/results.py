@@ -178,6 +178,9 @@ def write_csv(path: str, records: Sequence[dict]) -> None:
 
 def load_records(path: str) -> list[dict]:
     """Read an inference --json file back as a list of records (one-line UserError if it is not)."""
+    if not os.path.isfile(path):    # missing, a folder, or a device read without end
+        raise UserError(f'landmarks JSON {path} is not a regular file; pass a file written by '
+                        'inference.py --json')
     try:
         data = read_json_file(os.fspath(path), max_bytes=MAX_RECORDS_BYTES)
     except (OSError, ValueError, RecursionError, MemoryError) as error:
