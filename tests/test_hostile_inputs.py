@@ -763,3 +763,25 @@ def test_prepare_refuses_a_ruler_file_that_is_a_device(table, tmp_path, capsys):
 def test_inference_json_read_back_refuses_a_device(capsys):
     from cephalometric.prediction.results import load_records
     refused(capsys, lambda: load_records('/dev/zero'), '/dev/zero', 'not a regular file')
+
+
+def test_hostile_depth_map_of_an_rgbd_dataset_is_one_line_from_a_loader_worker(tmp_path):
+    """LoadDepth refuses a depth map whose header claims 8 TiB; from a worker that is still one
+    line (the DataLoader's re-raise keeps only the message)."""
+    from torch.utils.data import DataLoader
+
+    import cephalometric.mmpose_plugins.transforms  # noqa: F401  (registers LoadDepth)
+    from cephalometric.errors import UserError
+    table = tmp_path / 'table.pkl'
+    make_demo_dataframe(num_patients=10, seed=0, image_size=64).to_pickle(table)
+    root = tmp_path / 'rgbd'
+    prepare_dataset(table, root, image_source='rgbd', progress=False)
+    dataset = build_dataset(root, LOAD + [dict(type='LoadDepth')], test_mode=False)
+    for depth in (root / 'images').glob('*.npy'):
+        _npy_header(depth, (1 << 20, 1 << 20))
+    loader = DataLoader(dataset, batch_size=2, num_workers=1, collate_fn=lambda batch: batch)
+    with pytest.raises(UserError) as caught:
+        next(iter(loader))
+    message = str(caught.value)
+    assert '\n' not in message and 'Traceback' not in message, message
+    assert '.npy' in message and 'claims 1048576x1048576 pixels' in message, message
