@@ -12,7 +12,13 @@ from __future__ import annotations
 import sys
 
 from cephalometric.errors import run_cli
+from cephalometric.evaluation.calibration import calibrate_checkpoint
 from cephalometric.training.run import train
 
+
+def main(argv=None) -> int:
+    return train(argv, calibrate=calibrate_checkpoint)
+
+
 if __name__ == '__main__':
-    sys.exit(run_cli(train))
+    sys.exit(run_cli(main))

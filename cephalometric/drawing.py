@@ -135,7 +135,8 @@ def _overlap(a, b) -> float:
 def draw_landmarks(image, names: Sequence[str], coords, scores=None,
                    measurements: Optional[Mapping[str, float]] = None, score_threshold: float = 0.3,
                    min_canvas_size: int = 896, note: Optional[str] = None,
-                   estimated: Optional[Sequence[bool]] = None) -> np.ndarray:
+                   estimated: Optional[Sequence[bool]] = None, radius90=None,
+                   certainty: Optional[Mapping] = None) -> np.ndarray:
     """Annotated picture of one image's landmarks, as a new RGB uint8 array.
 
     The image is upscaled (bicubic, never down) so its shorter side is at least `min_canvas_size`;
@@ -147,6 +148,8 @@ def draw_landmarks(image, names: Sequence[str], coords, scores=None,
     `note` (e.g. why no skeletal class is given) is added to the legend in the review colour.
     Landmarks a photograph cannot show (`estimated`, per landmark; default: the set's skeletal
     points, `landmarks.estimated_landmarks`) are drawn as diamonds, and the legend says so.
+    `radius90` (per landmark, image pixels) draws each landmark's 90% error circle; `certainty`
+    (an inference record's) adds the 90% intervals of SNA/SNB/ANB and the class probability.
     """
     canvas, sx, sy = upscale(image, min_canvas_size)
     pts = _scale_points(coords, sx, sy)
@@ -164,8 +167,10 @@ def draw_landmarks(image, names: Sequence[str], coords, scores=None,
     estimated = [bool(e) for e in estimated]
     if len(estimated) != count:
         raise ValueError(f'{len(estimated)} estimate flags but {count} landmarks')
+    if radius90 is not None:
+        _draw_error_circles(canvas, pts, np.asarray(radius90, float) * (sx + sy) / 2, style)
     _draw_points(canvas, names, pts, low, style, estimated)
-    rows = _legend_rows(names, pts, scores, low, measurements, note, score_threshold)
+    rows = _legend_rows(names, pts, scores, low, measurements, note, score_threshold, certainty)
     if any(e and _valid(p) for e, p in zip(estimated, pts)):
         rows = [row + (estimated[i],) if i < count else row for i, row in enumerate(rows)]
         rows.append(('', _TEXT, None, False))
@@ -247,7 +252,16 @@ def _review_target(canvas, p, ring: float, bold: int) -> None:
         cv2.line(canvas, _fix(a), _fix(b), _REVIEW, bold, cv2.LINE_AA, _SHIFT)
 
 
-def _legend_rows(names, pts, scores, low, measurements, note, score_threshold) -> list:
+def _draw_error_circles(canvas, pts, radii, style: _Style) -> None:
+    """Each landmark's 90% error circle, thin, in its colour, under the points."""
+    for i, (p, r) in enumerate(zip(pts, radii)):
+        if _valid(p) and np.isfinite(r) and r > 0:
+            cv2.circle(canvas, _fix(p), int(r * (1 << _SHIFT)), landmark_color(i),
+                       max(1, style.thick - 1), cv2.LINE_AA, _SHIFT)
+
+
+def _legend_rows(names, pts, scores, low, measurements, note, score_threshold,
+                 certainty=None) -> list:
     """Legend rows: (text, colour, marker colour or None, review mark)."""
     rows = []
     for i in range(len(pts)):
@@ -260,14 +274,21 @@ def _legend_rows(names, pts, scores, low, measurements, note, score_threshold) -
         rows.append((text, landmark_color(i), landmark_color(i), review))
     if measurements:
         rows.append(('', _TEXT, None, False))
+        intervals = (certainty or {}).get('intervals', {})
         for key in ('SNA', 'SNB', 'ANB'):
             if key in measurements:
                 norm = MEASUREMENTS[key].norm
-                rows.append((f'{key} {measurements[key]:5.1f} deg  (norm {norm})', _TEXT, None,
-                             False))
+                span = (f' [{intervals[key][0]:.1f}, {intervals[key][1]:.1f}]'
+                        if key in intervals else '')
+                rows.append((f'{key} {measurements[key]:5.1f} deg{span}  (norm {norm})', _TEXT,
+                             None, False))
         if 'skeletal_class' in measurements:
             cls = int(measurements['skeletal_class'])
-            rows.append((f'Skeletal {CLASS_NAMES.get(cls, cls)}', _TEXT, None, False))
+            chances = (certainty or {}).get('class_probabilities') or {}
+            chance = f' {float(chances[str(cls)]):.2f}' if str(cls) in chances else ''
+            borderline = ' (borderline)' if (certainty or {}).get('class_borderline') else ''
+            rows.append((f'Skeletal {CLASS_NAMES.get(cls, cls)}{chance}{borderline}', _TEXT,
+                         None, False))
     if note:
         rows.append(('', _TEXT, None, False))
         rows.append((note, _REVIEW, None, False))

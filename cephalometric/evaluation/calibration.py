@@ -1,14 +1,65 @@
-"""How well stated errors match real ones: the numbers evaluate.py reports about confidence.
+"""Stated errors that match real ones: the calibration measured after training, and the numbers
+evaluate.py reports about confidence.
 
-Pure functions of arrays. `expected` and `actual` are (N images, K landmarks) errors in one unit;
-`radius90` the stated 90% radii; NaN entries (a landmark without truth or without a statement)
-are left out of every number.
+`calibrate_checkpoint` predicts the validation split after training and stores in best_MRE.pth
+how each landmark's heatmap spread scales into its expected error and its 90% radius (the ratio
+of real error to spread: its mean, and its 90th percentile), so that inference can say how far
+off each point probably is. The other functions are pure: `expected` and `actual` are (N images,
+K landmarks) errors in one unit, `radius90` the stated 90% radii; NaN entries (a landmark without
+truth or without a statement) are left out of every number.
 """
 from __future__ import annotations
 
 from typing import Optional, Sequence
 
 import numpy as np
+
+# Per-landmark ratios are pulled towards the ratio pooled over all landmarks as if the pool
+# counted this many images: a validation split of 30 images gives a noisy 90th percentile alone.
+POOL_WEIGHT = 20
+
+
+def spread_ratios(errors: np.ndarray, spreads: np.ndarray) -> dict:
+    """The error calibration from validation errors and spreads (N, K), both image pixels:
+    {'expected_per_spread': [K], 'radius90_per_spread': [K], 'images': N}."""
+    ratio = np.asarray(errors, np.float64) / np.asarray(spreads, np.float64)
+    ratio[~np.isfinite(ratio)] = np.nan
+    pooled = ratio[np.isfinite(ratio)]
+    if pooled.size == 0:
+        raise ValueError('no landmark with both a true position and a finite spread')
+    pooled_mean, pooled_q90 = float(pooled.mean()), float(np.quantile(pooled, 0.9))
+    expected, radius = [], []
+    for column in ratio.T:
+        column = column[np.isfinite(column)]
+        n = len(column)
+        mean = column.mean() if n else pooled_mean
+        q90 = np.quantile(column, 0.9) if n else pooled_q90
+        expected.append((n * mean + POOL_WEIGHT * pooled_mean) / (n + POOL_WEIGHT))
+        radius.append((n * q90 + POOL_WEIGHT * pooled_q90) / (n + POOL_WEIGHT))
+    return {'expected_per_spread': [max(float(v), 1e-6) for v in expected],
+            'radius90_per_spread': [max(float(v), 1e-6) for v in radius],
+            'images': int(ratio.shape[0])}
+
+
+def calibrate_checkpoint(checkpoint: str, data_root: str, split: str = 'val',
+                         batch_size: int = 8) -> Optional[dict]:
+    """Measure the error calibration of `checkpoint` on `split` of `data_root` (whole image as the
+    face box, as validation) and store it in the checkpoint; returns it (None: no images)."""
+    from cephalometric.data.reader import load_split
+    from cephalometric.evaluation.statistics import predict_split_all
+    from cephalometric.model.checkpoint import set_error_calibration
+    from cephalometric.prediction.predictor import LandmarkPredictor
+    data = load_split(data_root, split)
+    if not data.patient_ids:
+        return None
+    predictor = LandmarkPredictor(checkpoint, device='cpu')
+    predictions = predict_split_all(predictor, data.image_paths, batch_size, data.depth_paths)
+    predicted = np.stack([p.keypoints for p in predictions])
+    errors = np.where(data.visible, np.linalg.norm(predicted - data.keypoints, axis=-1), np.nan)
+    calibration = dict(spread_ratios(errors, np.stack([p.spread for p in predictions])),
+                       split=split)
+    set_error_calibration(checkpoint, calibration)
+    return calibration
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> Optional[float]:
@@ -91,3 +142,55 @@ def reliability(probabilities: Sequence[dict], truth: Sequence, bins: int = 5) -
                            'observed': float(happened[inside].mean()),
                            'count': int(inside.sum())})
     return points
+
+
+def confidence_numbers(split, predictions: Sequence, thresholds=(0.0, 4.0)) -> Optional[dict]:
+    """evaluate.py's confidence section for predictions of `split` (None when the checkpoint has
+    no error calibration): `error_calibration` in pixels, the coverage of the 90% ANB interval
+    (truth: ANB of the true landmarks), the Brier score and reliability points of the class
+    probabilities (truth: the recorded class, else the class of the true landmarks)."""
+    from cephalometric.measurements import compute_measurements, skeletal_class
+    from cephalometric.uncertainty import tracing_certainty
+    if not predictions or getattr(predictions[0], 'radius90', None) is None:
+        return None
+    predicted = np.stack([p.keypoints for p in predictions])
+    actual = np.where(split.visible, np.linalg.norm(predicted - split.keypoints, axis=-1), np.nan)
+    numbers = error_calibration(np.stack([p.expected_error for p in predictions]), actual,
+                                np.stack([p.radius90 for p in predictions]))
+    anb_intervals, true_anb, probabilities, true_class = [], [], [], []
+    for i, prediction in enumerate(predictions):
+        certainty = tracing_certainty(split.names, prediction.keypoints, prediction.radius90,
+                                      thresholds=thresholds)
+        truth = compute_measurements(split.names, split.keypoints[i], class_thresholds=thresholds)
+        anb_intervals.append(certainty['intervals'].get('ANB', (None, None)))
+        true_anb.append(truth.get('ANB'))
+        probabilities.append({int(k): v for k, v in
+                              certainty.get('class_probabilities', {}).items()})
+        recorded = split.skeletal_class[i]
+        true_class.append(recorded if recorded is not None else (
+            skeletal_class(truth['ANB'], thresholds) if 'ANB' in truth else None))
+    numbers.update(anb_interval_coverage=interval_coverage(anb_intervals, true_anb),
+                   class_brier=brier_score(probabilities, true_class),
+                   class_reliability=reliability(probabilities, true_class),
+                   num_images=len(predictions))
+    return numbers
+
+
+def plot_reliability(path: str, points: Sequence[dict]) -> None:
+    """The reliability diagram of the class probabilities: stated against observed frequency."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    figure = Figure(figsize=(4.5, 4.5), dpi=110)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.plot([0, 1], [0, 1], color='0.6', linestyle='--', label='perfectly calibrated')
+    axes.plot([p['stated'] for p in points], [p['observed'] for p in points], marker='o',
+              label='this model')
+    for p in points:
+        axes.annotate(str(p['count']), (p['stated'], p['observed']), textcoords='offset points',
+                      xytext=(4, -10), fontsize=7)
+    axes.set(xlim=(0, 1), ylim=(0, 1), xlabel='stated class probability',
+             ylabel='how often that class was the true one', title='Class probabilities')
+    axes.legend(loc='upper left', fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)

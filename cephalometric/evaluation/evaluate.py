@@ -26,15 +26,18 @@ import math
 import os.path as osp
 import sys
 
+import numpy as np
+
 from cephalometric.cli import FRAMING_MODES, add_options, check_options
 from cephalometric.data.depth import match_depth_files
 from cephalometric.data.reader import SPLITS, load_split, mean_shape_baseline, recreate_hint
 from cephalometric.errors import UserError
 from cephalometric.evaluation import report
+from cephalometric.evaluation.calibration import confidence_numbers, plot_reliability
 from cephalometric.evaluation.statistics import (
     evaluate,
     framing_robustness,
-    predict_split,
+    predict_split_all,
     worst_cases,
 )
 from cephalometric.outputs import (
@@ -118,11 +121,17 @@ def main(argv=None) -> int:
     print(f'predicting {len(split.patient_ids)} images of the {args.split} split '
           f'on {predictor.device}')
     depth_paths = split_depth_paths(args, split, getattr(predictor, 'needs_depth', False))
-    predicted = predict_split(predictor, split.image_paths, args.batch_size, depth_paths,
-                              args.bbox)
+    predictions = predict_split_all(predictor, split.image_paths, args.batch_size, depth_paths,
+                                    args.bbox)
+    predicted = np.stack([p.keypoints for p in predictions])
     metrics, values, worst = measure(args, split, predicted, thresholds, predictor)
+    metrics['confidence'] = confidence_numbers(split, predictions, thresholds)
     with staged_output_folder(out_dir, tool='evaluate') as staging:
         files = report.write_figures(str(staging), metrics, values, split, predicted, worst)
+        if metrics['confidence'] and metrics['confidence']['class_reliability']:
+            files['reliability'] = 'class_reliability.png'
+            plot_reliability(str(staging / files['reliability']),
+                             metrics['confidence']['class_reliability'])
         report.write_predictions_csv(str(staging / 'predictions.csv'), split, predicted)
         (staging / 'metrics.json').write_text(json_text(metrics), encoding='utf-8')
         (staging / 'report.md').write_text(report.render_report(metrics, files),

@@ -278,6 +278,7 @@ def render_report(metrics: dict, files: dict) -> str:
                            rows, 'llrrrr') if rows else 'No measurement could be computed.']
 
     out += robustness_section(metrics.get('robustness'))
+    out += confidence_section(metrics.get('confidence'), files)
 
     worst = metrics['worst_cases']
     out += ['', '## Worst cases', '']
@@ -292,6 +293,31 @@ def render_report(metrics: dict, files: dict) -> str:
     else:
         out.append('None shown (--worst 0).')
     return '\n'.join(out) + '\n'
+
+
+def confidence_section(confidence, files: dict) -> list:
+    """How well the stated errors and class probabilities held (nothing without a calibration)."""
+    if not confidence:
+        return ['', '## Confidence', '', 'The checkpoint has no error calibration (trained before '
+                'it existed): its errors are uncalibrated. Train it again to have them.']
+    rows = [['Spearman, expected vs actual error (each landmark of each image)',
+             _fmt(confidence['spearman_landmarks'])],
+            ['Spearman, expected vs actual mean error per image',
+             _fmt(confidence['spearman_images'])],
+            ['true positions inside the 90% radius', _percent(confidence['radius90_coverage'])],
+            ['true ANB inside the 90% interval', _percent(confidence['anb_interval_coverage'])],
+            ['worst 10% of images among the top 20% by expected error',
+             _percent(confidence['worst10_in_top20'])],
+            ['Brier score of the class probabilities (0 best, 0.67 a uniform guess)',
+             _fmt(confidence['class_brier'], 3)]]
+    out = ['', '## Confidence', '',
+           f'Each landmark\'s expected error and 90% radius come from the error calibration in '
+           f'the checkpoint (measured on the validation split after training); '
+           f'{confidence["num_images"]} images.', '',
+           markdown_table(['', 'value'], rows, 'lr')]
+    if 'reliability' in files:
+        out += ['', f'![Reliability of the class probabilities]({files["reliability"]})']
+    return out
 
 
 def robustness_section(robustness) -> list:

@@ -95,18 +95,24 @@ def measurement_errors(truth: Sequence[Mapping[str, float]],
 
 def predict_split(predictor, image_paths, batch_size: int, depth_paths=None,
                   bbox='full') -> np.ndarray:
-    """(N, K, 2) predicted pixels; images are read one batch at a time to bound memory.
+    """(N, K, 2) predicted pixels (`predict_split_all` for the whole predictions)."""
+    return np.stack([p.keypoints for p in predict_split_all(predictor, image_paths, batch_size,
+                                                            depth_paths, bbox)])
+
+
+def predict_split_all(predictor, image_paths, batch_size: int, depth_paths=None,
+                      bbox='full') -> list:
+    """The `Prediction` of every image; images are read one batch at a time to bound memory.
     `depth_paths`: one depth file per image, for an RGB-D model. `bbox`: 'full' (the whole image
     is the face box, as training validates) or 'auto' (`LandmarkPredictor.predict`)."""
     from cephalometric.data.depth import read_depth_file
-    points = []
+    predictions = []
     for start in range(0, len(image_paths), batch_size):
         images = [read_rgb(p) for p in image_paths[start:start + batch_size]]
         depths = {} if depth_paths is None else {'depths': [
             read_depth_file(p) for p in depth_paths[start:start + batch_size]]}
-        points += [p.keypoints for p in predictor.predict(images, bbox, batch_size=batch_size,
-                                                          **depths)]
-    return np.stack(points)
+        predictions += predictor.predict(images, bbox, batch_size=batch_size, **depths)
+    return predictions
 
 
 def per_image_mre(errors_px: np.ndarray, visible: np.ndarray) -> np.ndarray:

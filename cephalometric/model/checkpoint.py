@@ -288,6 +288,16 @@ def attach_framing_model(path: str, framing_state_dict: dict, info: dict) -> Non
     write_published_checkpoint(path, meta, data['state_dict'], framing_state_dict)
 
 
+def set_error_calibration(path: str, calibration: dict) -> None:
+    """Store the error calibration (`evaluation.calibration`) in the published checkpoint `path`,
+    atomically, beside the other inference settings (checked as they are)."""
+    data = load_checkpoint_file(path)
+    meta = dict(data.get('meta') or {})
+    inference = dict(meta.get('inference') or {}, error_calibration=plain_data(calibration))
+    meta['inference'] = validate_settings(inference, path)
+    write_published_checkpoint(path, meta, data['state_dict'], data.get('framing_state_dict'))
+
+
 def save_published_checkpoint(runner, path: str, extra_meta: dict | None = None) -> None:
     """Write weights + metadata (config as data, inference settings, epoch) atomically to `path`.
 

@@ -15,7 +15,7 @@ from cephalometric.errors import UserError
 
 SETTINGS_KEYS = ('landmark_names', 'input_size', 'bbox_padding', 'mean', 'std', 'decoder')
 # Optional: absent in older files, which then get the defaults (RGB input; framing.FramingPrior()).
-OPTIONAL_KEYS = ('inputs', 'framing_prior')
+OPTIONAL_KEYS = ('inputs', 'framing_prior', 'error_calibration')
 # Optional: what the model takes, in channel order; absent means ['rgb'] (all older files).
 # ['rgb', 'depth'] is an RGB-D model: mean/std then have a fourth value, the depth channel's.
 INPUT_KINDS = (['rgb'], ['rgb', 'depth'])
@@ -140,13 +140,34 @@ def validate_settings(settings: Any, source: str) -> dict:
                       f'{_shown(prior)}')
         prior = {'offset': [float(v) for v in prior['offset']],
                  'ratio': [float(v) for v in prior['ratio']]}
+    calibration = settings.get('error_calibration')
+    if calibration is not None:
+        calibration = _error_calibration(calibration, len(names), bad)
     return {'landmark_names': list(names), 'input_size': list(settings['input_size']),
             'bbox_padding': float(padding), 'mean': [float(v) for v in settings['mean']],
             'std': [float(v) for v in settings['std']],
             **({'inputs': list(inputs)} if inputs != ['rgb'] else {}),
             **({'framing_prior': prior} if prior is not None else {}),
+            **({'error_calibration': calibration} if calibration is not None else {}),
             'decoder': {'heatmap_size': list(heatmap), 'unbiased': decoder.get('unbiased', False),
                         'blur_kernel_size': kernel}}
+
+
+def _error_calibration(calibration: Any, count: int, bad) -> dict:
+    """The stored error calibration (how heatmap spread becomes an expected error and a 90% radius,
+    per landmark, measured on the validation split after training), checked."""
+    keys = ('expected_per_spread', 'radius90_per_spread')
+    if not isinstance(calibration, Mapping) or not all(
+            isinstance(calibration.get(key), (list, tuple)) and len(calibration[key]) == count
+            and all(_number(v) and 0 < v <= MAX_PRIOR_VALUE for v in calibration[key])
+            for key in keys):
+        raise bad(f'error_calibration must hold {count} positive numbers up to '
+                  f'{MAX_PRIOR_VALUE:g} for each of {", ".join(keys)}')
+    images = calibration.get('images', 0)
+    if not isinstance(images, int) or isinstance(images, bool) or images < 0:
+        raise bad('error_calibration images must be a whole number')
+    return {**{key: [float(v) for v in calibration[key]] for key in keys}, 'images': images,
+            'split': str(calibration.get('split', 'val'))[:20]}
 
 
 def check_model_config(model: Any, allowed_types, source: str) -> dict:

@@ -82,6 +82,43 @@ def decode_heatmaps(heatmaps: np.ndarray, input_size, unbiased: bool = True,
     return keypoints.reshape(n, k, 2), scores.reshape(n, k)
 
 
+def heatmap_spread(heatmaps: np.ndarray, radius: int = 4) -> np.ndarray:
+    """How widely each heatmap's mass lies around its peak: the root-mean-square distance of the
+    positive values within `radius` heatmap pixels of the argmax, in heatmap pixels (N, K).
+
+    A sharp, single peak gives about the training sigma; a flat, smeared or two-peaked map a larger
+    value, and a map with nothing positive near its peak the spread of a flat window. It is what
+    the error calibration (`model.settings`'s error_calibration) scales into an expected error. A
+    map with NaN or infinity gives NaN (it gives no position either).
+    """
+    n, k, h, w = heatmaps.shape
+    maps = heatmaps.reshape(n * k, h, w).astype(np.float32)
+    broken = ~np.isfinite(maps).all(axis=(1, 2))
+    maps = np.clip(np.where(broken[:, None, None], np.float32(0), maps), 0, None)
+    peak = maps.reshape(n * k, -1).argmax(1)
+    py, px = peak // w, peak % w
+    offsets = np.arange(-radius, radius + 1)
+    ys = np.clip(py[:, None] + offsets, 0, h - 1)            # (M, 2r+1)
+    xs = np.clip(px[:, None] + offsets, 0, w - 1)
+    inside_y = (py[:, None] + offsets >= 0) & (py[:, None] + offsets < h)
+    inside_x = (px[:, None] + offsets >= 0) & (px[:, None] + offsets < w)
+    rows = np.arange(n * k)[:, None, None]
+    window = maps[rows, ys[:, :, None], xs[:, None, :]]
+    window = window * (inside_y[:, :, None] & inside_x[:, None, :])
+    total = window.sum((1, 2))
+    with np.errstate(invalid='ignore', divide='ignore'):
+        cy = (window * ys[:, :, None]).sum((1, 2)) / total
+        cx = (window * xs[:, None, :]).sum((1, 2)) / total
+        second = (window * ((ys[:, :, None] - cy[:, None, None]) ** 2
+                            + (xs[:, None, :] - cx[:, None, None]) ** 2)).sum((1, 2)) / total
+    spread = np.sqrt(second)
+    # No positive value near the peak: no peak at all, as unsure as the window can say (the
+    # spread of a flat window); a broken map has no position, so no spread either.
+    spread[~(total > 0)] = np.sqrt(2 * radius * (radius + 1) / 3)
+    spread[broken] = np.nan
+    return spread.reshape(n, k)
+
+
 def _dark_offsets(maps, x, y, inside, kernel: int) -> np.ndarray:
     """Sub-pixel offsets of DARK (MMPose's gaussian_blur + refine_keypoints_dark) at (x, y)."""
     maps = maps[inside]

@@ -180,14 +180,17 @@ def main(argv=None) -> int:
                 note = None if reason is None else f'no skeletal class: {reason}'
                 record = image_record(path, prediction, measurements,
                                       score_threshold=args.score_threshold, picture=out,
-                                      size=size, class_note=note)
+                                      size=size, class_note=note,
+                                      mm_per_pixel=args.mm_per_pixel)
                 records.append(record)
                 if out is not None:
                     shown = {k: v for k, v in measurements.items()
                              if not (note and k == 'skeletal_class')}
                     drawn = draw_landmarks(picture, prediction.names, prediction.keypoints,
                                            prediction.scores, shown,
-                                           score_threshold=args.score_threshold, note=note)
+                                           score_threshold=args.score_threshold, note=note,
+                                           radius90=prediction.radius90,
+                                           certainty=record.get('certainty'))
                     with open(staged.reserve(out), 'wb') as stream:
                         stream.write(encode_image(out, drawn))
         for path, text in ((args.json, records_json), (args.csv, csv_text)):

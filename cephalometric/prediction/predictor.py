@@ -29,7 +29,12 @@ from cephalometric.prediction.backends import (  # noqa: F401
     check_device,
     resolve_device,
 )
-from cephalometric.prediction.heatmaps import check_heatmaps, decode_heatmaps, warp_matrix
+from cephalometric.prediction.heatmaps import (
+    check_heatmaps,
+    decode_heatmaps,
+    heatmap_spread,
+    warp_matrix,
+)
 from cephalometric.prediction.onnx import export_onnx, framing_model_path
 
 
@@ -41,6 +46,11 @@ class Prediction:
     scores: np.ndarray     # (K,) heatmap peak values; low means unsure
     bbox: tuple = field(default=())  # x, y, w, h of the face region used
     framing: Optional[dict] = None   # how that region was found (`framing.Framing.to_dict`)
+    spread: Optional[np.ndarray] = None          # (K,) heatmap spread, image pixels
+    # (K,) calibrated expected error and 90% radius, image pixels; None: the checkpoint has no
+    # error calibration (trained before it existed), so nothing is said about its errors.
+    expected_error: Optional[np.ndarray] = None
+    radius90: Optional[np.ndarray] = None
 
 
 def check_bbox(bbox, width: int, height: int) -> tuple:
@@ -236,9 +246,30 @@ class LandmarkPredictor:
             heatmaps = self.infer(np.stack([p[0] for p in prepared]))
             keypoints, scores = self.postprocess(heatmaps, [p[1] for p in prepared],
                                                  [p[2] for p in prepared])
-            results += [Prediction(self.names, keypoints[j], scores[j], boxes[i])
-                        for j, i in enumerate(chunk)]
+            spreads = self.spread_px(heatmaps, [p[2] for p in prepared])
+            for j, i in enumerate(chunk):
+                prediction = Prediction(self.names, keypoints[j], scores[j], boxes[i],
+                                        spread=spreads[j])
+                prediction.expected_error, prediction.radius90 = self.expected_errors(
+                    spreads[j])
+                results.append(prediction)
         return results
+
+    def spread_px(self, heatmaps: np.ndarray, scales) -> np.ndarray:
+        """`heatmaps.heatmap_spread` in pixels of each original image (N, K)."""
+        heatmap_w, heatmap_h = heatmaps.shape[3], heatmaps.shape[2]
+        scales = np.asarray(scales, np.float64).reshape(-1, 2)
+        per_pixel = (scales[:, 0] / heatmap_w + scales[:, 1] / heatmap_h) / 2
+        return heatmap_spread(heatmaps) * per_pixel[:, None]
+
+    def expected_errors(self, spread: np.ndarray):
+        """(expected error, 90% radius) in image pixels from the checkpoint's error calibration,
+        or (None, None) without one."""
+        calibration = self.settings.get('error_calibration')
+        if not calibration:
+            return None, None
+        return (spread * np.asarray(calibration['expected_per_spread']),
+                spread * np.asarray(calibration['radius90_per_spread']))
 
     def predict(self, images: Sequence[np.ndarray], bbox='auto', depths=None,
                 batch_size: int = 8) -> list[Prediction]:

@@ -8,15 +8,26 @@ A record is a plain dict, the same in `--json` output and for the review app:
      "bbox": [x, y, w, h],               # face region the model saw, pixels
      "framing": {"method": "auto", "bbox": [...], "mirrored": false, "iterations": 2,
                  "mean_score": 0.71, "review_reason": null, "candidates": [0.71, 0.32]},
-     "landmarks": [{"name": "S", "x": 101.5, "y": 88.25, "score": 0.91, "review": false}, ...],
+     "landmarks": [{"name": "S", "x": 101.5, "y": 88.25, "score": 0.91, "review": false,
+                    "expected_error_px": 1.8, "radius90_px": 3.4}, ...],   # (+ _mm with spacing)
      "measurements": {"SNA": 82.1, ..., "skeletal_class": 1},
+     "certainty": {"level": 0.9, "intervals": {"ANB": [1.9, 4.4], ...},
+                   "class_probabilities": {"1": 0.71, "2": 0.29, "3": 0.0},
+                   "class_borderline": false},
+     "errors_calibrated": true,
      "skeletal_class_note": null}        # why no class was given, when it was withheld
 
-`review` is true for a landmark scoring below the score threshold. `skeletal_class` is left out of
-`measurements` (and `skeletal_class_note` says why) when S, N, A or B is unsure or the image is too
-small to hold a face, or when framing found no face or too small a one (`framing.review_reason`:
-'auto' finds the box, 'full' is the whole image, 'bbox' was given; `mirrored` true means the face
-looked the other way than in training and the landmarks were mapped back).
+`review` is true for a landmark scoring below the score threshold or whose 90% radius exceeds the
+review radius (`review_radius`: 2 mm where the spacing is known, else 2% of the face box width).
+`expected_error_px` / `radius90_px` (the landmark's calibrated expected error and the radius that
+holds its true position 9 times in 10) and `certainty` (90% intervals of the measurements and a
+probability per skeletal class, `uncertainty.tracing_certainty`) need a checkpoint whose training
+stored an error calibration; without one `errors_calibrated` is false and they are absent.
+`skeletal_class` is left out of `measurements` (and `skeletal_class_note` says why) when S, N, A
+or B is unsure or the image is too small to hold a face, or when framing found no face or too
+small a one (`framing.review_reason`: 'auto' finds the box, 'full' is the whole image, 'bbox'
+was given; `mirrored` true means the face looked the other way than in training and the
+landmarks were mapped back).
 JSON is strict: NaN and infinity become null, never bare `NaN`.
 `--json` holds one record for a single image and a list of records otherwise; `load_records`
 reads either back as a list. `StagedFiles` writes several outputs together or not at all.
@@ -95,10 +106,24 @@ def class_withheld_reason(names: Sequence[str], scores, size, score_threshold: f
     return '; '.join(reasons) or None
 
 
+REVIEW_RADIUS_MM = 2.0         # a landmark whose 90% radius is wider than this is reviewed
+REVIEW_RADIUS_OF_BOX = 0.02    # without a spacing: 2% of the face box width
+
+
+def review_radius(bbox, mm_per_pixel: Optional[float]) -> Optional[float]:
+    """The 90% radius, in image pixels, above which a landmark is marked for review."""
+    if mm_per_pixel:
+        return REVIEW_RADIUS_MM / mm_per_pixel
+    if len(bbox) == 4 and bbox[2] > 0:
+        return REVIEW_RADIUS_OF_BOX * float(bbox[2])
+    return None
+
+
 def image_record(image: str, prediction, measurements: Mapping[str, Any], *,
                  score_threshold: float, picture: Optional[str] = None,
                  size: Optional[Sequence[int]] = None,
-                 class_note: Optional[str] = None) -> dict:
+                 class_note: Optional[str] = None,
+                 mm_per_pixel: Optional[float] = None) -> dict:
     """The record of one image (see the module docstring); values rounded, strict-JSON ready.
     Every landmark is marked for review when framing found no usable face; a landmark the model
     gave no position (NaN: its heatmap held NaN or infinity) has x and y null, score 0 and is
@@ -114,22 +139,50 @@ def image_record(image: str, prediction, measurements: Mapping[str, Any], *,
             class_note = f'no skeletal class: {", ".join(unplaced)} have no position'
     if class_note is not None:
         measurements.pop('skeletal_class', None)
-    return {
+    radius90 = getattr(prediction, 'radius90', None)
+    expected = getattr(prediction, 'expected_error', None)
+    limit = review_radius(prediction.bbox, mm_per_pixel)
+    landmarks = []
+    for index, (name, (x, y), s) in enumerate(zip(prediction.names, prediction.keypoints,
+                                                   prediction.scores)):
+        landmark = {'name': name, 'x': _rounded(x, 2), 'y': _rounded(y, 2),
+                    'score': _rounded(s, 4) if math.isfinite(float(s)) else 0.0,
+                    'review': (unframed or not (float(s) >= score_threshold)
+                               or not (math.isfinite(float(x)) and math.isfinite(float(y))))}
+        if radius90 is not None:
+            wide = not (float(radius90[index]) <= limit) if limit is not None else False
+            landmark['review'] = landmark['review'] or wide
+            for key, values in (('expected_error', expected), ('radius90', radius90)):
+                landmark[f'{key}_px'] = _rounded(values[index], 2)
+                if mm_per_pixel:
+                    landmark[f'{key}_mm'] = _rounded(values[index] * mm_per_pixel, 2)
+        landmarks.append(landmark)
+    record = {
         'image': str(image),
         'picture': None if picture is None else str(picture),
         'size': None if size is None else [int(v) for v in size],
         'bbox': [_rounded(v, 2) for v in prediction.bbox] if len(prediction.bbox) else None,
         'framing': framing,
-        'landmarks': [{'name': name, 'x': _rounded(x, 2), 'y': _rounded(y, 2),
-                       'score': _rounded(s, 4) if math.isfinite(float(s)) else 0.0,
-                       'review': (unframed or not (float(s) >= score_threshold)
-                                  or not (math.isfinite(float(x)) and math.isfinite(float(y))))}
-                      for name, (x, y), s in zip(prediction.names, prediction.keypoints,
-                                                 prediction.scores)],
+        'landmarks': landmarks,
         'measurements': {k: (int(v) if k == 'skeletal_class' else _rounded(v, 3))
                          for k, v in measurements.items()},
+        'errors_calibrated': radius90 is not None,
         'skeletal_class_note': class_note,
     }
+    if radius90 is not None:
+        from cephalometric.uncertainty import tracing_certainty
+        certainty = tracing_certainty(prediction.names, prediction.keypoints, radius90,
+                                      mm_per_pixel)
+        certainty['intervals'] = {k: [_rounded(v, 3) for v in pair]
+                                  for k, pair in certainty['intervals'].items()}
+        if 'class_probabilities' in certainty:
+            certainty['class_probabilities'] = {
+                k: _rounded(v, 3) for k, v in certainty['class_probabilities'].items()}
+            if class_note is not None:   # no class: no probabilities for one either
+                certainty.pop('class_probabilities')
+                certainty.pop('class_borderline')
+        record['certainty'] = certainty
+    return record
 
 
 def json_text(data: Any) -> str:
@@ -138,12 +191,18 @@ def json_text(data: Any) -> str:
 
 
 def csv_text(records: Sequence[dict]) -> str:
-    """One row per record: image, picture, each landmark's x/y/score, then every measurement."""
+    """One row per record: image, picture, each landmark's x/y/score (and 90% radius, with an
+    error calibration), then every measurement (and its 90% interval), the class probabilities."""
     measurement_keys = sorted({k for r in records for k in r['measurements']})
     names = [lm['name'] for lm in records[0]['landmarks']] if records else []
-    header = ['image', 'picture'] + [f'{n}_{field}' for n in names
-                                     for field in ('x', 'y', 'score')]
-    header += measurement_keys + ['skeletal_class_note']
+    calibrated = any(r.get('errors_calibrated') for r in records)
+    fields = ('x', 'y', 'score') + (('radius90_px',) if calibrated else ())
+    header = ['image', 'picture'] + [f'{n}_{field}' for n in names for field in fields]
+    interval_keys = sorted({k for r in records for k in r.get('certainty', {}).get('intervals',
+                                                                                  {})})
+    header += measurement_keys + [f'{k}_{end}' for k in interval_keys for end in ('low', 'high')]
+    header += [f'p_class_{c}' for c in ('1', '2', '3')] if calibrated else []
+    header += ['skeletal_class_note']
     stream = io.StringIO()
     writer = csv.writer(stream)
     writer.writerow(header)
@@ -154,8 +213,13 @@ def csv_text(records: Sequence[dict]) -> str:
     for record in records:
         row = [record['image'], cell(record.get('picture'))]
         for landmark in record['landmarks']:
-            row += [cell(landmark['x']), cell(landmark['y']), cell(landmark['score'])]
+            row += [cell(landmark.get(field)) for field in fields]
         row += [cell(record['measurements'].get(k)) for k in measurement_keys]
+        certainty = record.get('certainty', {})
+        for key in interval_keys:
+            row += [cell(v) for v in certainty.get('intervals', {}).get(key, [None, None])]
+        if calibrated:
+            row += [cell(certainty.get('class_probabilities', {}).get(c)) for c in ('1', '2', '3')]
         row.append(cell(record.get('skeletal_class_note')))
         writer.writerow(row)
     return stream.getvalue()

@@ -44,7 +44,12 @@ from cephalometric.json_data import parse_json  # noqa: F401  (the server and re
 from cephalometric.landmarks import estimated_landmarks, find_landmark
 from cephalometric.measurements import ANGLE_LINES, compute_measurements
 from cephalometric.prediction.predictor import Prediction
-from cephalometric.prediction.results import class_withheld_reason, image_record, write_json
+from cephalometric.prediction.results import (
+    class_withheld_reason,
+    image_record,
+    review_radius,  # noqa: I001
+    write_json,
+)
 from cephalometric.review.clinical import landmark_help, mark
 
 # A corrected point differs from the prediction by more than this (pixels; records keep 0.01 px).
@@ -81,6 +86,7 @@ class Case:
     calibration: Optional[dict] = None      # points, length_mm, mm_per_pixel
     review: dict = field(default_factory=dict)   # reviewer, date, model of the saved record
     flagged: list = field(default_factory=list)  # landmark indices the model gave no number for
+    radius90: Optional[np.ndarray] = None   # (K,) calibrated 90% error radii, px; None: none
 
 
 def inside(folder: str, path: str) -> bool:
@@ -269,8 +275,30 @@ class ReviewStore:
                      'are placed in the middle and marked for review')
         keypoints = round_points(keypoints)
         bbox = tuple(float(v) if math.isfinite(float(v)) else 0.0 for v in prediction.bbox)
+        radius90 = getattr(prediction, 'radius90', None)
+        if radius90 is not None:
+            radius90 = np.where(bad, np.inf, np.asarray(radius90, float).reshape(-1))
         return Case(name, osp.splitext(name)[0], (width, height), bbox, keypoints, scores,
-                    keypoints.copy(), False, flagged=flagged)
+                    keypoints.copy(), False, flagged=flagged, radius90=radius90)
+
+    def unsure(self, case: Case) -> np.ndarray:
+        """(K,) which of the model's points to check: a low score, or (with an error calibration)
+        a 90% radius wider than the review radius (2 mm, or 2% of the face box width)."""
+        low = ~(case.scores >= self.score_threshold)
+        if case.radius90 is None:
+            return low
+        limit = review_radius(case.bbox, self.spacing(case.calibration))
+        return low | ~(case.radius90 <= (np.inf if limit is None else limit))
+
+    def doubt(self, case: Case) -> float:
+        """How much a case needs a look, for the order of the list: its widest 90% radius over
+        the review radius with an error calibration (largest expected error first), else
+        1 - its lowest score."""
+        if case.radius90 is not None:
+            limit = review_radius(case.bbox, self.spacing(case.calibration))
+            if limit:
+                return float(np.max(case.radius90) / limit)
+        return 1.0 - float(case.scores.min())
 
     def progress(self) -> dict:
         with self.lock:
@@ -466,12 +494,15 @@ class ReviewStore:
         """Images to review first, least confident (lowest landmark score) first; then reviewed
         and cannot-trace ones; images still being predicted last."""
         def entry(case: Case) -> dict:
-            low = int(np.sum(~(case.scores >= self.score_threshold)))
+            low = int(np.sum(self.unsure(case)))
+            widest = None if case.radius90 is None else float(np.max(case.radius90))
             return {'name': case.name, 'status': case.status if case.reviewed else 'to review',
-                    'min_score': round(float(case.scores.min()), 4), 'low_count': low}
+                    'min_score': round(float(case.scores.min()), 4), 'low_count': low,
+                    'max_radius90': None if widest is None or not math.isfinite(widest)
+                    else round(widest, 2)}
         with self.lock:
             cases = sorted(self.cases.values(),
-                           key=lambda c: (c.reviewed, 0.0 if c.reviewed else float(c.scores.min()),
+                           key=lambda c: (c.reviewed, 0.0 if c.reviewed else -self.doubt(c),
                                           c.name))
             waiting = [{'name': name, 'status': 'predicting', 'min_score': None, 'low_count': 0}
                        for name in self.order if name in self.pending]
@@ -489,6 +520,9 @@ class ReviewStore:
                            for p in round_points(case.current)],
                 'predicted': round_points(case.predicted).tolist(),
                 'scores': np.round(case.scores, 4).tolist(),
+                'unsure': self.unsure(case).tolist(),
+                'radius90': None if case.radius90 is None else [
+                    round(float(r), 2) if math.isfinite(r) else None for r in case.radius90],
                 'flagged': case.flagged, 'calibration': case.calibration,
                 'review': case.review or None,
                 'mm_per_pixel': self.spacing(case.calibration),

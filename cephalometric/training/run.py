@@ -250,8 +250,13 @@ def _separate_from_earlier_runs(cfg) -> None:
                               f'{len(_runs_in_this_process)}'
 
 
-def train(argv: Optional[Sequence[str]] = None) -> int:
-    """The whole of train_cephalometric.py."""
+def train(argv: Optional[Sequence[str]] = None, calibrate=None) -> int:
+    """The whole of train_cephalometric.py.
+
+    calibrate: called as calibrate(best_MRE.pth, data_root) once the models have trained (rank 0),
+    to store the error calibration in the checkpoint; it predicts, which is a layer above
+    training, so the entry point passes it in (`evaluation.calibration.calibrate_checkpoint`).
+    """
     args = check_options(build_parser().parse_args(argv))
     processes = read_launcher(args.launcher)
     use_cuda = _select_hardware(args, processes)
@@ -272,6 +277,7 @@ def train(argv: Optional[Sequence[str]] = None) -> int:
         landmarks_done = done >= cfg.train_cfg.max_epochs
         if landmarks_done and not framing_pending(cfg, args.work_dir):
             if processes.rank == 0:
+                _calibrate_if_missing(args.work_dir, data_root, calibrate)
                 print(f'training in {args.work_dir} already finished ({done} of '
                       f'{cfg.train_cfg.max_epochs} epochs); best model: '
                       f'{osp.join(args.work_dir, "best_MRE.pth")}. Pass a larger --epochs to '
@@ -304,8 +310,24 @@ def train(argv: Optional[Sequence[str]] = None) -> int:
     stop_processes(finished=True)
 
     if processes.rank == 0:
+        _calibrate_if_missing(args.work_dir, data_root, calibrate, again=True)
         report_result(args.work_dir, data_root)
     return 0
+
+
+def _calibrate_if_missing(work_dir: str, data_root: str, calibrate, again: bool = False) -> None:
+    """The error calibration of best_MRE.pth (`again`: also when it has one, from an earlier best
+    model), with one line on what it found."""
+    best = osp.join(work_dir, 'best_MRE.pth')
+    if calibrate is None or not osp.isfile(best):
+        return
+    from cephalometric.model.checkpoint import load_published
+    if not again and load_published(best).settings.get('error_calibration'):
+        return
+    calibration = calibrate(best, data_root)
+    if calibration:
+        print(f'error calibration: measured on {calibration["images"]} {calibration["split"]} '
+              'images, stored in best_MRE.pth (each landmark\'s expected error and 90% radius)')
 
 
 def _select_hardware(args, processes: Processes) -> bool:

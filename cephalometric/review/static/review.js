@@ -87,7 +87,9 @@ function renderImageList() {
     if (item.min_score !== null && item.min_score !== undefined) {
       const score = document.createElement('span');
       score.className = 'score';
-      score.textContent = `lowest score ${item.min_score.toFixed(2)}` +
+      score.textContent = (item.max_radius90 !== null && item.max_radius90 !== undefined
+        ? `widest 90% radius ${item.max_radius90.toFixed(1)} px`
+        : `lowest score ${item.min_score.toFixed(2)}`) +
         (item.low_count ? `, ${item.low_count} to check` : '');
       meta.append(score);
     }
@@ -240,7 +242,7 @@ function buildCanvas() {
     const score = state.detail.scores[i];
     const g = svgEl('g', { class: 'landmark', 'data-index': i });
     const predicted = svgEl('circle', { class: 'predicted' });
-    if (score < threshold) {
+    if (unsure(i, score, threshold)) {
       g.append(svgEl('circle', { class: 'low-ring-shadow' }), svgEl('circle', { class: 'low-ring' }));
     }
     const marker = svgEl('path', { class: 'point', 'data-landmark': landmarkName, 'data-index': i,
@@ -338,7 +340,8 @@ function renderLandmarkList() {
     const point = state.points[i];
     const [px, py] = state.detail.predicted[i];
     const help = state.session.help[i];
-    li.className = (score < threshold ? 'low' : '') + (i === state.selected ? ' selected' : '');
+    li.className = (unsure(i, score, threshold) ? 'low' : '') +
+      (i === state.selected ? ' selected' : '');
     button.title = `${help.definition}${help.estimated ? ' An estimate: not visible on a photograph.' : ''}`;
     button.append(`${landmarkName} `);
     if (help.estimated) {
@@ -1066,3 +1069,9 @@ function setPoints(points) {
 
 window.review = { setZoom, fitZoom, openImage, save, select, setPoints, toScreen, toImage, loadPhoto };
 start();
+
+// A landmark to check: the server says so (low score, or a 90% radius wider than the review
+// radius when the model has an error calibration); older servers sent scores only.
+function unsure(i, score, threshold) {
+  return state.detail.unsure ? state.detail.unsure[i] : score < threshold;
+}
