@@ -785,3 +785,11 @@ def test_hostile_depth_map_of_an_rgbd_dataset_is_one_line_from_a_loader_worker(t
     message = str(caught.value)
     assert '\n' not in message and 'Traceback' not in message, message
     assert '.npy' in message and 'claims 1048576x1048576 pixels' in message, message
+
+
+def test_annotations_whose_landmark_order_differs_from_the_metainfo(data_root, capsys):
+    def change(data):
+        names = data['categories'][0]['keypoints']
+        names[0], names[1] = names[1], names[0]
+    edit_json(data_root / 'annotations' / 'train.json', change)
+    refused(capsys, lambda: build_dataset(data_root), 'names or order differ', '--overwrite')

@@ -84,6 +84,11 @@ class CephalometricDataset(BaseCocoStyleDataset):
             raise UserError(f'annotations file {self.ann_file} names {len(names)} landmarks but '
                             f'the metainfo of {self._data_root} has {expected}; '
                             f'{recreate_hint(self._data_root)}')
+        id2name = self._metainfo.get('keypoint_id2name') or {}
+        if id2name and [id2name.get(i) for i in range(len(names))] != list(names):
+            raise UserError(f'annotations file {self.ann_file} lists its landmarks other than the '
+                            f'metainfo of {self._data_root} (names or order differ); '
+                            f'{recreate_hint(self._data_root)}')
         return super()._load_annotations()
 
     def prepare_data(self, idx):
