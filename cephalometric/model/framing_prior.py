@@ -40,6 +40,8 @@ class FramingPrior:
         """(x, y, w, h) of the face box that a crop around these landmarks would have had."""
         points = np.asarray(keypoints, np.float64).reshape(-1, 2)
         points = points[np.isfinite(points).all(1)]
+        if not len(points):   # no landmark has a position: no face box to derive
+            raise ValueError('no finite landmark to frame')
         low, high = points.min(0), points.max(0)
         size = np.maximum(high - low, 1.0)
         centre = (low + high) / 2 + np.asarray(self.offset) * size

@@ -23,6 +23,7 @@ from mmengine.hooks import Hook
 from mmpose.registry import HOOKS
 
 from cephalometric.atomic import write_text_atomically
+from cephalometric.json_data import read_json_file
 
 
 def _finite_or_none(value) -> Optional[float]:
@@ -116,8 +117,7 @@ class FramingModelHook(Hook):
         attach_framing_model(self.checkpoint, get_state_dict(model), info)
         record_path = osp.splitext(self.checkpoint)[0] + '.json'
         if osp.isfile(record_path):
-            with open(record_path) as handle:
-                record = json.load(handle)
+            record = read_json_file(record_path, max_bytes=1 << 20)
             record['framing_model'] = info
             write_text_atomically(record_path, json.dumps(record, indent=2, sort_keys=True,
                                                           allow_nan=False))

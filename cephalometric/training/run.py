@@ -430,28 +430,36 @@ def _run(runner, weights_source: str) -> None:
 
 def framing_pending(cfg, work_dir: str) -> bool:
     """The config wants a framing model and the published best_MRE.pth holds none yet."""
-    import json
 
     from cephalometric.training import config as config_utils
     record_path = osp.join(work_dir, 'best_MRE.json')
     if not config_utils.framing_epochs(cfg) or not osp.isfile(record_path):
         return False
-    with open(record_path) as handle:
-        return 'framing_model' not in json.load(handle)
+    return 'framing_model' not in _read_record(record_path)
+
+
+def _read_record(path: str) -> dict:
+    """best_MRE.json of a work dir (which may come from someone else), as bounded data."""
+    from cephalometric.json_data import read_json_file
+    try:
+        record = read_json_file(path, max_bytes=1 << 20)
+    except (OSError, ValueError) as error:
+        raise UserError(f'{path} is not the record training writes ({first_line(error)}); '
+                        'start a new --work-dir') from None
+    if not isinstance(record, dict) or not isinstance(record.get('metrics', {}), dict):
+        raise UserError(f'{path} is not the record training writes; start a new --work-dir')
+    return record
 
 
 def report_result(work_dir: str, data_root: str) -> None:
     """The summary lines: best validation MRE against the mean-shape baseline, and the files."""
-    import json
-
     from cephalometric.data.reader import mean_shape_baseline
 
     best_json = osp.join(work_dir, 'best_MRE.json')
     if not osp.isfile(best_json):
         print(f'no validation result in {work_dir}')
         return
-    with open(best_json) as handle:
-        best = json.load(handle)
+    best = _read_record(best_json)
     baseline = mean_shape_baseline(data_root, 'val')
     mm = ''
     if best['metrics'].get('MRE_mm') is not None:
