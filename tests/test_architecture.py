@@ -98,3 +98,15 @@ def test_the_checks_find_what_they_look_for(tmp_path):
     assert imported_modules(source, {'cephalometric.prediction.predictor'}) == {
         'cephalometric.prediction.predictor'}
     assert layer('cephalometric.review.store') > layer('cephalometric.prediction.predictor')
+
+
+def test_the_public_api_is_light_and_complete():
+    """`import cephalometric` imports neither torch nor MMPose; each public name resolves."""
+    import subprocess
+    import sys
+    code = ('import sys, cephalometric; heavy = {"torch", "mmpose", "mmengine"} & set(sys.modules);'
+            ' assert not heavy, heavy; from cephalometric import compute_measurements, UserError')
+    subprocess.run([sys.executable, '-c', code], check=True, cwd=PACKAGE.parent)
+    import cephalometric
+    for name in cephalometric.__all__:
+        assert getattr(cephalometric, name) is not None

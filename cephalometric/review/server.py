@@ -179,47 +179,55 @@ class _SecurityHeaders:
         return await self.app(scope, receive, send_with_headers)
 
 
-def create_app(store: ReviewStore, host: str = '127.0.0.1', port=None) -> Starlette:
-    """The Starlette app serving `store`; `host` (and `port`, an int or a callable giving it) is
-    what the server listens on."""
-    static = {}
-    for name, media_type in STATIC_TYPES.items():
-        with open(osp.join(STATIC_DIR, name), 'rb') as stream:
-            static[name] = (stream.read(), media_type)
+class _Pages:
+    """The page itself: index.html and its static files, read once."""
 
-    def static_file(name: str) -> Response:
-        content, media_type = static[name]
+    def __init__(self):
+        self.files = {}
+        for name, media_type in STATIC_TYPES.items():
+            with open(osp.join(STATIC_DIR, name), 'rb') as stream:
+                self.files[name] = (stream.read(), media_type)
+
+    def file(self, name: str) -> Response:
+        content, media_type = self.files[name]
         return Response(content, media_type=media_type)
 
-    async def index(request):
-        return static_file('index.html')
+    async def index(self, request):
+        return self.file('index.html')
 
-    async def static_route(request):
+    async def static(self, request):
         name = request.path_params['name']
-        if name not in static:
+        if name not in self.files:
             raise RequestError(404, f'no such file: {name}')
-        return static_file(name)
+        return self.file(name)
 
-    encoded: dict = {}    # (name, max side) -> (bytes, media type): the last few photos sent
 
-    async def session(request):
-        data = store.session()
+class _Api:
+    """The JSON API over a ReviewStore, and the photos scaled for display."""
+
+    def __init__(self, store: ReviewStore):
+        self.store = store
+        self.encoded: dict = {}   # (name, max side, mtime) -> (bytes, media type): recent photos
+
+    async def session(self, request):
+        data = self.store.session()
         data.update({
             'measurement_info': {key: dict(info._asdict(), name=CLINICAL_NAMES.get(key, key))
                                  for key, info in MEASUREMENTS.items()},
             'class_names': {str(k): v for k, v in CLASS_NAMES.items()},
-            'colors': [PAGE_COLORS[i % len(PAGE_COLORS)] for i in range(len(store.names))],
-            'images': store.listing()})
+            'colors': [PAGE_COLORS[i % len(PAGE_COLORS)] for i in range(len(self.store.names))],
+            'images': self.store.listing()})
         return JSONResponse(data)
 
-    async def images(request):
-        return JSONResponse({'images': store.listing(), 'progress': store.progress()})
+    async def images(self, request):
+        return JSONResponse({'images': self.store.listing(), 'progress': self.store.progress()})
 
-    async def image(request):
-        return JSONResponse(store.detail(request.path_params['name']))
+    async def image(self, request):
+        return JSONResponse(self.store.detail(request.path_params['name']))
 
-    def encode(name: str, limit: int):
-        rgb = store.pixels(name)
+    def encode(self, name: str, limit: int):
+        """The photo as PNG, or as JPEG scaled so its longer side is `limit` (0: full size)."""
+        rgb = self.store.pixels(name)
         height, width = rgb.shape[:2]
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         if limit and max(width, height) > limit:
@@ -235,26 +243,27 @@ def create_app(store: ReviewStore, host: str = '127.0.0.1', port=None) -> Starle
             raise RequestError(500, 'could not encode the image')
         return data.tobytes(), media_type
 
-    async def pixels(request):
+    async def pixels(self, request):
         name = request.path_params['name']
         text = request.query_params.get('max', '0')
         if not text.isdigit() or len(text) > 6:
             raise RequestError(422, '?max= must be a whole number of pixels')
         limit = int(text)
         limit = 0 if limit == 0 else min(max(limit, 64), 20000)
-        path = store.image_file(name)     # checked on every request (links swapped in)
+        path = self.store.image_file(name)     # checked on every request (links swapped in)
         key = (name, limit, osp.getmtime(path))
-        if key in encoded:
-            content, media_type = encoded[key]
+        if key in self.encoded:
+            content, media_type = self.encoded[key]
         else:
-            content, media_type = await run_in_threadpool(encode, name, limit)
+            content, media_type = await run_in_threadpool(self.encode, name, limit)
             if len(content) <= MAX_CACHED_BYTES:      # a full-size camera photo is not kept
-                if len(encoded) >= MAX_PIXELS_CACHE:
-                    encoded.pop(next(iter(encoded)))
-                encoded[key] = content, media_type
+                if len(self.encoded) >= MAX_PIXELS_CACHE:
+                    self.encoded.pop(next(iter(self.encoded)))
+                self.encoded[key] = content, media_type
         return Response(content, media_type=media_type)
 
-    async def measurements(request):
+    async def measurements(self, request):
+        store = self.store
         data = await _json_body(request)
         name = data.get('image')
         coords = store.parse_points(name, data.get('landmarks'))
@@ -264,7 +273,8 @@ def create_app(store: ReviewStore, host: str = '127.0.0.1', port=None) -> Starle
                              'points': [None if p[0] != p[0] else p for p in coords.tolist()],
                              'mm_per_pixel': store.spacing(calibration)})
 
-    async def save(request):
+    async def save(self, request):
+        store = self.store
         name = request.path_params['name']
         store.case(name)   # refuse unknown names before reading the body
         data = await _json_body(request)
@@ -280,53 +290,61 @@ def create_app(store: ReviewStore, host: str = '127.0.0.1', port=None) -> Starle
                              'record': record, 'detail': store.detail(name),
                              'images': store.listing()})
 
-    async def report(request):
+    async def report(self, request):
         from cephalometric.review.report import render_report
         name = request.path_params['name']
-        case = store.case(name)
+        case = self.store.case(name)
         kind = request.query_params.get('format', 'pdf')
         if kind not in ('pdf', 'png'):
             raise RequestError(422, '?format= must be pdf or png')
-        path = store.record_path(case.stem)
+        path = self.store.record_path(case.stem)
         if not case.reviewed or not osp.isfile(path):
             raise RequestError(409, f'{name} has no saved review yet; save it first')
-        content = await run_in_threadpool(render_report, path, store.image_file(name), kind)
+        content = await run_in_threadpool(render_report, path, self.store.image_file(name), kind)
         return Response(content, media_type='application/pdf' if kind == 'pdf' else 'image/png',
                         headers={'content-disposition':
                                  f'attachment; filename="{case.stem}_report.{kind}"'})
 
-    async def request_error(request, error: RequestError):
-        return _error(error.status, str(error))
 
-    async def http_error(request, error: HTTPException):
-        message = {404: f'not found: {request.url.path}',
-                   405: f'method {request.method} not allowed here'}.get(error.status_code,
-                                                                        str(error.detail))
-        return _error(error.status_code, message)
+async def _request_error(request, error: RequestError):
+    return _error(error.status, str(error))
 
-    async def server_error(request, error: Exception):
-        if isinstance(error, UserError):
-            return _error(422, str(error))
-        traceback.print_exception(error)
-        return _error(500, f'internal error ({type(error).__name__}); the server is still running')
 
+async def _http_error(request, error: HTTPException):
+    message = {404: f'not found: {request.url.path}',
+               405: f'method {request.method} not allowed here'}.get(error.status_code,
+                                                                    str(error.detail))
+    return _error(error.status_code, message)
+
+
+async def _server_error(request, error: Exception):
+    if isinstance(error, UserError):
+        return _error(422, str(error))
+    traceback.print_exception(error)
+    return _error(500, f'internal error ({type(error).__name__}); the server is still running')
+
+
+def create_app(store: ReviewStore, host: str = '127.0.0.1', port=None) -> Starlette:
+    """The Starlette app serving `store`; `host` (and `port`, an int or a callable giving it) is
+    what the server listens on."""
+    pages, api = _Pages(), _Api(store)
     routes = [
-        Route('/', index),
-        Route('/static/{name:path}', static_route),
-        Route('/api/session', session),
-        Route('/api/images', images),
-        Route('/api/image/{name:path}', image),
-        Route('/api/pixels/{name:path}', pixels),
-        Route('/api/measurements', measurements, methods=['POST']),
-        Route('/api/save/{name:path}', save, methods=['POST']),
-        Route('/api/report/{name:path}', report),
+        Route('/', pages.index),
+        Route('/static/{name:path}', pages.static),
+        Route('/api/session', api.session),
+        Route('/api/images', api.images),
+        Route('/api/image/{name:path}', api.image),
+        Route('/api/pixels/{name:path}', api.pixels),
+        Route('/api/measurements', api.measurements, methods=['POST']),
+        Route('/api/save/{name:path}', api.save, methods=['POST']),
+        Route('/api/report/{name:path}', api.report),
     ]
     hosts = LOOPBACK_NAMES if is_loopback(host) else ([] if host in ('0.0.0.0', '::', '') else
                                                       [host])
     port_of = port if callable(port) else (lambda: port)
     middleware = [Middleware(_SecurityHeaders), Middleware(_Guard, hosts=hosts, port_of=port_of)]
     return Starlette(routes=routes, middleware=middleware, exception_handlers={
-        RequestError: request_error, HTTPException: http_error, Exception: server_error})
+        RequestError: _request_error, HTTPException: _http_error, Exception: _server_error})
 
 
 def bind(host: str, port: int) -> socket.socket:
