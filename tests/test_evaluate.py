@@ -77,10 +77,12 @@ def test_writes_the_documented_files_and_the_report_links_them(evaluation):
     text = (evaluation / 'report.md').read_text()
     assert 'test split' in text
     for heading in ('## Overall', '## Per landmark', '## Skeletal class', '## Measurements',
-                    '## Worst cases'):
+                    '## Confidence', '## Worst cases'):
         assert heading in text
     pictures = re.findall(r'!\[[^\]]*\]\(([^)]+)\)', text)
-    assert len(pictures) == 4
+    # the checkpoint has an error calibration (training stores one): its reliability diagram too
+    assert sorted(pictures) == ['class_confusion.png', 'class_reliability.png', 'error_cdf.png',
+                                'per_landmark_errors.png', 'worst_cases.png']
     for picture in pictures:  # relative, so the folder can be moved or zipped
         assert not os.path.isabs(picture) and (evaluation / picture).is_file()
     # Nothing left from the staging folder.
