@@ -715,6 +715,7 @@ def test_decode_heatmaps_with_a_single_refined_map():
     assert np.allclose(keypoints[0, 0], [32, 32], atol=1)
 
 
+@pytest.mark.slow   # trains until the damaged image is reached
 @pytest.mark.parametrize('workers', ['0', '2'])
 def test_train_script_with_a_truncated_png_ends_in_one_line(data_root, tmp_path, workers):
     """The error surfaces from train_cephalometric.py as one `error:` line on stderr (the notes

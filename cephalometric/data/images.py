@@ -11,6 +11,7 @@ import glob
 import os
 import os.path as osp
 import sys
+import threading
 
 import cv2
 import numpy as np
@@ -38,6 +39,13 @@ def find_images(pattern: str) -> list[str]:
     return paths
 
 
+# File descriptor 2 belongs to the whole process: threads that read images at the same time (the
+# review server's background prediction and its requests) share one redirection, made by the
+# first of them and undone by the last.
+_SILENCE_LOCK = threading.Lock()
+_silence = {'depth': 0, 'saved': None}
+
+
 @contextlib.contextmanager
 def _native_stderr_silenced():
     """Send what C libraries print to file descriptor 2 (libpng's "Read Error", OpenCV's
@@ -47,15 +55,27 @@ def _native_stderr_silenced():
     except (AttributeError, OSError, ValueError):   # no real stderr (e.g. captured in-process)
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(fd)
+    with _SILENCE_LOCK:
+        if _silence['depth'] == 0:
+            sys.stderr.flush()
+            saved = os.dup(fd)
+            null = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(null, fd)
+            finally:
+                os.close(null)
+            _silence['saved'] = (fd, saved)
+        _silence['depth'] += 1
     try:
-        with open(os.devnull, 'w') as null:
-            os.dup2(null.fileno(), fd)
-            yield
+        yield
     finally:
-        os.dup2(saved, fd)
-        os.close(saved)
+        with _SILENCE_LOCK:
+            _silence['depth'] -= 1
+            if _silence['depth'] == 0:
+                fd, saved = _silence['saved']
+                _silence['saved'] = None
+                os.dup2(saved, fd)
+                os.close(saved)
 
 
 def read_rgb(path: str) -> np.ndarray:
