@@ -2,7 +2,7 @@
 
 Pure functions of the predictions and the truth (a `data.reader.Split`): nothing here writes a
 file or changes its arguments; `report` renders the result and evaluate.py writes it.
-`predict_split` runs a LandmarkPredictor over a split's images, one batch at a time.
+`predict_split_all` runs a LandmarkPredictor over a split's images, one batch at a time.
 """
 from __future__ import annotations
 
@@ -91,13 +91,6 @@ def measurement_errors(truth: Sequence[Mapping[str, float]],
                         'MAE': float(np.mean(np.abs(diffs))), 'mean_error': float(np.mean(diffs)),
                         'max_abs_error': float(np.max(np.abs(diffs)))}
     return out
-
-
-def predict_split(predictor, image_paths, batch_size: int, depth_paths=None,
-                  bbox='full') -> np.ndarray:
-    """(N, K, 2) predicted pixels (`predict_split_all` for the whole predictions)."""
-    return np.stack([p.keypoints for p in predict_split_all(predictor, image_paths, batch_size,
-                                                            depth_paths, bbox)])
 
 
 def predict_split_all(predictor, image_paths, batch_size: int, depth_paths=None,

@@ -47,7 +47,7 @@ from cephalometric.prediction.predictor import Prediction
 from cephalometric.prediction.results import (
     class_withheld_reason,
     image_record,
-    review_radius,  # noqa: I001
+    review_radius,
     write_json,
 )
 from cephalometric.review.clinical import landmark_help, mark
