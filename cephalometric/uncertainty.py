@@ -4,10 +4,10 @@ probability for each skeletal class.
 Each landmark's error is modelled as an isotropic 2-D Gaussian whose 90% radius is the landmark's
 calibrated `radius90` (P(r <= R) = 1 - exp(-R^2 / 2 sigma^2), so sigma = R / sqrt(2 ln 10)). A
 measurement is a smooth function of the landmarks, so its spread follows from the derivatives
-(first-order propagation, the delta method): derivatives by central differences of
-`compute_measurements`, one pair of calls per coordinate. Landmarks shared by several measurements
-make those measurements' errors correlated, and the derivatives carry that. The skeletal class is a
-cut of ANB, so its probabilities are those of ANB's normal distribution falling in each band.
+(first-order propagation, the delta method): derivatives by forward differences of
+`compute_measurements`, one call per coordinate (it runs for every image inference measures).
+Landmarks shared by several measurements make those measurements' errors correlated, and the
+derivatives carry that. The skeletal class is a cut of ANB, so its probabilities are those of ANB's normal distribution falling in each band.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ LEVEL = 0.9                 # intervals and radii are 90% ones
 BORDERLINE_BELOW = 0.7      # no class reaches this probability: the class is reported borderline
 _Z90 = 1.6448536269514722   # two-sided 90% of a normal: mean +- this many SDs
 _RADIUS_TO_SIGMA = 1.0 / math.sqrt(2.0 * math.log(10.0))   # 90% radius of a 2-D Gaussian -> sigma
-STEP_PX = 0.05              # central-difference step, image pixels
+STEP_PX = 0.05              # finite-difference step, image pixels
 
 
 def sigma_of_radius90(radius90) -> np.ndarray:
@@ -51,17 +51,15 @@ def measurement_spread(names: Sequence[str], keypoints, radius90,
         if not (np.isfinite(points[index]).all() and np.isfinite(sigma[index])):
             continue
         for axis in (0, 1):
-            moved = []
-            for sign in (1.0, -1.0):
-                shifted = points.copy()
-                shifted[index, axis] += sign * STEP_PX
-                moved.append(compute_measurements(names, shifted, mm_per_pixel=mm_per_pixel))
+            shifted = points.copy()
+            shifted[index, axis] += STEP_PX
+            moved = compute_measurements(names, shifted, mm_per_pixel=mm_per_pixel)
             for key in numeric:
-                ahead, behind = moved[0].get(key), moved[1].get(key)
-                if ahead is None or behind is None or variance[key] is None:
+                ahead = moved.get(key)
+                if ahead is None or variance[key] is None:
                     variance[key] = None
                     continue
-                slope = (ahead - behind) / (2 * STEP_PX)
+                slope = (ahead - numeric[key]) / STEP_PX
                 variance[key] = (variance[key] + (slope * sigma[index]) ** 2
                                  if math.isfinite(slope) else None)
     spread = {k: math.sqrt(v) for k, v in variance.items() if v is not None}
