@@ -7,7 +7,8 @@ measurement is a smooth function of the landmarks, so its spread follows from th
 (first-order propagation, the delta method): derivatives by forward differences of
 `compute_measurements`, one call per coordinate (it runs for every image inference measures).
 Landmarks shared by several measurements make those measurements' errors correlated, and the
-derivatives carry that. The skeletal class is a cut of ANB, so its probabilities are those of ANB's normal distribution falling in each band.
+derivatives carry that. The skeletal class is a cut of ANB, so its probabilities are those of
+ANB's normal distribution falling in each band.
 """
 from __future__ import annotations
 
