@@ -52,9 +52,11 @@ train: install
 test: install browser
 	$(PY) -m pytest -q --durations=15 tests
 
-# The developer's loop: everything except the tests that train a model or drive the browser.
+# The developer's loop: everything except the tests that train a model or drive the browser,
+# one pytest-xdist worker per core (make test stays in one process: tests that train must not
+# share the cores).
 test-fast: install
-	$(PY) -m pytest -q -m "not slow" --durations=10 tests
+	$(PY) -m pytest -q -m "not slow" -n auto --dist loadfile --durations=10 tests
 
 # Headless Chromium for the review app's browser tests: Debian's chromium and chromium-driver
 # (nothing downloads a browser at run time). Installed with apt-get when missing; needs root.

@@ -1,7 +1,17 @@
-"""Session fixtures (a prepared demo dataset, trained runs) and the `slow` marking."""
+"""Session fixtures (a random-weight model, a prepared demo dataset, trained runs), the `slow`
+marking, and one thread per pytest-xdist worker."""
+import os
+
 import pytest
 
-from tests.helpers import LEARNING_ARGS, TINY_TRAIN_ARGS, run_script
+from tests.helpers import LEARNING_ARGS, TINY_TRAIN_ARGS, run_script, tiny_model
+
+# `make test-fast` runs a pytest-xdist worker per core: with PyTorch's usual one thread per core
+# in each, their OpenMP threads wait on each other and the suite gets no faster. Set before any
+# test imports torch; tools the tests start inherit it.
+if os.environ.get('PYTEST_XDIST_WORKER'):
+    for variable in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS'):
+        os.environ.setdefault(variable, '1')
 
 # A test that uses one of these fixtures needs a model trained first: it is `slow`, as is every
 # test marked so by hand (the ones that train or drive the browser themselves).
@@ -12,6 +22,23 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if TRAINING_FIXTURES & set(getattr(item, 'fixturenames', ())):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope='session')
+def random_model(tmp_path_factory):
+    """A published random-weight checkpoint at 64 px ('pth') and its ONNX export ('onnx'), paths
+    as str, with the 'cfg', 'dataset_meta' and 'state' (state dict) they were made from."""
+    from cephalometric.model.checkpoint import published_meta, write_published_checkpoint
+    from cephalometric.prediction.onnx import export_onnx
+    from cephalometric.prediction.predictor import LandmarkPredictor
+
+    folder = tmp_path_factory.mktemp('random_model')
+    cfg, dataset_meta, state = tiny_model()
+    pth, onnx_path = str(folder / 'model.pth'), str(folder / 'model.onnx')
+    write_published_checkpoint(pth, published_meta(cfg, dataset_meta), state)
+    predictor = LandmarkPredictor(pth, device='cpu')
+    export_onnx(predictor.network.net, predictor.settings, onnx_path)
+    return dict(pth=pth, onnx=onnx_path, cfg=cfg, dataset_meta=dataset_meta, state=state)
 
 
 @pytest.fixture(scope='session')

@@ -433,29 +433,26 @@ def _photo(path: Path, width=96, height=112) -> str:
 
 
 @pytest.fixture(scope='module')
-def models(tmp_path_factory):
+def models(random_model, tmp_path_factory):
     """A published random-weight checkpoint ('pth'), variants whose last layer makes every
     heatmap NaN, +inf or -inf, and ONNX exports of 'pth' and 'nan' (paths as str)."""
     from cephalometric.model.checkpoint import published_meta, write_published_checkpoint
     from cephalometric.prediction.onnx import export_onnx
     from cephalometric.prediction.predictor import LandmarkPredictor
-    from tests.test_hostile_predict import _tiny_model
 
     folder = tmp_path_factory.mktemp('models')
-    cfg, dataset_meta, state = _tiny_model()
-    meta = published_meta(cfg, dataset_meta)
-    paths = {'pth': str(folder / 'model.pth')}
-    write_published_checkpoint(paths['pth'], meta, state)
+    state = random_model['state']
+    meta = published_meta(random_model['cfg'], random_model['dataset_meta'])
+    paths = {'pth': random_model['pth'], 'pth.onnx': random_model['onnx']}
     for name, key, value in (('nan', 'weight', float('nan')), ('inf', 'bias', float('inf')),
                              ('-inf', 'bias', float('-inf'))):
         broken = {k: v.clone() for k, v in state.items()}
         broken[f'head.final_layer.{key}'].fill_(value)
         paths[name] = str(folder / f'{name}.pth')
         write_published_checkpoint(paths[name], meta, broken)
-    for name in ('pth', 'nan'):
-        predictor = LandmarkPredictor(paths[name], device='cpu')
-        paths[f'{name}.onnx'] = str(folder / f'{name.replace("pth", "model")}.onnx')
-        export_onnx(predictor.network.net, predictor.settings, paths[f'{name}.onnx'])
+    predictor = LandmarkPredictor(paths['nan'], device='cpu')
+    paths['nan.onnx'] = str(folder / 'nan.onnx')
+    export_onnx(predictor.network.net, predictor.settings, paths['nan.onnx'])
     return paths
 
 

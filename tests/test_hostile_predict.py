@@ -26,43 +26,21 @@ IS_ROOT = hasattr(os, 'geteuid') and os.geteuid() == 0
 
 # -- fixtures ------------------------------------------------------------------------------------
 
-def _tiny_model():
-    import cephalometric.mmpose_plugins.mmcv_compat  # noqa: F401
-
-    import torch
-    from mmengine.config import Config
-    from mmpose.datasets.datasets.utils import parse_pose_metainfo
-    from mmpose.registry import MODELS
-    from mmpose.utils import register_all_modules
-
-    from cephalometric.data.writer import metainfo_dict
-    from cephalometric.landmarks import STANDARD_LANDMARKS
-    from cephalometric.training.config import set_input_size
-
-    cfg = Config.fromfile(os.path.join(ROOT, 'cephalometric_hrnetv2_w18_config.py'))
-    cfg.num_keypoints = cfg.model.head.out_channels = len(STANDARD_LANDMARKS)
-    set_input_size(cfg, 64)
-    register_all_modules(init_default_scope=True)
-    torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
-    return cfg, parse_pose_metainfo(metainfo_dict(STANDARD_LANDMARKS)), model.state_dict()
-
-
 @pytest.fixture(scope='session')
-def models(tmp_path_factory):
+def models(random_model, tmp_path_factory):
     """{'pth': published random-weight checkpoint, 'legacy': same with the old Python-text cfg,
     'onnx': its export, plus hostile variants}; all paths as str."""
     import torch
 
-    from cephalometric.model.checkpoint import published_meta, write_published_checkpoint
-    from cephalometric.prediction.onnx import export_onnx as export
+    from cephalometric.model.checkpoint import published_meta
 
     folder = tmp_path_factory.mktemp('models')
-    cfg, dataset_meta, state = _tiny_model()
+    cfg, dataset_meta, state = random_model['cfg'], random_model['dataset_meta'], random_model[
+        'state']
     paths = {name: str(folder / f'{name}.pth') for name in
-             ('pth', 'legacy', 'evil_cfg', 'evil_type', 'evil_init', 'evil_pickle', 'evil_zip')}
+             ('legacy', 'evil_cfg', 'evil_type', 'evil_init', 'evil_pickle', 'evil_zip')}
+    paths.update(pth=random_model['pth'], onnx=random_model['onnx'])
     meta = published_meta(cfg, dataset_meta)
-    write_published_checkpoint(paths['pth'], meta, state)
     legacy = dict(cfg=cfg.pretty_text, dataset_meta=dataset_meta)
     torch.save(dict(meta=legacy, state_dict=state), paths['legacy'])
     marker = folder / 'MARKER'
@@ -82,13 +60,8 @@ def models(tmp_path_factory):
     with open(paths['evil_pickle'], 'wb') as stream:
         pickle.dump({'meta': {}, 'state_dict': Payload()}, stream)
     torch.save({'meta': {}, 'state_dict': Payload()}, paths['evil_zip'])
-
-    from cephalometric.prediction.predictor import LandmarkPredictor
-    predictor = LandmarkPredictor(paths['pth'], device='cpu')
-    paths['onnx'] = str(folder / 'model.onnx')
-    export(predictor.network.net, predictor.settings, paths['onnx'])
     paths['marker'] = str(marker)
-    paths['folder'] = str(folder)
+    paths['folder'] = os.path.dirname(paths['pth'])  # the checkpoint's own folder
     return paths
 
 

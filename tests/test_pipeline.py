@@ -15,6 +15,18 @@ import torch
 from tests.helpers import ROOT, TINY_TRAIN_ARGS, run_script
 
 
+def run_in_process(main, capsys, *args):
+    """A tool's main through run_cli in this process, as (returncode, stderr) like run_script's:
+    the refusals below need no process of their own (test_missing_prepared_dataset_is_one_line
+    and test_prepare's subprocess test check that a real process prints the same one line)."""
+    from types import SimpleNamespace
+
+    from cephalometric.errors import run_cli
+    capsys.readouterr()
+    code = run_cli(main, [str(a) for a in args])
+    return SimpleNamespace(returncode=code, stderr=capsys.readouterr().err)
+
+
 def assert_one_line_error(result, *fragments):
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
@@ -253,16 +265,18 @@ def test_missing_prepared_dataset_is_one_line(tmp_path):
     assert not (tmp_path / 'wd').exists()
 
 
-def test_unreachable_pretrained_weights_name_both_ways_out(demo_dataset, tmp_path):
+def test_unreachable_pretrained_weights_name_both_ways_out(demo_dataset, tmp_path, capsys):
+    import train_cephalometric
     _, prepared = demo_dataset
-    result = run_script('train_cephalometric.py', '--data-root', prepared, '--work-dir',
-                        tmp_path / 'wd', '--load-from', 'http://127.0.0.1:9/unreachable.pth',
-                        check=False)
+    result = run_in_process(train_cephalometric.main, capsys, '--data-root', prepared,
+                            '--work-dir', tmp_path / 'wd', '--load-from',
+                            'http://127.0.0.1:9/unreachable.pth')
     assert_one_line_error(result, '--load-from', '--no-pretrained')
 
 
-def test_resume_without_a_run_is_one_line(tmp_path):
-    result = run_script('train_cephalometric.py', '--work-dir', tmp_path, '--resume', check=False)
+def test_resume_without_a_run_is_one_line(tmp_path, capsys):
+    import train_cephalometric
+    result = run_in_process(train_cephalometric.main, capsys, '--work-dir', tmp_path, '--resume')
     assert_one_line_error(result, 'nothing to resume')
 
 
@@ -331,20 +345,23 @@ def test_inference_errors_are_one_line(case, trained_run, tmp_path):
     assert not (tmp_path / 'out').exists() or not any((tmp_path / 'out').iterdir())
 
 
-def test_a_file_that_is_not_a_checkpoint_is_one_line(tmp_path):
+def test_a_file_that_is_not_a_checkpoint_is_one_line(tmp_path, capsys):
+    import inference
     fake = tmp_path / 'fake.pth'
     fake.write_bytes(b'not a checkpoint')
     image = tmp_path / 'x.png'
     cv2.imwrite(str(image), np.zeros((32, 32, 3), np.uint8))
-    result = run_script('inference.py', '--checkpoint', fake, '--img-path', image, check=False)
+    result = run_in_process(inference.main, capsys, '--checkpoint', fake, '--img-path', image)
     assert_one_line_error(result, 'checkpoint')
 
 
 @pytest.mark.parametrize('flag', ['--amp', '--device=cuda'])
-def test_gpu_only_options_on_a_cpu_machine_are_one_line(flag, tmp_path):
+def test_gpu_only_options_on_a_cpu_machine_are_one_line(flag, tmp_path, capsys):
     import torch
+
+    import train_cephalometric
     if torch.cuda.is_available():
         pytest.skip('a CUDA GPU is present: these options are valid here')
-    result = run_script('train_cephalometric.py', '--work-dir', tmp_path / 'wd', flag, check=False)
+    result = run_in_process(train_cephalometric.main, capsys, '--work-dir', tmp_path / 'wd', flag)
     assert_one_line_error(result, '--amp' if flag == '--amp' else '--device cpu')
     assert not (tmp_path / 'wd').exists()
