@@ -12,7 +12,7 @@ USER_PICKLE := data/train_data_pure_depth.pkl
 DATA_ROOT := data/cephalometric
 WORK_DIR := work_dirs/cephalometric
 
-.PHONY: install browser demo train test test-fast lint bench clean-demo review-screenshot
+.PHONY: install browser demo train test test-fast lint bench bench-photos clean-demo review-screenshot
 
 install: $(STAMP)
 
@@ -80,6 +80,13 @@ lint: install
 
 bench: install
 	$(PY) benchmark.py
+
+# Real profile photographs as taken against their curated crops (docs/inference.md, Framing):
+# trains a small model on the crops of 3/4 of the persons (about 15 minutes on 2 cores), then
+# predicts the others' photos. PHOTOS: a folder with landmarks.csv and photos/.
+PHOTOS ?= ../shared/cfp-profiles-dev
+bench-photos: install
+	$(PY) -m cephalometric.evaluation.real_photos --folder $(PHOTOS) --work-dir work_dirs/real_photos
 
 clean-demo:
 	rm -rf $(DEMO_DIR) $(DEMO_WORK)

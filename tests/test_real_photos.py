@@ -1,0 +1,87 @@
+"""The real-photograph check's own parts (cephalometric/evaluation/real_photos.py) on a synthetic
+folder: the split by person, the curated crop, and the summary. The check itself needs real
+photographs and is run by hand (make bench-photos), not here."""
+import csv
+
+import cv2
+import numpy as np
+import pytest
+
+from cephalometric.errors import UserError
+from cephalometric.evaluation.real_photos import (
+    CROP_EXTENT,
+    CROP_SIDE,
+    crop_matrix,
+    curated_crop,
+    read_landmarks,
+    summary,
+    to_crop,
+)
+
+
+def write_folder(root, persons=12, photos_each=2):
+    (root / 'photos').mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    with open(root / 'landmarks.csv', 'w', newline='') as stream:
+        writer = csv.writer(stream)
+        writer.writerow(['file', 'person', 'facing'] + [f'p{i}_{a}' for i in (1, 2, 3)
+                                                         for a in 'xy'])
+        for person in range(1, persons + 1):
+            for n in range(photos_each):
+                name = f'{person:03d}_{n}.jpg'
+                cv2.imwrite(str(root / 'photos' / name), rng.integers(0, 255, (80, 60, 3),
+                                                                      np.uint8))
+                writer.writerow([name, f'{person:03d}', 'left' if n else 'right', 10, 20, 40,
+                                 25, 30, 60])
+
+
+def test_persons_are_split_whole_into_train_dev_and_held_out(tmp_path):
+    write_folder(tmp_path)
+    names, photos = read_landmarks(str(tmp_path))
+    assert names == ['p1', 'p2', 'p3']
+    parts = {}
+    for photo in photos:
+        parts.setdefault(photo['person'], set()).add(photo['part'])
+    assert all(len(p) == 1 for p in parts.values())          # never a person in two parts
+    held_out = sorted(person for person, p in parts.items() if p == {'test'})
+    assert held_out == ['004', '008', '012']                 # every fourth person
+    assert any(p == {'dev'} for p in parts.values())
+
+
+def test_a_folder_without_landmarks_is_one_line(tmp_path):
+    with pytest.raises(UserError, match='landmarks.csv'):
+        read_landmarks(str(tmp_path))
+
+
+@pytest.mark.parametrize('facing', ['right', 'left'])
+def test_the_curated_crop_holds_the_points_at_the_training_framing(facing):
+    points = np.array([[10.0, 20.0], [40.0, 25.0], [30.0, 60.0]])
+    photo = {'points': points, 'facing': facing}
+    matrix = crop_matrix(points, facing)
+    mapped = to_crop(matrix, points)
+    extent = mapped.max(0) - mapped.min(0)
+    assert extent.max() == pytest.approx(CROP_SIDE / CROP_EXTENT)
+    centre = (mapped.min(0) + mapped.max(0)) / 2
+    assert abs(centre[0] - CROP_SIDE / 2) <= 1 + 1e-9 and centre[1] == pytest.approx(CROP_SIDE / 2)
+    # mirrored to face right: the point furthest right in the photo is furthest left in the crop
+    order = np.argsort(mapped[:, 0])
+    assert (order == np.argsort(points[:, 0])).all() == (facing == 'right')
+    crop, crop_points, _ = curated_crop(np.zeros((80, 60, 3), np.uint8), photo)
+    assert crop.shape == (CROP_SIDE, CROP_SIDE, 3) and np.allclose(crop_points, mapped)
+
+
+def test_summary_counts_failures_flags_and_what_is_left_unflagged():
+    rows = [dict(person='a', crop_error=2.0, taken_error=2.2, facing_right=True, flagged=False,
+                 single_s=0.01, framing_s=0.05),
+            dict(person='b', crop_error=2.0, taken_error=20.0, facing_right=False, flagged=True,
+                 single_s=0.01, framing_s=0.05),
+            dict(person='c', crop_error=2.0, taken_error=2.0, facing_right=True, flagged=True,
+                 single_s=0.01, framing_s=0.05)]
+    for row in rows:
+        row['ratio'] = row['taken_error'] / row['crop_error']
+    result = summary(rows)
+    assert result['failed'] == 1 and result['failed_flagged_share'] == 1.0
+    assert result['others_flagged_share'] == 0.5
+    assert result['unflagged'] == 1 and result['unflagged_taken_over_crop'] == pytest.approx(1.1)
+    assert result['facing_right_share'] == pytest.approx(2 / 3)
+    assert result['framing_over_single_pass'] == pytest.approx(5.0)
