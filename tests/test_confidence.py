@@ -56,7 +56,9 @@ def calibrated(tmp_path_factory):
     count = len(reference.names)
     set_error_calibration(path, {'expected_per_spread': [1.5] * count,
                                  'radius90_per_spread': list(np.linspace(2, 4, count)),
-                                 'images': 30, 'split': 'val'})
+                                 'images': 30, 'split': 'val'},
+                          {'landmark_score_floor': 0.42, 'disagreement_ceiling': 0.03,
+                           'images': 30})
     export_checked(path, str(root / 'model.onnx'))
     image = (np.random.default_rng(1).uniform(0, 255, (96, 80, 3))).astype(np.uint8)
     return root, path, image
@@ -72,6 +74,28 @@ def test_the_calibration_survives_the_checkpoint_and_onnx_round_trips(calibrated
     assert ours.radius90 == pytest.approx(ours.spread * ratios)
     assert ours.expected_error == pytest.approx(ours.spread * 1.5)
     assert np.abs(onnx.radius90 - ours.radius90).max() < 0.1
+    # the face check that automatic framing flags photographs by travels with it
+    for predictor in (LandmarkPredictor(path, device='cpu'),
+                      LandmarkPredictor(str(root / 'model.onnx'), device='cpu')):
+        assert predictor.settings['face_check'] == {
+            'landmark_score_floor': 0.42, 'disagreement_ceiling': 0.03, 'images': 30}
+
+
+@pytest.mark.parametrize('face_check', [
+    {'landmark_score_floor': 2.0, 'disagreement_ceiling': 0.03},
+    {'landmark_score_floor': 0.5, 'disagreement_ceiling': 0.0},
+    {'landmark_score_floor': float('nan'), 'disagreement_ceiling': 0.03},
+    {'landmark_score_floor': 0.5, 'disagreement_ceiling': 0.03, 'images': -1},
+    'not a mapping'])
+def test_an_impossible_face_check_is_one_line(face_check):
+    from cephalometric.errors import UserError
+    from cephalometric.model.settings import validate_settings
+    base = {'landmark_names': ['a', 'b'], 'input_size': [64, 64], 'bbox_padding': 1.1,
+            'mean': [0, 0, 0], 'std': [1, 1, 1],
+            'decoder': {'heatmap_size': [16, 16], 'unbiased': True, 'blur_kernel_size': 11}}
+    assert 'face_check' not in validate_settings(base, 'model.pth')
+    with pytest.raises(UserError, match='face_check'):
+        validate_settings(dict(base, face_check=face_check), 'model.pth')
 
 
 def test_inference_reports_expected_errors_intervals_and_class_probabilities(calibrated, tmp_path):

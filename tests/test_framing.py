@@ -148,6 +148,163 @@ def test_landmark_model_measures_the_box_the_framing_model_found(mirrored):
     # the face check keeps the framing model's confidence
     assert framing.mean_score < 0.85 and framing.review_reason is None
 
+# -- failure modes seen on real photographs (docs/inference.md, Framing) ---------------------------
+
+class DistractorFinder:
+    """A framing model that settles, confidently, on a face-like distractor beside the face
+    (whatever box it is given), as the real one did on a few photographs."""
+
+    def __init__(self, distractor):
+        self.distractor = np.asarray(distractor, np.float32)
+
+    def __call__(self, views, bboxes, batch_size=8):
+        return [SimpleNamespace(keypoints=self.distractor.copy(), scores=np.full(19, 0.85))
+                for _ in views]
+
+
+class LandmarkModel:
+    """The landmark model on a box: confident and in agreement on the face, unsure elsewhere."""
+
+    def __init__(self, truth):
+        self.truth, self.calls = np.asarray(truth, np.float32), 0
+
+    def __call__(self, views, bboxes, batch_size=8):
+        self.calls += len(views)
+        out = []
+        for box in bboxes:
+            on_face = box_iou(box, PRIOR.box(self.truth)) > 0.5
+            keypoints = self.truth.copy() if on_face else np.asarray(
+                [box[0] + box[2] / 2, box[1] + box[3] / 2], np.float32) + np.linspace(
+                -20, 20, 38).reshape(19, 2)
+            out.append(SimpleNamespace(keypoints=keypoints,
+                                       scores=np.full(19, 0.9 if on_face else 0.45)))
+        return out
+
+
+CHECK = {'landmark_score_floor': 0.7, 'disagreement_ceiling': 0.04, 'images': 30}
+
+
+class CloseUpFinder:
+    """A framing model that, like the real one on close-ups, locks onto a part of the face (the
+    ear) when its box is much narrower than the face, and is accurate from a box near the
+    training framing."""
+
+    def __init__(self, photo, truth):
+        self.view, self.truth = photo, np.asarray(truth, np.float32)
+        self.ideal = PRIOR.box(self.truth)
+
+    def __call__(self, views, bboxes, batch_size=8):
+        out = []
+        for view, box in zip(views, bboxes):
+            flipped = not np.array_equal(view, self.view)
+            ratio = box[2] / self.ideal[2]
+            if flipped:
+                out.append(SimpleNamespace(keypoints=self.truth + 40, scores=np.full(19, 0.3)))
+            elif ratio < 0.85:   # zoomed into the ear: a tight, confident cluster there
+                ear = self.truth[0] + np.linspace(-3, 3, 38).reshape(19, 2)
+                out.append(SimpleNamespace(keypoints=ear, scores=np.full(19, 0.7)))
+            else:
+                out.append(SimpleNamespace(keypoints=self.truth.copy(), scores=np.full(19, 0.9)))
+        return out
+
+
+def close_up(seed=4):
+    """A photograph whose face fills the frame and is cut at its edges: the training framing of
+    its landmarks reaches past the photograph."""
+    rng = np.random.default_rng(seed)
+    photo = rng.integers(0, 255, (200, 200, 3), dtype=np.uint8)
+    truth = rng.uniform([5, 10], [195, 190], (19, 2))
+    return photo, truth
+
+
+def test_a_close_up_filling_the_frame_is_framed_whole_not_on_the_ear():
+    photo, truth = close_up()
+    assert PRIOR.box(truth)[2] > photo.shape[1]    # the face reaches past the frame
+    measurer = LandmarkModel(truth)
+    framer = FaceFramer(CloseUpFinder(photo, truth), PRIOR, measurer=measurer, face_check=CHECK)
+    prediction, framing = framer(photo)
+    # the search within the photograph ends on the ear, which fails the face check; from the
+    # photograph in a 1.5x canvas the face is found whole
+    assert measurer.calls == 2
+    assert not framing.mirrored and framing.review_reason is None
+    assert np.abs(prediction.keypoints - truth).max() < 1e-4
+    assert box_iou(framing.bbox, PRIOR.box(truth)) > 0.9
+    # without the check (an older checkpoint) the ear is what it gets
+    _, old = FaceFramer(CloseUpFinder(photo, truth), PRIOR, measurer=LandmarkModel(truth))(photo)
+    assert box_iou(old.bbox, PRIOR.box(truth)) < 0.5
+
+
+def test_a_face_like_distractor_is_searched_again_then_flagged_and_gets_no_class():
+    from cephalometric.landmarks import STANDARD_LANDMARKS
+    from cephalometric.prediction.results import class_withheld_reason, image_record
+    photo, truth = wide_photo(5)
+    distractor = truth - truth.mean(0) + [60, 220]     # the same shape, lower left
+    measurer = LandmarkModel(truth)
+    prediction, framing = FaceFramer(DistractorFinder(distractor), PRIOR, measurer=measurer,
+                                     face_check=CHECK)(photo)
+    # every try (the photograph, the photograph in a 1.5x canvas, the grid) ends on the
+    # distractor: flagged, with why
+    assert measurer.calls == 3
+    assert framing.review_reason and framing.review_reason.startswith('framing unsure')
+    assert 'landmark confidence 0.45' in framing.review_reason
+    prediction.names, prediction.bbox = list(STANDARD_LANDMARKS), tuple(framing.bbox)
+    prediction.framing = framing.to_dict()
+    size = photo.shape[1::-1]
+    note = class_withheld_reason(prediction.names, prediction.scores, size, 0.3,
+                                 framing.review_reason)   # as inference.py asks
+    record = image_record('photo.png', prediction, {'ANB': 2.0, 'skeletal_class': 1},
+                          score_threshold=0.3, size=size, class_note=note)
+    assert 'skeletal_class' not in record['measurements']
+    assert 'framing unsure' in record['skeletal_class_note']
+    assert all(landmark['review'] for landmark in record['landmarks'])
+
+
+def test_without_a_face_check_the_distractor_passes_silently():
+    """What older checkpoints (no face check stored) still do: the reason the check exists."""
+    photo, truth = wide_photo(5)
+    distractor = truth - truth.mean(0) + [60, 220]
+    _, framing = FaceFramer(DistractorFinder(distractor), PRIOR,
+                            measurer=LandmarkModel(truth))(photo)
+    assert framing.review_reason is None
+
+
+def test_models_that_disagree_on_a_confident_face_are_flagged():
+    photo, truth = wide_photo(6)
+    finder = FakeModel(photo, truth)
+    shifted = SimpleNamespace(truth=truth)
+
+    def measurer(views, bboxes, batch_size=8):   # confident, but 10% of the box away
+        return [SimpleNamespace(keypoints=shifted.truth + [0.1 * box[2], 0],
+                                scores=np.full(19, 0.9)) for box in bboxes]
+    _, framing = FaceFramer(finder, PRIOR, measurer=measurer, face_check=CHECK)(photo)
+    assert framing.review_reason and 'apart' in framing.review_reason
+    assert framing.disagreement == pytest.approx(0.1, abs=0.02)
+
+
+def test_a_face_that_passes_the_check_is_measured_once_and_not_flagged():
+    photo, truth = wide_photo(3)
+    measurer = Measurer(photo, truth)
+    _, framing = FaceFramer(FakeModel(photo, truth), PRIOR, measurer=measurer,
+                            face_check={**CHECK, 'landmark_score_floor': 0.5})(photo)
+    assert framing.review_reason is None and len(measurer.asked) == 1
+    assert framing.disagreement < 0.04
+
+
+def test_the_face_check_is_what_validation_faces_gave():
+    from cephalometric.evaluation.calibration import measure_face_check
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0, 100, (100, 19, 2))
+    scores = np.linspace(0.6, 0.9, 100)
+    measured = [SimpleNamespace(keypoints=t, scores=np.full(19, s), bbox=(0, 0, 100, 100))
+                for t, s in zip(truth, scores)]
+    offsets = np.linspace(0.5, 5.0, 100)       # px on a 100 px box
+    found = [SimpleNamespace(keypoints=t + [o, 0]) for t, o in zip(truth, offsets)]
+    check = measure_face_check(measured, found)
+    assert check['images'] == 100
+    assert check['landmark_score_floor'] == pytest.approx(np.percentile(scores, 1))
+    assert check['disagreement_ceiling'] == pytest.approx(np.percentile(offsets, 99) / 100)
+
+
 def test_blank_image_is_flagged():
     photo = np.zeros((200, 200, 3), np.uint8)
     _, framing = FaceFramer(FakeModel(photo, np.zeros((19, 2)), blank=True), PRIOR)(photo)

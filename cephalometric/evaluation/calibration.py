@@ -58,8 +58,30 @@ def calibrate_checkpoint(checkpoint: str, data_root: str, split: str = 'val',
     errors = np.where(data.visible, np.linalg.norm(predicted - data.keypoints, axis=-1), np.nan)
     calibration = dict(spread_ratios(errors, np.stack([p.spread for p in predictions])),
                        split=split)
-    set_error_calibration(checkpoint, calibration)
+    face_check = None
+    if predictor.framing_network is not None:
+        found = predict_split_all(predictor.framing_predictor(), data.image_paths, batch_size,
+                                  data.depth_paths)
+        face_check = measure_face_check(predictions, found)
+    set_error_calibration(checkpoint, calibration, face_check)
     return calibration
+
+
+def measure_face_check(measured, found) -> Optional[dict]:
+    """What correctly framed faces give (`framing.FaceFramer` flags a photograph beyond it): the
+    1st percentile of the landmark model's mean confidence and the 99th of the framing and the
+    landmark model's disagreement (mean landmark distance / box width) on the validation crops.
+    `measured`, `found`: the two models' predictions of the same images."""
+    scores = np.array([np.nanmean(p.scores) for p in measured])
+    disagreement = np.array([
+        np.nanmean(np.linalg.norm(np.asarray(m.keypoints) - np.asarray(f.keypoints), axis=1))
+        / m.bbox[2] for m, f in zip(measured, found)])
+    keep = np.isfinite(scores) & np.isfinite(disagreement)
+    if not keep.any():
+        return None
+    return {'landmark_score_floor': float(np.percentile(scores[keep], 1)),
+            'disagreement_ceiling': max(float(np.percentile(disagreement[keep], 99)), 1e-3),
+            'images': int(keep.sum())}
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> Optional[float]:

@@ -288,12 +288,15 @@ def attach_framing_model(path: str, framing_state_dict: dict, info: dict) -> Non
     write_published_checkpoint(path, meta, data['state_dict'], framing_state_dict)
 
 
-def set_error_calibration(path: str, calibration: dict) -> None:
-    """Store the error calibration (`evaluation.calibration`) in the published checkpoint `path`,
-    atomically, beside the other inference settings (checked as they are)."""
+def set_error_calibration(path: str, calibration: dict, face_check: dict | None = None) -> None:
+    """Store the error calibration (and the face check, when measured: both from
+    `evaluation.calibration`) in the published checkpoint `path`, atomically, beside the other
+    inference settings (checked as they are)."""
     data = load_checkpoint_file(path)
     meta = dict(data.get('meta') or {})
-    inference = dict(meta.get('inference') or {}, error_calibration=plain_data(calibration))
+    measured = dict(error_calibration=calibration,
+                    **({} if face_check is None else {'face_check': face_check}))
+    inference = dict(meta.get('inference') or {}, **plain_data(measured))
     meta['inference'] = validate_settings(inference, path)
     write_published_checkpoint(path, meta, data['state_dict'], data.get('framing_state_dict'))
 

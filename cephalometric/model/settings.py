@@ -15,7 +15,7 @@ from cephalometric.errors import UserError
 
 SETTINGS_KEYS = ('landmark_names', 'input_size', 'bbox_padding', 'mean', 'std', 'decoder')
 # Optional: absent in older files, which then get the defaults (RGB input; framing.FramingPrior()).
-OPTIONAL_KEYS = ('inputs', 'framing_prior', 'error_calibration')
+OPTIONAL_KEYS = ('inputs', 'framing_prior', 'error_calibration', 'face_check')
 # Optional: what the model takes, in channel order; absent means ['rgb'] (all older files).
 # ['rgb', 'depth'] is an RGB-D model: mean/std then have a fourth value, the depth channel's.
 INPUT_KINDS = (['rgb'], ['rgb', 'depth'])
@@ -143,12 +143,16 @@ def validate_settings(settings: Any, source: str) -> dict:
     calibration = settings.get('error_calibration')
     if calibration is not None:
         calibration = _error_calibration(calibration, len(names), bad)
+    face_check = settings.get('face_check')
+    if face_check is not None:
+        face_check = _face_check(face_check, bad)
     return {'landmark_names': list(names), 'input_size': list(settings['input_size']),
             'bbox_padding': float(padding), 'mean': [float(v) for v in settings['mean']],
             'std': [float(v) for v in settings['std']],
             **({'inputs': list(inputs)} if inputs != ['rgb'] else {}),
             **({'framing_prior': prior} if prior is not None else {}),
             **({'error_calibration': calibration} if calibration is not None else {}),
+            **({'face_check': face_check} if face_check is not None else {}),
             'decoder': {'heatmap_size': list(heatmap), 'unbiased': decoder.get('unbiased', False),
                         'blur_kernel_size': kernel}}
 
@@ -168,6 +172,24 @@ def _error_calibration(calibration: Any, count: int, bad) -> dict:
         raise bad('error_calibration images must be a whole number')
     return {**{key: [float(v) for v in calibration[key]] for key in keys}, 'images': images,
             'split': str(calibration.get('split', 'val'))[:20]}
+
+
+def _face_check(face_check: Any, bad) -> dict:
+    """The stored face check (what a correctly framed face gives on the validation crops: the
+    landmark model's lowest mean confidence, and the largest disagreement of the framing and the
+    landmark model as a share of the box width), checked."""
+    if not isinstance(face_check, Mapping) or not (
+            _number(face_check.get('landmark_score_floor'))
+            and 0 <= face_check['landmark_score_floor'] <= 1
+            and _number(face_check.get('disagreement_ceiling'))
+            and 0 < face_check['disagreement_ceiling'] <= 10):
+        raise bad('face_check must hold landmark_score_floor 0..1 and disagreement_ceiling '
+                  '0..10 (exclusive of 0)')
+    images = face_check.get('images', 0)
+    if not isinstance(images, int) or isinstance(images, bool) or images < 0:
+        raise bad('face_check images must be a whole number')
+    return {'landmark_score_floor': float(face_check['landmark_score_floor']),
+            'disagreement_ceiling': float(face_check['disagreement_ceiling']), 'images': images}
 
 
 def check_model_config(model: Any, allowed_types, source: str) -> dict:

@@ -11,16 +11,20 @@ such photograph look like a training crop:
 3. a refining pass on that box, repeated until the box settles;
 4. the same on the mirrored image; the more confident of the two is kept and its landmarks are
    mapped back, so a photograph of the other side gives mirrored landmarks and the same angles;
-5. when even the better direction is unsure (mean score under RETRY_SCORE), the same again from
-   the most confident of a grid of smaller start boxes (a small face in a busy frame); the more
-   confident of the two results is kept.
+5. with the checkpoint's face check (what its validation faces gave the landmark model: its
+   confidence, and its agreement with the framing model), a result that fails it is searched
+   again from the photograph in a 1.5x canvas (a close-up whose face fills the frame), then from
+   the most confident of a grid of smaller start boxes (a small face in a busy frame); a result
+   that passes, else the most confident one, is kept. Without a face check (older checkpoints)
+   the grid is tried when the framing model's mean score is under RETRY_SCORE.
 
 With a framing model (a copy of the network fine-tuned on zoomed-out crops, stored in the
 checkpoint), steps 1-5 run on it, and the landmark model, trained on crops only, then measures the
-settled box once in the chosen direction: each network does the job it was trained for.
+settled box in the chosen direction: each network does the job it was trained for.
 
-A photograph in which no face is found (low confidence) or whose face is too small to measure is
-flagged for review with a reason; callers then report no skeletal class.
+A photograph in which no face is found (low confidence), whose face is too small to measure, or
+whose framed face still fails the face check, is flagged for review with a reason; callers then
+report no skeletal class.
 
 Imports numpy and `landmarks` only; the predictor is passed in (any callable with
 `predictor(images, bboxes=...)` returning objects with `.keypoints` (K, 2) and `.scores` (K,)).
@@ -49,6 +53,10 @@ SETTLED_IOU = 0.95   # the box has settled when successive boxes overlap this mu
 # keeps the more confident result. A trained framing model scores a face it has framed 0.85-1.0;
 # in a busy 3x-wider frame it can settle on a corner of clutter at 0.5-0.7, or lose the face at 0.1.
 RETRY_SCORE = 0.8
+# When the face found fails the face check, the search starts again with the photograph this much
+# wider and higher (`enlarged_box`). On real profile photographs (the CFP check in
+# docs/inference.md), close-ups searched within the photograph were framed on the ear or the chin.
+ENLARGED_START = 1.5
 
 
 def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -72,12 +80,16 @@ class Framing:
     mean_score: float = float('nan')
     review_reason: Optional[str] = None   # why the result needs a human look, else None
     candidates: list = field(default_factory=list)   # mean score per direction tried
+    # With a framing model: mean distance between its landmarks and the landmark model's on the
+    # settled box, as a share of the box width (the two agree on a face they both recognise).
+    disagreement: float = float('nan')
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data['bbox'] = [round(float(v), 2) for v in self.bbox]
-        data['mean_score'] = None if not np.isfinite(self.mean_score) else round(
-            float(self.mean_score), 4)
+        for key in ('mean_score', 'disagreement'):
+            value = getattr(self, key)
+            data[key] = None if not np.isfinite(value) else round(float(value), 4)
         data['candidates'] = [round(float(v), 4) for v in self.candidates]
         return data
 
@@ -113,13 +125,17 @@ class FaceFramer:
             box found (the landmark model); None: the predictor's own last pass.
         mirror: also try the mirrored photograph and keep the more confident direction.
         min_face_px, min_face_score: below these the result is flagged for review.
+        face_check: the checkpoint's `face_check` (what its validation faces gave; see
+            `evaluation.calibration.measure_face_check`): with a measurer, a settled face below
+            it is searched again and, if it stays below, flagged with the reason.
     """
 
     def __init__(self, predictor, prior: FramingPrior, mirror: bool = True,
                  max_iterations: int = MAX_ITERATIONS, min_face_px: float = MIN_FACE_PX,
-                 min_face_score: float = MIN_FACE_SCORE, measurer=None):
+                 min_face_score: float = MIN_FACE_SCORE, measurer=None,
+                 face_check: Optional[dict] = None):
         self.predictor, self.prior, self.mirror = predictor, prior, mirror
-        self.measurer = measurer
+        self.measurer, self.face_check = measurer, face_check
         self.max_iterations = max_iterations
         self.min_face_px, self.min_face_score = min_face_px, min_face_score
 
@@ -131,32 +147,97 @@ class FaceFramer:
         if depth is not None:    # the depth map is mirrored with its photograph
             depth = np.asarray(depth)
             depths = [depth] + ([np.ascontiguousarray(depth[:, ::-1])] if self.mirror else [])
+        # With the face check every settled box is measured (the check needs the landmark
+        # model's view of it); without, only the one kept.
+        checked = bool(self.face_check) and self.measurer is not None
         full = [0.0, 0.0, float(width), float(height)]
         result = self._settle(views, depths, [full] * len(views))
-        if result[3] < RETRY_SCORE:
-            # The whole-image pass found no confident face (a small face in a busy frame):
-            # start again from the best of a grid of smaller boxes, once per direction.
+        if checked:
+            result = self._measured(result, views, depths)
+            if self._doubt(result) is not None:
+                # A close-up whose face fills the frame: seen in a larger canvas, it looks like
+                # a training crop (searching within the photograph framed the ear or the chin).
+                start = enlarged_box(width, height)
+                wider = self._measured(self._settle(views, depths, [start] * len(views)), views,
+                                       depths)
+                if self._preferred(wider, result):
+                    result = wider
+        if self._needs_retry(result):
+            # No face that passes the check (a small face in a busy frame, or a region that only
+            # the framing model took for a face): start again from the best of a grid of smaller
+            # boxes, once per direction, and keep the better of the two results.
             starts = grid_boxes(width, height)
             retry = self._settle(views, depths, [self._best_start(view, starts, depths, i)
                                                  for i, view in enumerate(views)])
-            if retry[3] > result[3]:
+            if checked:
+                retry = self._measured(retry, views, depths)
+            if self._preferred(retry, result):
                 result = retry
-        prediction, box, flipped, mean_score, iterations, candidates = result
-        if self.measurer is not None:
-            # The face check keeps the framing model's score (MIN_FACE_SCORE is calibrated on
-            # it); the landmarks and their scores are the landmark model's.
-            index = int(flipped)
-            extra = {} if depth is None else {'depths': [depths[index]]}
-            prediction = self.measurer([views[index]], bboxes=[box], batch_size=1, **extra)[0]
+        if not checked:
+            result = self._measured(result, views, depths)
+        prediction, box, flipped, mean_score, iterations, candidates, disagreement = result
         if flipped:
             prediction.keypoints = mirror_keypoints(prediction.keypoints, width)
             box = mirror_box(box, width)
         if hasattr(prediction, 'bbox'):
             prediction.bbox = tuple(box)
-        framing = Framing('auto', list(box), flipped, iterations, mean_score,
-                          review_reason(box, mean_score, self.min_face_px, self.min_face_score,
-                                        image), candidates)
+        reason = (review_reason(box, mean_score, self.min_face_px, self.min_face_score, image)
+                  or self._doubt(result))
+        framing = Framing('auto', list(box), flipped, iterations, mean_score, reason, candidates,
+                          disagreement)
         return prediction, framing
+
+    def _measured(self, result, views, depths):
+        """`_settle`'s result with the landmark model's prediction on the settled box, when there
+        is one, and how far it lies from the framing model's (share of the box width)."""
+        prediction, box, flipped = result[:3]
+        if self.measurer is None:
+            return (*result, float('nan'))
+        index = int(flipped) if len(views) > 1 else 0
+        extra = {} if depths is None else {'depths': [depths[index]]}
+        measured = self.measurer([views[index]], bboxes=[box], batch_size=1, **extra)[0]
+        disagreement = float(np.nanmean(np.linalg.norm(
+            np.asarray(measured.keypoints) - np.asarray(prediction.keypoints), axis=1))) / box[2]
+        # The face check keeps the framing model's score (MIN_FACE_SCORE is calibrated on it);
+        # the landmarks and their scores are the landmark model's.
+        return (measured, *result[1:], disagreement)
+
+    def _needs_retry(self, result) -> bool:
+        """With the checkpoint's face check: the result fails it; without: the framing model's
+        own confidence is under RETRY_SCORE."""
+        if not self.face_check or self.measurer is None:
+            return result[3] < RETRY_SCORE
+        return self._doubt(result) is not None
+
+    def _doubt(self, result) -> Optional[str]:
+        """Why a settled result is not taken for a correctly framed face (None when it is, or
+        when there is no face check to tell): the landmark model's confidence, and its agreement
+        with the framing model, against what the checkpoint's validation faces gave."""
+        prediction, disagreement = result[0], result[6]
+        check = self.face_check
+        if not check or self.measurer is None:
+            return None
+        score = float(np.nanmean(prediction.scores))
+        if not score >= check['landmark_score_floor']:
+            return (f'framing unsure: landmark confidence {score:.2f} is below '
+                    f'{check["landmark_score_floor"]:.2f}, the least its validation faces gave; '
+                    'check the face, or give its box with --bbox')
+        if not disagreement <= check['disagreement_ceiling']:
+            return (f'framing unsure: the framing and landmark models place the landmarks '
+                    f'{100 * disagreement:.0f}% of the face box apart (validation faces: up to '
+                    f'{100 * check["disagreement_ceiling"]:.0f}%); check the face, or give its '
+                    'box with --bbox')
+        return None
+
+    def _preferred(self, retry, result) -> bool:
+        """Whether the retried result replaces the first: with the face check, one that passes
+        it, else the more confident landmark model; without, the more confident framing model."""
+        if not self.face_check or self.measurer is None:
+            return retry[3] > result[3]
+        retry_doubt, result_doubt = self._doubt(retry), self._doubt(result)
+        if (retry_doubt is None) != (result_doubt is None):
+            return retry_doubt is None
+        return float(np.nanmean(retry[0].scores)) > float(np.nanmean(result[0].scores))
 
     def _predict(self, views, depths, boxes):
         extra = {} if depths is None else {'depths': depths}
@@ -199,6 +280,14 @@ class FaceFramer:
         mean_score = float(np.mean(predictions[0].scores))
         return (predictions[0], boxes[0], flipped, mean_score, iterations,
                 candidates or [mean_score])
+
+
+def enlarged_box(width: int, height: int) -> list:
+    """The whole photograph in a canvas ENLARGED_START times as wide and high: the second start
+    box, so that a face filling the frame (a close-up cut at its edges) looks like a training
+    crop."""
+    margin_x, margin_y = (ENLARGED_START - 1) / 2 * width, (ENLARGED_START - 1) / 2 * height
+    return [-margin_x, -margin_y, ENLARGED_START * width, ENLARGED_START * height]
 
 
 def grid_boxes(width: int, height: int) -> list:

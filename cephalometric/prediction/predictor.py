@@ -292,7 +292,8 @@ class LandmarkPredictor:
             finder = self.framing_predictor()
             framer = FaceFramer(_PositionsRequired(finder),
                                 FramingPrior.from_dict(self.settings.get('framing_prior')),
-                                measurer=None if finder is self else self)
+                                measurer=None if finder is self else self,
+                                face_check=self.settings.get('face_check'))
             results = []
             for i, image in enumerate(images):
                 depth = None if depths is None else depths[i]
