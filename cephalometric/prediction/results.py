@@ -7,7 +7,8 @@ A record is a plain dict, the same in `--json` output and for the review app:
      "size": [width, height],            # of the input image, pixels
      "bbox": [x, y, w, h],               # face region the model saw, pixels
      "framing": {"method": "auto", "bbox": [...], "mirrored": false, "iterations": 2,
-                 "mean_score": 0.71, "review_reason": null, "candidates": [0.71, 0.32]},
+                 "mean_score": 0.71, "review_reason": null, "candidates": [0.71, 0.32],
+                 "disagreement": 0.012},          # framing vs landmark model, share of box
      "landmarks": [{"name": "S", "x": 101.5, "y": 88.25, "score": 0.91, "review": false,
                     "expected_error_px": 1.8, "radius90_px": 3.4}, ...],   # (+ _mm with spacing)
      "measurements": {"SNA": 82.1, ..., "skeletal_class": 1},
@@ -24,10 +25,10 @@ holds its true position 9 times in 10) and `certainty` (90% intervals of the mea
 probability per skeletal class, `uncertainty.tracing_certainty`) need a checkpoint whose training
 stored an error calibration; without one `errors_calibrated` is false and they are absent.
 `skeletal_class` is left out of `measurements` (and `skeletal_class_note` says why) when S, N, A
-or B is unsure or the image is too small to hold a face, or when framing found no face or too
-small a one (`framing.review_reason`: 'auto' finds the box, 'full' is the whole image, 'bbox'
-was given; `mirrored` true means the face looked the other way than in training and the
-landmarks were mapped back).
+or B is unsure or the image is too small to hold a face, or when framing found no face, too
+small a one, or one that fails the checkpoint's face check (`framing.review_reason`: 'auto' finds
+the box, 'full' is the whole image, 'bbox' was given; `mirrored` true means the face looked the
+other way than in training and the landmarks were mapped back).
 JSON is strict: NaN and infinity become null, never bare `NaN`.
 `--json` holds one record for a single image and a list of records otherwise; `load_records`
 reads either back as a list. `StagedFiles` writes several outputs together or not at all.
