@@ -32,7 +32,7 @@ Imports numpy and `landmarks` only; the predictor is passed in (any callable wit
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Optional, Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -92,6 +92,19 @@ class Framing:
             data[key] = None if not np.isfinite(value) else round(float(value), 4)
         data['candidates'] = [round(float(v), 4) for v in self.candidates]
         return data
+
+
+class Settled(NamedTuple):
+    """One search's outcome: the prediction on the settled box (the landmark model's once
+    measured), the box, the direction, the framing model's mean score, the refining passes, the
+    score per direction, and the framing/landmark disagreement (NaN until measured)."""
+    prediction: Any
+    box: list
+    flipped: bool
+    mean_score: float
+    iterations: int
+    candidates: list
+    disagreement: float = float('nan')
 
 
 def keep_in_view(box: Sequence[float], width: int, height: int) -> list:
@@ -187,37 +200,36 @@ class FaceFramer:
                           disagreement)
         return prediction, framing
 
-    def _measured(self, result, views, depths):
+    def _measured(self, result: Settled, views, depths) -> Settled:
         """`_settle`'s result with the landmark model's prediction on the settled box, when there
         is one, and how far it lies from the framing model's (share of the box width)."""
-        prediction, box, flipped = result[:3]
+        prediction, box = result.prediction, result.box
         if self.measurer is None:
-            return (*result, float('nan'))
-        index = int(flipped) if len(views) > 1 else 0
+            return result
+        index = int(result.flipped) if len(views) > 1 else 0
         extra = {} if depths is None else {'depths': [depths[index]]}
         measured = self.measurer([views[index]], bboxes=[box], batch_size=1, **extra)[0]
         disagreement = float(np.nanmean(np.linalg.norm(
             np.asarray(measured.keypoints) - np.asarray(prediction.keypoints), axis=1))) / box[2]
         # The face check keeps the framing model's score (MIN_FACE_SCORE is calibrated on it);
         # the landmarks and their scores are the landmark model's.
-        return (measured, *result[1:], disagreement)
+        return result._replace(prediction=measured, disagreement=disagreement)
 
-    def _needs_retry(self, result) -> bool:
+    def _needs_retry(self, result: Settled) -> bool:
         """With the checkpoint's face check: the result fails it; without: the framing model's
         own confidence is under RETRY_SCORE."""
         if not self.face_check or self.measurer is None:
-            return result[3] < RETRY_SCORE
+            return result.mean_score < RETRY_SCORE
         return self._doubt(result) is not None
 
-    def _doubt(self, result) -> Optional[str]:
+    def _doubt(self, result: Settled) -> Optional[str]:
         """Why a settled result is not taken for a correctly framed face (None when it is, or
         when there is no face check to tell): the landmark model's confidence, and its agreement
         with the framing model, against what the checkpoint's validation faces gave."""
-        prediction, disagreement = result[0], result[6]
-        check = self.face_check
+        check, disagreement = self.face_check, result.disagreement
         if not check or self.measurer is None:
             return None
-        score = float(np.nanmean(prediction.scores))
+        score = float(np.nanmean(result.prediction.scores))
         if not score >= check['landmark_score_floor']:
             return (f'framing unsure: landmark confidence {score:.2f} is below '
                     f'{check["landmark_score_floor"]:.2f}, the least its validation faces gave; '
@@ -229,15 +241,16 @@ class FaceFramer:
                     'box with --bbox')
         return None
 
-    def _preferred(self, retry, result) -> bool:
+    def _preferred(self, retry: Settled, result: Settled) -> bool:
         """Whether the retried result replaces the first: with the face check, one that passes
         it, else the more confident landmark model; without, the more confident framing model."""
         if not self.face_check or self.measurer is None:
-            return retry[3] > result[3]
+            return retry.mean_score > result.mean_score
         retry_doubt, result_doubt = self._doubt(retry), self._doubt(result)
         if (retry_doubt is None) != (result_doubt is None):
             return retry_doubt is None
-        return float(np.nanmean(retry[0].scores)) > float(np.nanmean(result[0].scores))
+        return (float(np.nanmean(retry.prediction.scores))
+                > float(np.nanmean(result.prediction.scores)))
 
     def _predict(self, views, depths, boxes):
         extra = {} if depths is None else {'depths': depths}
@@ -253,11 +266,8 @@ class FaceFramer:
                        for p in self._predict([view] * len(chunk), extra, chunk)]
         return starts[int(np.argmax(scores))]
 
-    def _settle(self, views, depths, boxes):
-        """Predict from `boxes`, then refine until the box settles; the better direction wins.
-
-        Returns (prediction, box, flipped, mean score, refining passes, per-direction scores).
-        """
+    def _settle(self, views, depths, boxes) -> Settled:
+        """Predict from `boxes`, then refine until the box settles; the better direction wins."""
         height, width = views[0].shape[:2]
         predictions = self._predict(views, depths, boxes)
         candidates, flipped, iterations = None, False, 0
@@ -278,8 +288,8 @@ class FaceFramer:
                 views, boxes, predictions = [views[best]], [boxes[best]], [predictions[best]]
                 depths = None if depths is None else [depths[best]]
         mean_score = float(np.mean(predictions[0].scores))
-        return (predictions[0], boxes[0], flipped, mean_score, iterations,
-                candidates or [mean_score])
+        return Settled(predictions[0], boxes[0], flipped, mean_score, iterations,
+                       candidates or [mean_score])
 
 
 def enlarged_box(width: int, height: int) -> list:
