@@ -53,6 +53,17 @@ def test_a_folder_without_landmarks_is_one_line(tmp_path):
         read_landmarks(str(tmp_path))
 
 
+@pytest.mark.parametrize('old, new, fragment', [
+    (',right,10,', ',right,ten,', 'not a number'), (',right,', ',up,', 'left or right'),
+    (',right,10,', ',right,nan,', 'finite')])
+def test_a_damaged_landmarks_csv_is_one_line(tmp_path, old, new, fragment):
+    write_folder(tmp_path)
+    path = tmp_path / 'landmarks.csv'
+    path.write_text(path.read_text().replace(old, new, 1))
+    with pytest.raises(UserError, match=fragment):
+        read_landmarks(str(tmp_path))
+
+
 @pytest.mark.parametrize('facing', ['right', 'left'])
 def test_the_curated_crop_holds_the_points_at_the_training_framing(facing):
     points = np.array([[10.0, 20.0], [40.0, 25.0], [30.0, 60.0]])

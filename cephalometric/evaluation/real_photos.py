@@ -72,11 +72,22 @@ def read_landmarks(folder: str, max_persons=None) -> tuple[list, list[dict]]:
         rows = list(csv.DictReader(stream))
     names = [c[:-2] for c in rows[0] if c.endswith('_x')] if rows else []
     photos = []
-    for row in rows:
-        points = np.array([[float(row[f'{n}_x']), float(row[f'{n}_y'])] for n in names],
-                          np.float64)
-        photos.append(dict(file=row['file'], person=row['person'], facing=row['facing'],
-                           points=points))
+    for number, row in enumerate(rows, 2):
+        try:
+            points = np.array([[float(row[f'{n}_x']), float(row[f'{n}_y'])] for n in names],
+                              np.float64)
+            photo = dict(file=row['file'], person=row['person'], facing=row['facing'],
+                         points=points)
+        except (KeyError, TypeError, ValueError) as error:
+            raise UserError(f'{path} line {number}: a value is missing or not a number '
+                            f'({error}); each row needs file, person, facing and <name>_x, '
+                            '<name>_y') from None
+        if photo['facing'] not in ('left', 'right') or not np.isfinite(points).all():
+            raise UserError(f'{path} line {number}: facing must be left or right and every '
+                            'point a finite number')
+        photos.append(photo)
+    if not names or not photos:
+        raise UserError(f'{path} holds no photos with <name>_x, <name>_y points')
     persons = sorted({p['person'] for p in photos})
     if max_persons:
         persons = persons[:max_persons]
