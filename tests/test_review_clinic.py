@@ -652,3 +652,31 @@ def test_cli_estimated_names_are_checked(photos, tmp_path, monkeypatch, capsys):
     assert run_cli(review_app.main, base + ['--estimated', 'tragus']) == 2
     err = capsys.readouterr().err
     assert err.startswith('error: --estimated names tragus') and err.count('\n') == 1
+
+
+def test_a_photo_whose_framing_failed_comes_first_with_every_point_to_check(photos, tmp_path):
+    """Framing that found no reliable face (here: the face check failed) reaches the review list:
+    that photo is listed first, every point is marked unsure, and the page is told why."""
+    folder, truth = photos
+    failed = sorted(p.name for p in folder.glob('*.png'))[1]
+    failing_key = cv2.cvtColor(cv2.imread(str(folder / failed)), cv2.COLOR_BGR2RGB).tobytes()[:4096]
+
+    class FramingFails(StandIn):
+        def predict(self, images):
+            out = super().predict(images)
+            for image, prediction in zip(images, out):
+                fails = image.tobytes()[:4096] == failing_key
+                prediction.framing = {'review_reason': 'framing unsure: landmark confidence '
+                                      '0.41 is below 0.69' if fails else None}
+            return out
+
+    logged = []
+    store = ReviewStore(str(folder), str(tmp_path / 'reviewed'), FramingFails(truth),
+                        log=logged.append, batch_size=NUM_IMAGES)
+    listing = store.listing()
+    assert listing[0]['name'] == failed and listing[0]['low_count'] == len(StandIn.names)
+    assert all(item['low_count'] < len(StandIn.names) for item in listing[1:])
+    detail = store.detail(failed)
+    assert all(detail['unsure']) and detail['framing_reason'].startswith('framing unsure')
+    assert any('framing unsure' in line for line in logged)
+    assert store.detail(listing[1]['name'])['framing_reason'] is None

@@ -87,6 +87,7 @@ class Case:
     review: dict = field(default_factory=dict)   # reviewer, date, model of the saved record
     flagged: list = field(default_factory=list)  # landmark indices the model gave no number for
     radius90: Optional[np.ndarray] = None   # (K,) calibrated 90% error radii, px; None: none
+    framing_reason: Optional[str] = None    # why framing found no reliable face, if it did not
 
 
 def inside(folder: str, path: str) -> bool:
@@ -278,13 +279,21 @@ class ReviewStore:
         radius90 = getattr(prediction, 'radius90', None)
         if radius90 is not None:
             radius90 = np.where(bad, np.inf, np.asarray(radius90, float).reshape(-1))
+        framing = getattr(prediction, 'framing', None) or {}
+        reason = framing.get('review_reason')
+        if reason:
+            self.log(f'{name}: {reason}')
         return Case(name, osp.splitext(name)[0], (width, height), bbox, keypoints, scores,
-                    keypoints.copy(), False, flagged=flagged, radius90=radius90)
+                    keypoints.copy(), False, flagged=flagged, radius90=radius90,
+                    framing_reason=reason)
 
     def unsure(self, case: Case) -> np.ndarray:
         """(K,) which of the model's points to check: a low score, or (with an error calibration)
-        a 90% radius wider than the review radius (2 mm, or 2% of the face box width)."""
+        a 90% radius wider than the review radius (2 mm, or 2% of the face box width); every
+        point when framing found no reliable face."""
         low = ~(case.scores >= self.score_threshold)
+        if case.framing_reason:
+            return np.ones(len(low), bool)
         if case.radius90 is None:
             return low
         limit = review_radius(case.bbox, self.spacing(case.calibration))
@@ -293,7 +302,9 @@ class ReviewStore:
     def doubt(self, case: Case) -> float:
         """How much a case needs a look, for the order of the list: its widest 90% radius over
         the review radius with an error calibration (largest expected error first), else
-        1 - its lowest score."""
+        1 - its lowest score; a case whose framing found no reliable face comes first."""
+        if case.framing_reason:
+            return math.inf
         if case.radius90 is not None:
             limit = review_radius(case.bbox, self.spacing(case.calibration))
             if limit:
@@ -523,7 +534,8 @@ class ReviewStore:
                 'unsure': self.unsure(case).tolist(),
                 'radius90': None if case.radius90 is None else [
                     round(float(r), 2) if math.isfinite(r) else None for r in case.radius90],
-                'flagged': case.flagged, 'calibration': case.calibration,
+                'flagged': case.flagged, 'framing_reason': case.framing_reason,
+                'calibration': case.calibration,
                 'review': case.review or None,
                 'mm_per_pixel': self.spacing(case.calibration),
                 'measurements': measurements, 'marks': marks(measurements)}
