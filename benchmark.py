@@ -101,28 +101,12 @@ def parse_args(argv):
 # -- inputs ---------------------------------------------------------------------------------------
 def random_checkpoint(path: str, input_size: int) -> str:
     """A best_MRE.pth-style checkpoint of the project config's model with random weights."""
-    import cephalometric.mmpose_plugins.mmcv_compat  # noqa: F401  (must precede mmpose)
-
     import torch
-    from mmengine.config import Config
-    from mmpose.datasets.datasets.utils import parse_pose_metainfo
-    from mmpose.registry import MODELS
-    from mmpose.utils import register_all_modules
 
-    from cephalometric.data.writer import metainfo_dict
-    from cephalometric.landmarks import STANDARD_LANDMARKS
-    from cephalometric.training.config import set_input_size
-    from cephalometric.training.run import DEFAULT_CONFIG
-
-    cfg = Config.fromfile(DEFAULT_CONFIG)
-    cfg.num_keypoints = cfg.model.head.out_channels = len(STANDARD_LANDMARKS)
-    set_input_size(cfg, input_size)
-    register_all_modules(init_default_scope=True)
-    torch.manual_seed(0)
-    model = MODELS.build(cfg.model)  # PyTorch's default initialisation
-    meta = dict(cfg=cfg.pretty_text,
-                dataset_meta=parse_pose_metainfo(metainfo_dict(STANDARD_LANDMARKS)))
-    torch.save(dict(meta=meta, state_dict=model.state_dict()), path)
+    from cephalometric.training.config import random_weight_model
+    cfg, dataset_meta, state = random_weight_model(input_size)
+    torch.save(dict(meta=dict(cfg=cfg.pretty_text, dataset_meta=dataset_meta), state_dict=state),
+               path)
     return path
 
 

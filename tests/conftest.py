@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from tests.helpers import LEARNING_ARGS, TINY_TRAIN_ARGS, run_script, tiny_model
+from tests.helpers import LEARNING_ARGS, TINY_TRAIN_ARGS, run_script
 
 # `make test-fast` runs a pytest-xdist worker per core: with PyTorch's usual one thread per core
 # in each, their OpenMP threads wait on each other and the suite gets no faster. Set before any
@@ -31,9 +31,10 @@ def random_model(tmp_path_factory):
     from cephalometric.model.checkpoint import published_meta, write_published_checkpoint
     from cephalometric.prediction.onnx import export_onnx
     from cephalometric.prediction.predictor import LandmarkPredictor
+    from cephalometric.training.config import random_weight_model
 
     folder = tmp_path_factory.mktemp('random_model')
-    cfg, dataset_meta, state = tiny_model()
+    cfg, dataset_meta, state = random_weight_model(64)
     pth, onnx_path = str(folder / 'model.pth'), str(folder / 'model.onnx')
     write_published_checkpoint(pth, published_meta(cfg, dataset_meta), state)
     predictor = LandmarkPredictor(pth, device='cpu')

@@ -23,30 +23,6 @@ LEARNING_ARGS = ['--no-pretrained', '--epochs', '7', '--framing-epochs', '2', '-
                  '--seed', '0', '--warmup-iters', '20']
 
 
-def tiny_model(input_size=64):
-    """(config, dataset_meta, state_dict) of the project config's model with random weights
-    (PyTorch's default initialisation, seed 0) at a small input size."""
-    import cephalometric.mmpose_plugins.mmcv_compat  # noqa: F401  (must precede mmpose)
-
-    import torch
-    from mmengine.config import Config
-    from mmpose.datasets.datasets.utils import parse_pose_metainfo
-    from mmpose.registry import MODELS
-    from mmpose.utils import register_all_modules
-
-    from cephalometric.data.writer import metainfo_dict
-    from cephalometric.landmarks import STANDARD_LANDMARKS
-    from cephalometric.training.config import set_input_size
-
-    cfg = Config.fromfile(os.path.join(ROOT, 'cephalometric_hrnetv2_w18_config.py'))
-    cfg.num_keypoints = cfg.model.head.out_channels = len(STANDARD_LANDMARKS)
-    set_input_size(cfg, input_size)
-    register_all_modules(init_default_scope=True)
-    torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
-    return cfg, parse_pose_metainfo(metainfo_dict(STANDARD_LANDMARKS)), model.state_dict()
-
-
 def run_script(script, *args, check=True, timeout=SUBPROCESS_TIMEOUT):
     """Run a top-level script as a user would; returns the CompletedProcess."""
     result = subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)],

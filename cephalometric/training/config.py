@@ -319,3 +319,27 @@ def build_config(args):
     from cephalometric.training.weights import resolve_initial_weights
     resolve_initial_weights(cfg, args)
     return cfg, names, data_root
+
+
+def random_weight_model(input_size: int, config: str = DEFAULT_CONFIG) -> tuple:
+    """(config, dataset_meta, state_dict) of the project config's model for the standard 19
+    landmarks with random weights (PyTorch's default initialisation, seed 0) at `input_size`:
+    for timing (weights do not change it) and for tests."""
+    import cephalometric.mmpose_plugins.mmcv_compat  # noqa: F401  (must precede mmpose)
+
+    import torch
+    from mmengine.config import Config
+    from mmpose.datasets.datasets.utils import parse_pose_metainfo
+    from mmpose.registry import MODELS
+    from mmpose.utils import register_all_modules
+
+    from cephalometric.data.writer import metainfo_dict
+    from cephalometric.landmarks import STANDARD_LANDMARKS
+
+    cfg = Config.fromfile(config)
+    cfg.num_keypoints = cfg.model.head.out_channels = len(STANDARD_LANDMARKS)
+    set_input_size(cfg, input_size)
+    register_all_modules(init_default_scope=True)
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    return cfg, parse_pose_metainfo(metainfo_dict(STANDARD_LANDMARKS)), model.state_dict()
