@@ -96,3 +96,16 @@ def test_summary_counts_failures_flags_and_what_is_left_unflagged():
     assert result['unflagged'] == 1 and result['unflagged_taken_over_crop'] == pytest.approx(1.1)
     assert result['facing_right_share'] == pytest.approx(2 / 3)
     assert result['framing_over_single_pass'] == pytest.approx(5.0)
+
+
+def test_a_work_dir_holding_files_is_refused_before_any_work(tmp_path, capsys):
+    from cephalometric.errors import run_cli
+    from cephalometric.evaluation.real_photos import main
+    write_folder(tmp_path / 'set')
+    work = tmp_path / 'work'
+    work.mkdir()
+    (work / 'notes.txt').write_text('mine')
+    assert run_cli(main, ['--folder', str(tmp_path / 'set'), '--work-dir', str(work)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: --work-dir') and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in work.iterdir()) == ['notes.txt']

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import os.path as osp
 import sys
@@ -268,13 +267,13 @@ def main(argv=None) -> int:
         checkpoint = args.checkpoint
         os.makedirs(args.work_dir, exist_ok=True)
     from cephalometric.prediction.predictor import LandmarkPredictor
+    from cephalometric.prediction.results import write_json
     predictor = LandmarkPredictor(checkpoint, device=args.device)
     print('predicting the held-out photos (crop, then as taken)', flush=True)
     rows = check_photos(predictor, args.folder, photos, args.part)
     result = dict(summary(rows), part=args.part, checkpoint=checkpoint,
                   folder=osp.abspath(args.folder))
-    with open(osp.join(args.work_dir, f'real_photos_{args.part}.json'), 'w') as stream:
-        json.dump(dict(result, rows=rows), stream, indent=1)
+    write_json(osp.join(args.work_dir, f'real_photos_{args.part}.json'), dict(result, rows=rows))
     print(report(result))
     return 0
 

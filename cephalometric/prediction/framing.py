@@ -162,7 +162,7 @@ class FaceFramer:
             depths = [depth] + ([np.ascontiguousarray(depth[:, ::-1])] if self.mirror else [])
         # With the face check every settled box is measured (the check needs the landmark
         # model's view of it); without, only the one kept.
-        checked = bool(self.face_check) and self.measurer is not None
+        checked = self.checked
         full = [0.0, 0.0, float(width), float(height)]
         result = self._settle(views, depths, [full] * len(views))
         if checked:
@@ -200,6 +200,11 @@ class FaceFramer:
                           disagreement)
         return prediction, framing
 
+    @property
+    def checked(self) -> bool:
+        """Whether results are judged by the face check (it needs both it and a measurer)."""
+        return bool(self.face_check) and self.measurer is not None
+
     def _measured(self, result: Settled, views, depths) -> Settled:
         """`_settle`'s result with the landmark model's prediction on the settled box, when there
         is one, and how far it lies from the framing model's (share of the box width)."""
@@ -218,7 +223,7 @@ class FaceFramer:
     def _needs_retry(self, result: Settled) -> bool:
         """With the checkpoint's face check: the result fails it; without: the framing model's
         own confidence is under RETRY_SCORE."""
-        if not self.face_check or self.measurer is None:
+        if not self.checked:
             return result.mean_score < RETRY_SCORE
         return self._doubt(result) is not None
 
@@ -227,7 +232,7 @@ class FaceFramer:
         when there is no face check to tell): the landmark model's confidence, and its agreement
         with the framing model, against what the checkpoint's validation faces gave."""
         check, disagreement = self.face_check, result.disagreement
-        if not check or self.measurer is None:
+        if not self.checked:
             return None
         score = float(np.nanmean(result.prediction.scores))
         if not score >= check['landmark_score_floor']:
@@ -244,7 +249,7 @@ class FaceFramer:
     def _preferred(self, retry: Settled, result: Settled) -> bool:
         """Whether the retried result replaces the first: with the face check, one that passes
         it, else the more confident landmark model; without, the more confident framing model."""
-        if not self.face_check or self.measurer is None:
+        if not self.checked:
             return retry.mean_score > result.mean_score
         retry_doubt, result_doubt = self._doubt(retry), self._doubt(result)
         if (retry_doubt is None) != (result_doubt is None):
