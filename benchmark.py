@@ -6,9 +6,12 @@
     python benchmark.py --quick            # smoke test: 3 rounds; no memory/preparation/training
 
 Inference: stock MMPose (init_model + inference_topdown, one image per call) against our
-LandmarkPredictor with each backend, one image per call and batched. The paths take turns within
+LandmarkPredictor with each backend, one image per call and batched (the landmark model alone, which
+is what MMPose runs). The paths take turns within
 every round (the starting path rotates), so load from other programs hits them alike; the table
 gives the median time per image and the largest landmark distance (px) from MMPose's answer.
+With automatic framing: `predict(bbox='auto')` on the same images, with the checkpoint's
+refinement model (when it has one) against without it, interleaved alike, as ratios.
 Peak memory is the RSS high-water mark (VmHWM, or getrusage's ru_maxrss off Linux) of a fresh
 process per path that loads the model and predicts the same images.
 Data preparation: prepare_dataset on a generated 1501-record 224x224 pickle.
@@ -201,12 +204,29 @@ def inference_paths(args, checkpoint: str, device: str, ours, onnx_path, depth_o
     def stock_path(ims):
         return [stock_predict(stock, im, None if depth_of is None else depth_of(im)) for im in ims]
 
-    paths = {STOCK: (stock_path, 1),
-             'ours pytorch': single(ours), f'ours pytorch, batch {args.batch_size}': batched(ours)}
+    coarse = ours.coarse_predictor()   # the landmark model alone: what MMPose computes
+    paths = {STOCK: (stock_path, 1), 'ours pytorch': single(coarse),
+             f'ours pytorch, batch {args.batch_size}': batched(coarse)}
     if onnx_path:
-        fast = LandmarkPredictor(onnx_path, threads=args.threads)
+        fast = LandmarkPredictor(onnx_path, threads=args.threads).coarse_predictor()
         paths['ours onnxruntime'] = single(fast)
         paths[f'ours onnxruntime, batch {args.batch_size}'] = batched(fast)
+    return paths
+
+
+FRAMED = 'framing, landmark model alone'   # the baseline of the framing table
+
+
+def framing_paths(ours, depth_of=None) -> dict:
+    """`predict(bbox='auto')` one image per call: the landmark model alone, and with the
+    checkpoint's refinement model when it has one."""
+    def framed(predictor):
+        return (lambda ims: [p.keypoints for p in predictor.predict(
+            ims, 'auto', **({} if depth_of is None else {'depths': [depth_of(im) for im in ims]}))],
+            1)
+    paths = {FRAMED: framed(ours.coarse_predictor())}
+    if ours.refiner is not None:
+        paths['framing + refinement'] = framed(ours)
     return paths
 
 
@@ -446,6 +466,7 @@ def measure_all(args, device: str, workdir: str) -> dict:
         depth_of = lambda image: by_image[id(image)]  # noqa: E731
     paths = inference_paths(args, checkpoint, device, ours, onnx_path, depth_of)
     times, keypoints = time_paths(paths, images, args.iterations)
+    framing_times, _ = time_paths(framing_paths(ours, depth_of), images, args.iterations)
     memory = (measure_memory(args, checkpoint, onnx_path, images, device, workdir)
               if not args.skip_memory else None)
     prepared = time_prepare(args.prepare_records, workdir) if not args.skip_prepare else None
@@ -458,7 +479,8 @@ def measure_all(args, device: str, workdir: str) -> dict:
         training = time_training(args, data_root, device, workdir)
         processes = time_processes(args, data_root, device, workdir)
     return dict(ours=ours, images=images, source=source, onnx_path=onnx_path, export_s=export_s,
-                depth_source=depth_source, times=times, keypoints=keypoints, memory=memory,
+                depth_source=depth_source, times=times, keypoints=keypoints,
+                framing_times=framing_times, memory=memory,
                 prepared=prepared, training=training, processes=processes)
 
 
@@ -489,6 +511,14 @@ def print_inference(args, device: str, run: dict) -> None:
                      f'{stock_median / statistics.median(values):.2f}x',
                      'reference' if name == STOCK else f'{distance:.5f}'])
     print(table(rows, ['path', 'median', 'min', 'vs MMPose', 'max landmark diff px']))
+    framed = run['framing_times']
+    base = statistics.median(framed[FRAMED])
+    print(f'\nAutomatic framing (predict bbox=auto, pytorch, one image per call), '
+          f'{args.iterations} rounds, interleaved; ms per image'
+          + ('' if len(framed) > 1 else '; this checkpoint has no refinement model'))
+    print(table([[name, f'{statistics.median(v) * 1e3:.1f}', f'{min(v) * 1e3:.1f}',
+                  f'{statistics.median(v) / base:.2f}x'] for name, v in framed.items()],
+                ['path', 'median', 'min', f'vs {FRAMED}']))
 
 
 def print_memory(device: str, memory) -> None:

@@ -22,6 +22,8 @@ input_size = (256, 256)     # --input-size; the AFLW model's
 heatmap_size = (64, 64)     # stride 4
 sigma = 2                   # --sigma; heatmap Gaussian, in heatmap pixels
 framing_epochs = 30         # --framing-epochs; the framing model's fine-tuning (0: none)
+refine_epochs = 30          # --refine-epochs; the refinement model's fine-tuning (0: none)
+refine_input_size = 64      # px; the refinement model's patch around each landmark
 
 custom_imports = dict(
     # mmcv_compat first: it lets mmpose import on mmcv-lite (no compiled ops).
@@ -143,6 +145,20 @@ val_pipeline = [
 framing_model = dict(
     max_epochs=framing_epochs,
     zoom_out=dict(type='RandomZoomOut', prob=0.5, max_ratio=3.0))
+
+# ----------------------------------------------------------------------------------------------
+# Refinement model: re-locates each landmark on a patch of the original image around the landmark
+# model's estimate, at several times its resolution (cephalometric/prediction/predictor.py). After
+# the landmark run a copy is fine-tuned for `max_epochs` on such patches (LandmarkPatch after
+# GetBBoxCenterScale); it goes into best_MRE.pth. The patch is not a number to tune: its side is
+# `patch_errors` x the landmark model's validation MRE (so it holds nearly every estimate's
+# truth), and its centre is jittered by that measured error (training.config.refine_config).
+refine_model = dict(
+    max_epochs=refine_epochs,
+    input_size=refine_input_size,
+    patch_errors=8.0,
+    # patches drawn per training image and epoch (each around a random landmark)
+    patches_per_image=4)
 
 dataset_type = 'CephalometricDataset'
 train_dataloader = dict(

@@ -4,7 +4,8 @@
     python inference.py --checkpoint model.onnx --img-path patient.jpg
 
 A model with a framing model (the default training) also gets model.framing.onnx beside
-model.onnx: automatic face framing runs on it, so keep the two files together.
+model.onnx: automatic face framing runs on it; one with a refinement model (also the default)
+gets model.refine.onnx, which re-locates every landmark. Keep the files together.
 The .onnx file carries the landmark names and everything preprocessing and decoding need (input
 size, box padding, normalisation, heatmap decoder) in its metadata, so inference needs only that
 file, numpy, OpenCV and onnxruntime: no torch or MMPose. Any batch size works. Before writing, the
@@ -32,6 +33,7 @@ def main(argv=None) -> int:
     if not args.out.lower().endswith('.onnx'):
         raise UserError(f'--out must end in .onnx, got {args.out}')
     from cephalometric.prediction.export import export_checked, framing_file
+    from cephalometric.prediction.onnx import companion_file
 
     reference, difference = export_checked(args.checkpoint, args.out)
     width, height = reference.input_size
@@ -39,6 +41,9 @@ def main(argv=None) -> int:
           f'PyTorch model within {difference:.4f} px')
     if reference.framing_network is not None:
         print(f'{framing_file(args.out)}: its framing model (keep it beside {args.out})')
+    if reference.refine_network is not None:
+        print(f'{companion_file(args.out, "refine_model")}: its refinement model (keep it beside '
+              f'{args.out})')
     return 0
 
 

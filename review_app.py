@@ -35,7 +35,7 @@ def parse_args(argv):
                         help='address to listen on (default 127.0.0.1: this machine only; the app '
                         'has no login)')
     parser.add_argument('--port', type=int, default=8000, help='port (default 8000; 0: any free)')
-    add_options(parser, 'score_threshold', 'mm_per_pixel', 'device')
+    add_options(parser, 'score_threshold', 'mm_per_pixel', 'device', 'no_refine')
     parser.add_argument('--export-table', metavar='FILE.pkl',
                         help='do not serve: write the records in --out-dir as a training table '
                         'for prepare_cephalometric_data.py --input')
@@ -82,7 +82,8 @@ def main(argv=None) -> int:
     bind(args.host, args.port).close()
 
     from cephalometric.prediction.predictor import LandmarkPredictor
-    predictor = LandmarkPredictor(args.checkpoint, device=args.device)
+    predictor = LandmarkPredictor(args.checkpoint, device=args.device,
+                                  refine=not args.no_refine)
     estimated = None
     if args.estimated is not None:
         estimated = [] if args.estimated.strip().lower() == 'none' else \

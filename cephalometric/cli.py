@@ -28,6 +28,7 @@ DEFAULTS = dict(
     bbox='auto',            # face region
     depth_path=None,        # RGB-D models: depth maps
     mm_per_pixel=None,      # pixel spacing, for distances in mm
+    no_refine=False,        # True: the landmark model's positions, without the refinement model
 )
 
 _HELP = dict(
@@ -44,6 +45,8 @@ _HELP = dict(
     depth_path='RGB-D models: the depth map of the photograph (.npy, or 16-bit PNG/TIFF with 0 = '
                'no reading), or a folder of them named like the photographs (<stem>.npy)',
     mm_per_pixel='pixel spacing, to also give distances in mm',
+    no_refine='skip the refinement model (checkpoints trained with one re-locate every landmark on '
+              'a patch around it): the landmark model\'s own positions',
 )
 _KWARGS = dict(
     checkpoint=dict(metavar='FILE'),
@@ -52,6 +55,7 @@ _KWARGS = dict(
     score_threshold=dict(type=float),
     depth_path=dict(metavar='FILE|FOLDER'),
     mm_per_pixel=dict(type=float, metavar='X'),
+    no_refine=dict(action='store_true'),
 )
 
 

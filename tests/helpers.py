@@ -20,7 +20,7 @@ SUBPROCESS_TIMEOUT = 3600
 # 2-epoch framing model (zoom-out), so the tests of automatic framing use both networks.
 LEARNING_ARGS = ['--no-pretrained', '--epochs', '7', '--framing-epochs', '2', '--batch-size', '8',
                  '--input-size', '96', '--sigma', '1.5', '--lr', '2e-3', '--workers', '0',
-                 '--seed', '0', '--warmup-iters', '20']
+                 '--seed', '0', '--warmup-iters', '20', '--refine-epochs', '4']
 
 
 def run_script(script, *args, check=True, timeout=SUBPROCESS_TIMEOUT):

@@ -2,7 +2,8 @@
 
 CPU processes run the same Runner, sampler, metric collection and checkpoint code as GPUs with
 nccl; only the backend differs. Checked here: the validation of a 2-process run sees every image
-once and its MRE equals evaluate.py's on the saved checkpoint; rank 0 alone writes the outputs;
+once and its MRE equals evaluate.py's (--no-refine: the landmark model it validates) on the saved
+checkpoint; rank 0 alone writes the outputs;
 every process has its own seed; a SIGKILL of the launcher mid-epoch loses at most that epoch;
 the slurm path with the variables srun sets.
 """
@@ -57,6 +58,7 @@ def test_two_processes_validate_every_image_once_and_agree_with_evaluate(learned
     fine_tune[fine_tune.index('--batch-size') + 1] = '4'
     fine_tune[fine_tune.index('--lr') + 1] = '2e-4'
     fine_tune[fine_tune.index('--framing-epochs') + 1] = '1'   # the framing run, distributed too
+    fine_tune[fine_tune.index('--refine-epochs') + 1] = '1'    # and the refinement run
     output = finish(torchrun('--data-root', prepared, '--work-dir', work_dir, '--load-from',
                              learned / 'best_MRE.pth', *fine_tune))
     val_images = num_images(prepared, 'val')
@@ -66,17 +68,20 @@ def test_two_processes_validate_every_image_once_and_agree_with_evaluate(learned
     assert output.count('validation MRE') == 1 and output.count('best checkpoint:') == 1
     assert output.count('new best MRE') == 1
     assert output.count('framing model: 1 epochs with zoom-out, stored in best_MRE.pth') == 1
+    assert output.count('refinement model (1 epochs, patch') == 1   # distributed too
     entries = set(os.listdir(work_dir))
-    assert OUTPUTS | {'epoch_1.pth', 'framing'} <= entries
-    # one log folder, and the framing run's folder
-    assert len([e for e in entries if (work_dir / e).is_dir()]) == 2
+    assert OUTPUTS | {'epoch_1.pth', 'framing', 'refine'} <= entries
+    # one log folder, and the framing and refinement runs' folders
+    assert len([e for e in entries if (work_dir / e).is_dir()]) == 3
     assert json.loads((work_dir / 'best_MRE.json').read_text())['framing_model']['epochs'] == 1
     assert not os.path.exists(os.path.join(ROOT, '.dist_test'))  # results gathered in memory
     assert "backend='gloo'" in (work_dir / 'resolved_config.py').read_text()
 
     logged = json.loads((work_dir / 'best_MRE.json').read_text())['best_score']
+    # validation measures the landmark model; evaluate.py --no-refine predicts with it alone
     run_script('evaluate.py', '--checkpoint', work_dir / 'best_MRE.pth', '--data-root', prepared,
-               '--split', 'val', '--out-dir', tmp_path / 'eval', '--device', 'cpu')
+               '--split', 'val', '--out-dir', tmp_path / 'eval', '--device', 'cpu',
+               '--no-refine')
     metrics = json.loads((tmp_path / 'eval' / 'metrics.json').read_text())
     evaluated = metrics['overall']['MRE']
     print(f'2-process validation MRE {logged:.4f} px, evaluate.py {evaluated:.4f} px '

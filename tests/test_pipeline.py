@@ -53,7 +53,8 @@ def test_training_keeps_best_checkpoint_with_its_metrics(trained_run):
     # the published model is slim: no optimizer or resume state
     from cephalometric.model.checkpoint import load_checkpoint_file
     checkpoint = load_checkpoint_file(str(best))
-    assert set(checkpoint) == {'meta', 'state_dict'}
+    # (and the refinement model's weights when validation kept it)
+    assert set(checkpoint) - {'refine_state_dict'} == {'meta', 'state_dict'}
     assert checkpoint['meta']['epoch'] == record['epoch']
     assert checkpoint['meta']['best_metrics']['MRE'] == pytest.approx(record['best_score'])
     assert (trained_run / 'training_curves.png').is_file()
@@ -150,6 +151,55 @@ def test_resume_of_a_finished_landmark_run_trains_only_the_missing_framing_model
     assert not (work_dir / 'framing' / 'best_MRE.pth').exists()   # one published model
     again = run_script('train_cephalometric.py', '--work-dir', work_dir, '--resume',
                        '--framing-epochs', '1')
+    assert 'already finished' in again.stdout
+
+
+def test_training_stores_a_refinement_model_sized_by_the_measured_error(trained_run,
+                                                                        demo_dataset):
+    from cephalometric.model.checkpoint import load_published
+    from cephalometric.training.config import REFINE_PATCH_RANGE
+    published = load_published(str(trained_run / 'best_MRE.pth'))
+    record = json.loads((trained_run / 'best_MRE.json').read_text())
+    info = record['refine_model']
+    assert info['epochs'] == 1 and info['input_size'] == [64, 64]
+    # the patch: 8 validation MREs of the landmark model, as a share of the padded 224 px box
+    expected = 8 * record['best_score'] / (224 * 1.1)
+    low, high = REFINE_PATCH_RANGE
+    assert info['patch'] == pytest.approx(min(max(expected, low), high))
+    assert info['validation_mre'] == pytest.approx(record['best_score'])
+    # kept only where it lowered the validation MRE; otherwise gone from the checkpoint
+    assert info['kept'] == (info['val_mre_refined'] < info['val_mre_coarse'])
+    if info['kept']:
+        assert set(published.refine_state_dict) == set(published.state_dict)
+        assert published.settings['refinement']['patch'] == pytest.approx(info['patch'])
+    else:
+        assert published.refine_state_dict is None and 'refinement' not in published.settings
+    assert (trained_run / 'refine' / 'training_curves.png').is_file()
+    assert not (trained_run / 'refine' / 'best_MRE.pth').exists()     # one published model
+
+
+def test_resume_of_a_finished_run_trains_only_the_missing_refinement_model(trained_run,
+                                                                           tmp_path):
+    from cephalometric.model.checkpoint import load_published
+    work_dir = tmp_path / 'run'
+    shutil.copytree(trained_run, work_dir, ignore=shutil.ignore_patterns('refine'))
+    pointer = work_dir / 'last_checkpoint'
+    pointer.write_text(str(work_dir / os.path.basename(pointer.read_text().strip())))
+    record_path = work_dir / 'best_MRE.json'
+    record = json.loads(record_path.read_text())
+    del record['refine_model']   # as if the run had stopped before the refinement model
+    record_path.write_text(json.dumps(record))
+    landmark_state = load_published(str(work_dir / 'best_MRE.pth')).state_dict
+    result = run_script('train_cephalometric.py', '--work-dir', work_dir, '--resume',
+                        '--refine-epochs', '2')
+    output = result.stdout + result.stderr
+    assert 'resumed epoch' not in output and 'new best MRE' not in output  # landmarks untouched
+    assert 'refinement model: val MRE' in result.stdout   # measured, then kept or not
+    published = load_published(str(work_dir / 'best_MRE.pth'))
+    assert all(torch.equal(published.state_dict[k], landmark_state[k]) for k in landmark_state)
+    assert json.loads(record_path.read_text())['refine_model']['epochs'] == 2
+    again = run_script('train_cephalometric.py', '--work-dir', work_dir, '--resume',
+                       '--refine-epochs', '2')
     assert 'already finished' in again.stdout
 
 

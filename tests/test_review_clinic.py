@@ -603,7 +603,7 @@ def test_cli_serves_at_once_with_the_checkpoint_hash_as_model_version(photos, tm
     checkpoint.write_bytes(b'not a real model')
     gate = threading.Event()
     monkeypatch.setattr(predictor_module, 'LandmarkPredictor',
-                        lambda path, device=None: StandIn(truth, gate=gate))
+                        lambda path, device=None, refine=True: StandIn(truth, gate=gate))
     served = {}
 
     def fake_serve(store, host, port):
@@ -639,7 +639,7 @@ def test_cli_estimated_names_are_checked(photos, tmp_path, monkeypatch, capsys):
     checkpoint = tmp_path / 'model.onnx'
     checkpoint.write_bytes(b'not a real model')
     monkeypatch.setattr(predictor_module, 'LandmarkPredictor',
-                        lambda path, device=None: StandIn(truth))
+                        lambda path, device=None, refine=True: StandIn(truth))
     served = {}
     monkeypatch.setattr(server_module, 'serve',
                         lambda store, host, port: served.update(store=store))

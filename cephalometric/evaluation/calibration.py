@@ -44,27 +44,44 @@ def spread_ratios(errors: np.ndarray, spreads: np.ndarray) -> dict:
 def calibrate_checkpoint(checkpoint: str, data_root: str, split: str = 'val',
                          batch_size: int = 8) -> Optional[dict]:
     """Measure the error calibration of `checkpoint` on `split` of `data_root` (whole image as the
-    face box, as validation) and store it in the checkpoint; returns it (None: no images)."""
+    face box, as validation) and store it in the checkpoint; returns it (None: no images), with
+    `refinement`: the validation MRE with and without the refinement model and whether it was
+    kept (`model.checkpoint.check_refine_model`), or None when the checkpoint has none."""
     from cephalometric.data.reader import load_split
     from cephalometric.evaluation.statistics import predict_split_all
-    from cephalometric.model.checkpoint import set_error_calibration
+    from cephalometric.model.checkpoint import check_refine_model, set_error_calibration
     from cephalometric.prediction.predictor import LandmarkPredictor
     data = load_split(data_root, split)
     if not data.patient_ids:
         return None
     predictor = LandmarkPredictor(checkpoint, device='cpu')
+
+    def errors_of(predictions):
+        predicted = np.stack([p.keypoints for p in predictions])
+        return np.where(data.visible, np.linalg.norm(predicted - data.keypoints, axis=-1), np.nan)
     predictions = predict_split_all(predictor, data.image_paths, batch_size, data.depth_paths)
-    predicted = np.stack([p.keypoints for p in predictions])
-    errors = np.where(data.visible, np.linalg.norm(predicted - data.keypoints, axis=-1), np.nan)
+    coarse, refinement = predictions, None
+    if predictor.refiner is not None:
+        # The refinement model is kept only if it lowers the validation MRE (a short run on few
+        # images can leave it worse than the landmark model it refines).
+        coarse = predict_split_all(predictor.coarse_predictor(), data.image_paths, batch_size,
+                                   data.depth_paths)
+        refinement = dict(with_refinement=float(np.nanmean(errors_of(predictions))),
+                          without=float(np.nanmean(errors_of(coarse))))
+        refinement['kept'] = check_refine_model(checkpoint, **refinement)
+        if not refinement['kept']:
+            predictions = coarse
+    errors = errors_of(predictions)
     calibration = dict(spread_ratios(errors, np.stack([p.spread for p in predictions])),
                        split=split)
     face_check = None
     if predictor.framing_network is not None:
         found = predict_split_all(predictor.framing_predictor(), data.image_paths, batch_size,
                                   data.depth_paths)
-        face_check = measure_face_check(predictions, found)
+        # framing compares the framing model with the landmark model's own (unrefined) positions
+        face_check = measure_face_check(coarse, found)
     set_error_calibration(checkpoint, calibration, face_check)
-    return calibration
+    return dict(calibration, refinement=refinement)
 
 
 def measure_face_check(measured, found) -> Optional[dict]:

@@ -65,7 +65,7 @@ def parse_args(argv):
                         help='output folder (default <checkpoint folder>/eval_<split>)')
     parser.add_argument('--overwrite', action='store_true',
                         help='replace an existing --out-dir (only one this project wrote)')
-    add_options(parser, 'device', 'backend', 'batch_size', 'depth_path', 'bbox',
+    add_options(parser, 'device', 'backend', 'batch_size', 'depth_path', 'bbox', 'no_refine',
                 defaults=dict(bbox='full'),
                 help=dict(depth_path='RGB-D models: depth maps named like the images '
                           '(<stem>.npy); default: those the RGB-D dataset keeps beside its images',
@@ -112,7 +112,8 @@ def main(argv=None) -> int:
     # torch + MMPose take seconds to import: only once the inputs are known to be good.
     from cephalometric.prediction.predictor import LandmarkPredictor
 
-    predictor = LandmarkPredictor(args.checkpoint, device=args.device, backend=args.backend)
+    predictor = LandmarkPredictor(args.checkpoint, device=args.device, backend=args.backend,
+                                  refine=not args.no_refine)
     if list(predictor.names) != list(split.names):
         raise UserError(f'the checkpoint predicts {len(predictor.names)} landmarks '
                         f'({", ".join(predictor.names[:3])}, ...) but {args.data_root} has '

@@ -183,3 +183,49 @@ class StackDepth(BaseTransform):
         results['img'] = np.concatenate(
             [image.astype(np.float32), depth.astype(np.float32)[..., None]], axis=2)
         return results
+
+
+@TRANSFORMS.register_module()
+class LandmarkPatch(BaseTransform):
+    """Make the box a small patch around one landmark, for the refinement model.
+
+    Runs after GetBBoxCenterScale. One visible landmark is drawn at random; the box becomes a
+    square of side `patch` x the padded face box's longer side, centred on that landmark plus a
+    Gaussian offset of `jitter` x the side per axis (at most `max_offset` x half the side). At
+    inference the patch is centred on the landmark model's estimate instead: the offsets teach
+    the model to find the landmark from where that estimate puts it (its measured error sets
+    `jitter`; see `training.config.refine_config`). Every landmark inside the patch is a target.
+
+    Reads `bbox_scale` and `keypoints`, `keypoints_visible`; writes `bbox_center`, `bbox_scale`
+    and `patch_landmark` (the landmark drawn).
+    """
+
+    def __init__(self, patch: float, jitter: float, max_offset: float = 0.8,
+                 seed: Optional[int] = None):
+        if not 0 < patch <= 1 or not 0 <= jitter or not 0 <= max_offset <= 1:
+            raise ValueError(f'LandmarkPatch needs 0 < patch <= 1, jitter >= 0 and 0 <= '
+                             f'max_offset <= 1, got {patch}, {jitter}, {max_offset}')
+        self.patch, self.jitter, self.max_offset = patch, jitter, max_offset
+        self.rng = np.random.default_rng(seed) if seed is not None else None
+
+    def transform(self, results: dict) -> dict:
+        rng = self.rng if self.rng is not None else np.random.default_rng(
+            np.random.randint(0, 2 ** 31 - 1))
+        keypoints = np.asarray(results['keypoints'], np.float32).reshape(-1, 2)
+        visible = np.asarray(results.get('keypoints_visible', np.ones(len(keypoints))))
+        candidates = np.flatnonzero((visible.reshape(-1) > 0)
+                                    & np.isfinite(keypoints).all(axis=1))
+        if not len(candidates):
+            return results   # nothing to centre on: the whole face box, as the landmark model
+        landmark = int(rng.choice(candidates))
+        side = self.patch * float(np.max(results['bbox_scale']))
+        limit = self.max_offset * side / 2
+        offset = np.clip(rng.normal(0.0, self.jitter * side, 2), -limit, limit)
+        results['bbox_center'] = (keypoints[landmark] + offset).astype(np.float32)[None]
+        results['bbox_scale'] = np.array([[side, side]], np.float32)
+        results['patch_landmark'] = landmark
+        return results
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}(patch={self.patch}, jitter={self.jitter}, '
+                f'max_offset={self.max_offset})')

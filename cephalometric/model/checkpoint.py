@@ -20,7 +20,10 @@ may name only MMPose's registered model classes (see `model.settings.check_model
 The inference settings also carry the training data's framing prior (`framing`), so inference
 can find the face in a wider photograph the way the training crops framed it. The framing model,
 a second copy of the network fine-tuned for finding faces (see the config's `framing_model`), is
-stored beside the landmark model's weights as `framing_state_dict` once it has trained.
+stored beside the landmark model's weights as `framing_state_dict` once it has trained; the
+refinement model (see the config's `refine_model`), which re-locates each landmark on a patch, as
+`refine_state_dict`, with its settings in the inference settings (`refinement`). Both share the
+landmark model's architecture.
 """
 from __future__ import annotations
 
@@ -213,24 +216,41 @@ def model_registry_types() -> set:
 class PublishedModel:
     """What best_MRE.pth holds for prediction, checked.
 
-    Both networks share `model_config`; checkpoints written before the framing model existed, or
-    trained with --framing-epochs 0, have no `framing_state_dict` (None).
+    All networks share `model_config`; checkpoints written before the framing or the refinement
+    model existed, or trained with --framing-epochs 0 / --refine-epochs 0, lack their weights
+    (None).
     """
     model_config: dict                 # the architecture (MMPose model dict, init_cfg dropped)
     settings: dict                     # inference settings (landmark names, input size, ...)
     state_dict: dict                   # the landmark model's weights
     framing_state_dict: Optional[dict] = None   # the framing model's weights
+    refine_state_dict: Optional[dict] = None    # the refinement model's weights
+
+
+# The networks a published checkpoint may hold beside the landmark model's, by their key.
+COMPANION_STATES = ('framing_state_dict', 'refine_state_dict')
 
 
 def load_published(path: str, map_location: Any = 'cpu') -> PublishedModel:
     """The checked contents of a published checkpoint (best_MRE.pth)."""
     data = load_checkpoint_file(path, map_location)
-    framing_state = data.get('framing_state_dict')
-    if framing_state is not None and (not isinstance(framing_state, dict) or not all(
-            isinstance(value, torch.Tensor) for value in framing_state.values())):
-        raise UserError(f'{path}: its framing_state_dict is not a dict of tensors; pass a '
-                        'checkpoint written by train_cephalometric.py')
-    return PublishedModel(*_published_model(data, path), framing_state)
+    companions = companion_states(data)
+    for key, state in companions.items():
+        if not isinstance(state, dict) or not all(
+                isinstance(value, torch.Tensor) for value in state.values()):
+            raise UserError(f'{path}: its {key} is not a dict of tensors; pass a checkpoint '
+                            'written by train_cephalometric.py')
+    model = _published_model(data, path)
+    if (companions.get('refine_state_dict') is None) != ('refinement' not in model[1]):
+        raise UserError(f'{path}: it holds refinement weights without their settings, or the '
+                        'other way round; pass a checkpoint written by train_cephalometric.py')
+    return PublishedModel(*model, companions.get('framing_state_dict'),
+                          companions.get('refine_state_dict'))
+
+
+def companion_states(data: dict) -> dict:
+    """The companion networks' weights a loaded checkpoint holds, by key."""
+    return {key: data[key] for key in COMPANION_STATES if data.get(key) is not None}
 
 
 def _published_model(data: dict, path: str) -> tuple[dict, dict, dict]:
@@ -264,8 +284,10 @@ def published_meta(cfg, dataset_meta: dict, source: str = 'checkpoint') -> dict:
 
 
 def write_published_checkpoint(path: str, meta: dict, state_dict: dict,
-                               framing_state_dict: dict | None = None) -> None:
-    """torch.save weights + metadata to `path` atomically (weights moved to the CPU)."""
+                               framing_state_dict: dict | None = None,
+                               companions: dict | None = None) -> None:
+    """torch.save weights + metadata to `path` atomically (weights moved to the CPU);
+    `companions`: more networks' weights by their COMPANION_STATES key."""
     from collections import OrderedDict
 
     from mmengine.runner.checkpoint import weights_to_cpu
@@ -274,8 +296,13 @@ def write_published_checkpoint(path: str, meta: dict, state_dict: dict,
         return weights_to_cpu(weights if isinstance(weights, OrderedDict) else
                               OrderedDict(weights))
     data = dict(meta=meta, state_dict=on_cpu(state_dict))
+    companions = dict(companions or {})
     if framing_state_dict is not None:
-        data['framing_state_dict'] = on_cpu(framing_state_dict)
+        companions['framing_state_dict'] = framing_state_dict
+    for key, state in companions.items():
+        if key not in COMPANION_STATES:
+            raise ValueError(f'unknown companion network {key!r}')
+        data[key] = on_cpu(state)
     with atomic_path(path) as temporary:
         torch.save(data, temporary)
 
@@ -285,7 +312,22 @@ def attach_framing_model(path: str, framing_state_dict: dict, info: dict) -> Non
     `info` (how it was trained) as meta['framing_model']."""
     data = load_checkpoint_file(path)
     meta = dict(data.get('meta') or {}, framing_model=plain_data(info))
-    write_published_checkpoint(path, meta, data['state_dict'], framing_state_dict)
+    write_published_checkpoint(path, meta, data['state_dict'],
+                               companions=dict(companion_states(data),
+                                               framing_state_dict=framing_state_dict))
+
+
+def attach_refine_model(path: str, refine_state_dict: dict, settings: dict, info: dict) -> None:
+    """Store the refinement model's weights in the published checkpoint `path` (atomically), its
+    `settings` as the inference settings' `refinement` (checked) and `info` (how it was trained)
+    as meta['refine_model']."""
+    data = load_checkpoint_file(path)
+    meta = dict(data.get('meta') or {}, refine_model=plain_data(info))
+    inference = dict(meta.get('inference') or {}, refinement=plain_data(settings))
+    meta['inference'] = validate_settings(inference, path)
+    write_published_checkpoint(path, meta, data['state_dict'],
+                               companions=dict(companion_states(data),
+                                               refine_state_dict=refine_state_dict))
 
 
 def set_error_calibration(path: str, calibration: dict, face_check: dict | None = None) -> None:
@@ -298,7 +340,29 @@ def set_error_calibration(path: str, calibration: dict, face_check: dict | None 
                     **({} if face_check is None else {'face_check': face_check}))
     inference = dict(meta.get('inference') or {}, **plain_data(measured))
     meta['inference'] = validate_settings(inference, path)
-    write_published_checkpoint(path, meta, data['state_dict'], data.get('framing_state_dict'))
+    write_published_checkpoint(path, meta, data['state_dict'], companions=companion_states(data))
+
+
+def check_refine_model(path: str, with_refinement: float, without: float) -> bool:
+    """Keep the refinement model of the published checkpoint `path` only if the validation MRE
+    with it (`with_refinement`, px) is below the landmark model's alone (`without`): the figures
+    go into its settings; otherwise its weights and settings are removed (atomically) and
+    meta['refine_model'] says why. Returns whether it is kept."""
+    data = load_checkpoint_file(path)
+    meta = dict(data.get('meta') or {})
+    inference = dict(meta.get('inference') or {})
+    figures = dict(val_mre_refined=float(with_refinement), val_mre_coarse=float(without))
+    kept = bool(with_refinement < without)
+    companions = companion_states(data)
+    if kept:
+        inference['refinement'] = dict(inference['refinement'], **figures)
+    else:
+        inference.pop('refinement', None)
+        companions.pop('refine_state_dict', None)
+    meta['refine_model'] = dict(meta.get('refine_model') or {}, kept=kept, **figures)
+    meta['inference'] = validate_settings(inference, path)
+    write_published_checkpoint(path, meta, data['state_dict'], companions=companions)
+    return kept
 
 
 def save_published_checkpoint(runner, path: str, extra_meta: dict | None = None) -> None:

@@ -15,7 +15,7 @@ from cephalometric.errors import UserError
 
 SETTINGS_KEYS = ('landmark_names', 'input_size', 'bbox_padding', 'mean', 'std', 'decoder')
 # Optional: absent in older files, which then get the defaults (RGB input; framing.FramingPrior()).
-OPTIONAL_KEYS = ('inputs', 'framing_prior', 'error_calibration', 'face_check')
+OPTIONAL_KEYS = ('inputs', 'framing_prior', 'error_calibration', 'face_check', 'refinement')
 # Optional: what the model takes, in channel order; absent means ['rgb'] (all older files).
 # ['rgb', 'depth'] is an RGB-D model: mean/std then have a fourth value, the depth channel's.
 INPUT_KINDS = (['rgb'], ['rgb', 'depth'])
@@ -146,6 +146,9 @@ def validate_settings(settings: Any, source: str) -> dict:
     face_check = settings.get('face_check')
     if face_check is not None:
         face_check = _face_check(face_check, bad)
+    refinement = settings.get('refinement')
+    if refinement is not None:
+        refinement = _refinement(refinement, bad)
     return {'landmark_names': list(names), 'input_size': list(settings['input_size']),
             'bbox_padding': float(padding), 'mean': [float(v) for v in settings['mean']],
             'std': [float(v) for v in settings['std']],
@@ -153,6 +156,7 @@ def validate_settings(settings: Any, source: str) -> dict:
             **({'framing_prior': prior} if prior is not None else {}),
             **({'error_calibration': calibration} if calibration is not None else {}),
             **({'face_check': face_check} if face_check is not None else {}),
+            **({'refinement': refinement} if refinement is not None else {}),
             'decoder': {'heatmap_size': list(heatmap), 'unbiased': decoder.get('unbiased', False),
                         'blur_kernel_size': kernel}}
 
@@ -192,6 +196,32 @@ def _face_check(face_check: Any, bad) -> dict:
             'disagreement_ceiling': float(face_check['disagreement_ceiling']), 'images': images}
 
 
+def _refinement(refinement: Any, bad) -> dict:
+    """The refinement model's settings (its patch input size, the patch side as a share of the
+    padded face box's longer side, its heatmap decoding; how it was trained), checked."""
+    if not isinstance(refinement, Mapping):
+        raise bad('refinement must be a mapping')
+    size, patch = refinement.get('input_size'), refinement.get('patch')
+    if not _size(size, 32, 1024) or size[0] != size[1] or size[0] % 32:
+        raise bad(f'refinement input_size must be a square multiple of 32 up to 1024, got '
+                  f'{_shown(size)}')
+    if not _number(patch) or not 0 < patch <= 1:
+        raise bad(f'refinement patch must be a share 0..1 of the face box, got {_shown(patch)}')
+    decoder = refinement.get('decoder')
+    kernel = decoder.get('blur_kernel_size', 11) if isinstance(decoder, Mapping) else None
+    if not isinstance(kernel, int) or isinstance(kernel, bool) or not (
+            1 <= kernel <= 99 and kernel % 2) or not isinstance(
+            decoder.get('unbiased', False), bool):
+        raise bad('refinement decoder must hold unbiased (true or false) and an odd '
+                  'blur_kernel_size 1..99')
+    info = {key: float(refinement[key]) for key in ('jitter', 'patch_errors', 'validation_mre',
+                                                    'val_mre_refined', 'val_mre_coarse')
+            if _number(refinement.get(key))}
+    return {'input_size': list(size), 'patch': float(patch),
+            'decoder': {'unbiased': decoder.get('unbiased', False), 'blur_kernel_size': kernel},
+            **info}
+
+
 def check_model_config(model: Any, allowed_types, source: str) -> dict:
     """A copy of a stored model architecture whose every `type` is a plain registered name.
 
@@ -223,6 +253,17 @@ def check_model_config(model: Any, allowed_types, source: str) -> dict:
         raise UserError(f'{source}: no model architecture in its metadata; pass a checkpoint '
                         'written by train_cephalometric.py')
     return walk(model, 'model')
+
+
+def refine_settings(settings: Mapping) -> dict | None:
+    """The settings as the refinement model sees them (its patch input size and decoding), for
+    exporting and checking its network; None without a refinement model."""
+    refinement = settings.get('refinement')
+    if refinement is None:
+        return None
+    size = list(refinement['input_size'])
+    return dict(settings, input_size=size,
+                decoder=dict(refinement['decoder'], heatmap_size=[side // 4 for side in size]))
 
 
 def settings_to_metadata(settings: Mapping) -> dict:

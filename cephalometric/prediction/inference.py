@@ -56,7 +56,8 @@ def parse_args(argv):
     add_options(parser, 'bbox', 'depth_path')
     parser.add_argument('--json', help='write landmarks and measurements as JSON')
     parser.add_argument('--csv', help='write one row per image as CSV')
-    add_options(parser, 'mm_per_pixel', 'score_threshold', 'device', 'batch_size', 'backend')
+    add_options(parser, 'mm_per_pixel', 'score_threshold', 'device', 'batch_size', 'backend',
+                'no_refine')
     parser.add_argument('--no-draw', action='store_true', help='skip the pictures')
     return check_options(parser.parse_args(argv))
 
@@ -102,9 +103,9 @@ def check_outputs(images: list[str], pictures: list, args, predictor=None,
     inputs = [(p, 'one of the input images') for p in images]
     inputs += [(args.checkpoint, 'the checkpoint'), (args.depth_path, 'the --depth-path')]
     if predictor is not None and hasattr(predictor.network, 'metadata'):   # an .onnx pair
-        from cephalometric.prediction.onnx import framing_model_path
-        inputs.append((framing_model_path(predictor.network.metadata(), args.checkpoint),
-                       'the checkpoint\'s framing model'))
+        from cephalometric.prediction.onnx import COMPANION_MODELS, companion_model_path
+        inputs += [(companion_model_path(predictor.network.metadata(), key, args.checkpoint),
+                    f'the checkpoint\'s {key.replace("_", " ")}') for key in COMPANION_MODELS]
     inputs += [(p, 'a depth map of the input') for p in depth_files or ()]
     check_not_inputs(named, inputs)
     if pictures and pictures[0] and args.out_file:
@@ -156,7 +157,8 @@ def main(argv=None) -> int:
     from cephalometric.measurements import compute_measurements
     from cephalometric.prediction.predictor import LandmarkPredictor
 
-    predictor = LandmarkPredictor(args.checkpoint, device=args.device, backend=args.backend)
+    predictor = LandmarkPredictor(args.checkpoint, device=args.device, backend=args.backend,
+                                  refine=not args.no_refine)
     depth_files = check_depths(images, sizes, getattr(predictor, 'needs_depth', False),
                                args.depth_path)
     check_outputs(images, pictures, args, predictor, depth_files)

@@ -2,9 +2,10 @@
 
 `export_onnx` traces `backends.heatmap_net` (backbone + neck + head) with a free batch size and
 stores the inference settings in the model's metadata_props (one JSON value per key), so the .onnx
-file alone is enough for inference. A checkpoint's framing model goes into a second file beside
-it, which the first names (`framing_model_path` follows that name, as data). The checked export
-of a whole checkpoint is `prediction.export`.
+file alone is enough for inference. A checkpoint's framing and refinement models go into files
+beside it, which the first names in its metadata under COMPANION_MODELS' keys
+(`companion_model_path` follows such a name, as data). The checked export of a whole checkpoint
+is `prediction.export`.
 """
 from __future__ import annotations
 
@@ -64,27 +65,37 @@ def _write(path: str, data: bytes) -> None:
                         'or check the folder\'s permissions') from None
 
 
-def framing_model_path(metadata: dict, source: str) -> Optional[str]:
-    """The framing model an exported .onnx names in its metadata: a file beside it, or None.
+# The networks an exported landmark model may name beside it: metadata key -> what it does (for
+# messages) and the file suffix export_onnx.py gives it (<stem><suffix> beside <stem>.onnx).
+COMPANION_MODELS = {'framing_model': ('finds faces with', '.framing.onnx'),
+                    'refine_model': ('refines landmarks with', '.refine.onnx')}
+
+
+def companion_file(out: str, key: str) -> str:
+    """Where export_onnx.py writes the companion `key` of `out`: <stem><suffix> beside it."""
+    return os.path.splitext(out)[0] + COMPANION_MODELS[key][1]
+
+
+def companion_model_path(metadata: dict, key: str, source: str) -> Optional[str]:
+    """The companion model (`key` of COMPANION_MODELS) an exported .onnx names in its metadata: a
+    file beside it, or None.
 
     Only a plain file name ending in .onnx is followed (metadata is data from whoever made the
     file, so no paths elsewhere).
     """
     import json
-    if 'framing_model' not in metadata:
+    if key not in metadata:
         return None
     try:
-        name = json.loads(metadata['framing_model'])
+        name = json.loads(metadata[key])
     except (ValueError, RecursionError):
         name = None
     if not isinstance(name, str) or os.path.basename(name) != name or name in ('.', '..') \
             or not name.lower().endswith('.onnx'):
-        raise UserError(f'{source}: its metadata framing_model is not a file name ending in '
+        raise UserError(f'{source}: its metadata {key} is not a file name ending in '
                         '.onnx; export it again with export_onnx.py')
     path = os.path.join(os.path.dirname(os.path.abspath(source)), name)
     if not os.path.isfile(path):
-        raise UserError(f'{source} finds faces with {name}, which is not beside it; keep the two '
-                        'files export_onnx.py wrote together (or export again)')
+        raise UserError(f'{source} {COMPANION_MODELS[key][0]} {name}, which is not beside it; '
+                        f'keep the files export_onnx.py wrote together (or export again)')
     return path
-
-

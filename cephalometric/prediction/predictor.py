@@ -7,7 +7,9 @@ image). Results agree with MMPose's `inference_topdown` to well under 0.1 px (te
 A .pth runs on 'pytorch' by default, a .onnx from export_onnx.py on 'onnxruntime' (needs no torch
 or MMPose); 'onnxruntime' with a .pth exports in memory first. `predict` adds the face region:
 found automatically (`framing`, with the checkpoint's framing model when it has one, which an
-exported .onnx keeps in <stem>.framing.onnx beside it), the whole image, or given.
+exported .onnx keeps in <stem>.framing.onnx beside it), the whole image, or given. A checkpoint
+with a refinement model (<stem>.refine.onnx beside an export) then re-locates every landmark on a
+patch around it (`refinement.Refiner`), unless `refine=False`.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import numpy as np
 from cephalometric.cli import BACKENDS, FRAMING_MODES  # noqa: F401  (the choices of predict)
 from cephalometric.data.depth import check_depth_size, depth_channel
 from cephalometric.errors import UserError
-from cephalometric.model.settings import settings_from_metadata
+from cephalometric.model.settings import refine_settings, settings_from_metadata
 from cephalometric.prediction.backends import (  # noqa: F401
     OnnxRuntimeBackend,
     PyTorchBackend,
@@ -35,7 +37,8 @@ from cephalometric.prediction.heatmaps import (
     heatmap_spread,
     warp_matrix,
 )
-from cephalometric.prediction.onnx import export_onnx, framing_model_path
+from cephalometric.prediction.onnx import companion_model_path, export_onnx
+from cephalometric.prediction.refinement import Refiner
 
 
 @dataclass
@@ -99,7 +102,7 @@ class LandmarkPredictor:
     """
 
     def __init__(self, checkpoint: str, device: str = 'auto', fuse_batch_norm: bool = True,
-                 backend: str = 'auto', threads: Optional[int] = None):
+                 backend: str = 'auto', threads: Optional[int] = None, refine: bool = True):
         if backend not in BACKENDS:
             raise UserError(f'backend must be one of {", ".join(BACKENDS)}, got {backend!r}')
         check_device(device)
@@ -111,7 +114,8 @@ class LandmarkPredictor:
             raise UserError(f'{checkpoint} is an ONNX model: use --backend onnxruntime')
         # framing_network: the framing model (faces in wide photographs), when the checkpoint
         # has one; None: the landmark network finds faces too.
-        self.framing_network = None
+        # refine_network: the refinement model, when the checkpoint has one and `refine`.
+        self.framing_network = self.refine_network = None
         if is_onnx:
             if not os.path.isfile(checkpoint):
                 raise UserError(f'ONNX model not found: {checkpoint}')
@@ -119,16 +123,21 @@ class LandmarkPredictor:
             metadata = self.network.metadata()
             self.settings = settings_from_metadata(metadata, checkpoint)
             self.network.check_fits(self.settings, checkpoint)
-            framing_path = framing_model_path(metadata, checkpoint)
-            if framing_path:
-                self.framing_network = OnnxRuntimeBackend(framing_path, framing_path, device,
-                                                          threads)
-                self.framing_network.check_fits(self.settings, framing_path)
+            for key, settings in (('framing_model', self.settings),
+                                  ('refine_model', refine_settings(self.settings))):
+                path = companion_model_path(metadata, key, checkpoint)
+                if path and settings is None:
+                    raise UserError(f'{checkpoint} names a refinement model but has no '
+                                    'refinement settings; export it again with export_onnx.py')
+                if path and (key == 'framing_model' or refine):
+                    companion = OnnxRuntimeBackend(path, path, device, threads)
+                    companion.check_fits(settings, path)
+                    setattr(self, key.replace('_model', '_network'), companion)
         else:
             from cephalometric.model.checkpoint import load_published
             published = load_published(checkpoint)
             model_config, self.settings = published.model_config, published.settings
-            def network(weights):   # one architecture, the landmark or the framing weights
+            def network(weights, settings):   # one architecture, each network its own weights
                 if weights is None:
                     return None
                 net = PyTorchBackend(model_config, weights, checkpoint,
@@ -136,18 +145,22 @@ class LandmarkPredictor:
                                      fuse_batch_norm, threads)
                 if backend != 'onnxruntime':
                     return net
-                return OnnxRuntimeBackend(export_onnx(net.net, self.settings), checkpoint,
+                return OnnxRuntimeBackend(export_onnx(net.net, settings), checkpoint,
                                           device, threads)
-            self.network = network(published.state_dict)
-            self.framing_network = network(published.framing_state_dict)
+            self.network = network(published.state_dict, self.settings)
+            self.framing_network = network(published.framing_state_dict, self.settings)
+            if refine:
+                self.refine_network = network(published.refine_state_dict,
+                                              refine_settings(self.settings))
         self._configure()
 
     @classmethod
-    def from_backend(cls, settings: dict, network, framing_network=None) -> 'LandmarkPredictor':
+    def from_backend(cls, settings: dict, network, framing_network=None,
+                     refine_network=None) -> 'LandmarkPredictor':
         """A predictor for checked `settings` and ready backends (e.g. in-memory exports)."""
         predictor = cls.__new__(cls)
         predictor.settings, predictor.network = settings, network
-        predictor.framing_network = framing_network
+        predictor.framing_network, predictor.refine_network = framing_network, refine_network
         predictor.source = 'the model'
         predictor._configure()
         return predictor
@@ -168,6 +181,17 @@ class LandmarkPredictor:
                                                                      self.framing_network)
         return self._framing_predictor
 
+    def coarse_predictor(self) -> 'LandmarkPredictor':
+        """This predictor without its refinement model (itself when it has none): the landmark
+        model's own positions, which framing and its face check compare."""
+        if self.refiner is None:
+            return self
+        if getattr(self, '_coarse_predictor', None) is None:
+            self._coarse_predictor = LandmarkPredictor.from_backend(
+                self.settings, self.network, self.framing_network)
+            self._coarse_predictor.source = self.source
+        return self._coarse_predictor
+
     def _configure(self) -> None:
         self.names = list(self.settings['landmark_names'])
         self.input_size = tuple(self.settings['input_size'])  # (w, h)
@@ -178,6 +202,9 @@ class LandmarkPredictor:
         self.std = np.asarray(self.settings['std'], np.float32).reshape(1, 1, -1)
         self.backend = self.network.name  # 'pytorch' or 'onnxruntime'
         self.device = self.network.device
+        self.refiner = None if self.refine_network is None else Refiner(
+            self.refine_network, self.settings['refinement'], self.prepare,
+            getattr(self, 'source', 'the model'))
 
     # -- the three stages ------------------------------------------------------------------------
     def preprocess(self, image: np.ndarray, bbox: Optional[Sequence[float]] = None,
@@ -193,25 +220,35 @@ class LandmarkPredictor:
         height, width = image.shape[:2]
         x, y, w, h = bbox if bbox is not None else (0, 0, width, height)
         center = np.array([x + w * 0.5, y + h * 0.5], np.float32)
-        scale = np.array([w, h], np.float32) * self.padding
+        scale = self.box_scale((x, y, w, h))
+        matrix = warp_matrix(center, scale, self.input_size)
+        return self.prepare(image, depth, matrix, self.input_size), center, scale
+
+    def box_scale(self, bbox) -> np.ndarray:
+        """The (w, h) region the network sees for a face box: padded, widened to the input's
+        aspect ratio (GetBBoxCenterScale + TopdownAffine)."""
+        scale = np.array(bbox[2:4], np.float32) * self.padding
         input_w, input_h = self.input_size
         aspect = input_w / input_h
         if scale[0] > scale[1] * aspect:
-            scale = np.array([scale[0], scale[0] / aspect], np.float32)
-        else:
-            scale = np.array([scale[1] * aspect, scale[1]], np.float32)
-        matrix = warp_matrix(center, scale, self.input_size)
-        crop = cv2.warpAffine(image, matrix, (input_w, input_h), flags=cv2.INTER_LINEAR)
+            return np.array([scale[0], scale[0] / aspect], np.float32)
+        return np.array([scale[1] * aspect, scale[1]], np.float32)
+
+    def prepare(self, image: np.ndarray, depth: Optional[np.ndarray], matrix: np.ndarray,
+                size) -> np.ndarray:
+        """The region `matrix` maps onto a `size` (w, h) input, normalised (C, h, w) float32;
+        an RGB-D model's depth map is warped alike into the 4th channel."""
+        crop = cv2.warpAffine(image, matrix, tuple(size), flags=cv2.INTER_LINEAR)
         if self.needs_depth:
             if depth is None:
                 raise UserError('this model is RGB-D and needs the depth map of each photograph; '
                                 'pass --depth-path FILE|FOLDER')
             check_depth_size(np.asarray(depth), image.shape, 'depth map')
-            channel = cv2.warpAffine(depth_channel(depth), matrix, (input_w, input_h),
+            channel = cv2.warpAffine(depth_channel(depth), matrix, tuple(size),
                                      flags=cv2.INTER_LINEAR)
             crop = np.concatenate([crop.astype(np.float32), channel[..., None]], axis=2)
         normalised = (crop.astype(np.float32) - self.mean) / self.std
-        return normalised.transpose(2, 0, 1), center, scale
+        return normalised.transpose(2, 0, 1)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, h, w) float32 -> heatmaps (N, K, h/4, w/4) float32, checked (`check_heatmaps`:
@@ -231,7 +268,8 @@ class LandmarkPredictor:
     def __call__(self, images: Sequence[np.ndarray], bboxes=None,
                  batch_size: int = 8, depths=None) -> list[Prediction]:
         """Predict landmarks for RGB images; `bboxes` is None or one (x, y, w, h)/None per image;
-        `depths` (RGB-D models) one depth map per image."""
+        `depths` (RGB-D models) one depth map per image. With a refinement model the positions
+        are refined (`coarse_predictor`: without)."""
         boxes = []
         for i, image in enumerate(images):
             box = None if bboxes is None else bboxes[i]
@@ -246,6 +284,10 @@ class LandmarkPredictor:
             heatmaps = self.infer(np.stack([p[0] for p in prepared]))
             keypoints, scores = self.postprocess(heatmaps, [p[1] for p in prepared],
                                                  [p[2] for p in prepared])
+            if self.refiner is not None:
+                keypoints = self.refiner([images[i] for i in chunk], keypoints,
+                                         [p[2] for p in prepared],
+                                         None if depths is None else [depths[i] for i in chunk])
             spreads = self.spread_px(heatmaps, [p[2] for p in prepared])
             for j, i in enumerate(chunk):
                 prediction = Prediction(self.names, keypoints[j], scores[j], boxes[i],
@@ -254,6 +296,23 @@ class LandmarkPredictor:
                     spreads[j])
                 results.append(prediction)
         return results
+
+    def _refine_framed(self, prediction: Prediction, image: np.ndarray,
+                       depth: Optional[np.ndarray], flipped: bool) -> None:
+        """The refinement model on a framed prediction, in the direction the landmark model
+        saw it (a mirrored photograph is refined mirrored: the model knows one direction)."""
+        if self.refiner is None:
+            return
+        from cephalometric.prediction.framing import mirror_box, mirror_keypoints
+        width = image.shape[1]
+        keypoints, box = np.asarray(prediction.keypoints, np.float32), list(prediction.bbox)
+        if flipped:
+            image, keypoints, box = (np.ascontiguousarray(image[:, ::-1]),
+                                     mirror_keypoints(keypoints, width), mirror_box(box, width))
+            depth = None if depth is None else np.ascontiguousarray(np.asarray(depth)[:, ::-1])
+        refined = self.refiner([image], [keypoints], [self.box_scale(box)],
+                               None if depth is None else [depth])[0]
+        prediction.keypoints = mirror_keypoints(refined, width) if flipped else refined
 
     def spread_px(self, heatmaps: np.ndarray, scales) -> np.ndarray:
         """`heatmaps.heatmap_spread` in pixels of each original image (N, K)."""
@@ -289,10 +348,13 @@ class LandmarkPredictor:
             raise UserError(f'bbox must be one of {", ".join(FRAMING_MODES)} or x,y,w,h, got '
                             f'{bbox!r}')
         if bbox == 'auto':
+            # Framing compares the landmark model's positions with the framing model's (its face
+            # check was measured so); the refinement model moves the final ones only, once.
+            coarse = self.coarse_predictor()
             finder = self.framing_predictor()
-            framer = FaceFramer(_PositionsRequired(finder),
+            framer = FaceFramer(_PositionsRequired(coarse if finder is self else finder),
                                 FramingPrior.from_dict(self.settings.get('framing_prior')),
-                                measurer=None if finder is self else self,
+                                measurer=None if finder is self else coarse,
                                 face_check=self.settings.get('face_check'))
             results = []
             for i, image in enumerate(images):
@@ -306,6 +368,8 @@ class LandmarkPredictor:
                                       depths=None if depth is None else [depth])[0]
                     framing = Framing('auto', list(prediction.bbox), mean_score=0.0,
                                       review_reason=NO_POSITIONS_REASON)
+                else:
+                    self._refine_framed(prediction, image, depth, framing.mirrored)
                 prediction.framing = framing.to_dict()
                 results.append(prediction)
             return results

@@ -27,7 +27,8 @@ NAMED_SETTINGS = {'max_epochs': '--epochs', 'base_lr': '--lr', 'warmup_iters': '
                   'train_batch_size': '--batch-size', 'val_batch_size': None,
                   'num_workers': '--workers', 'input_size': '--input-size',
                   'heatmap_size': '--input-size', 'sigma': '--sigma',
-                  'framing_epochs': '--framing-epochs'}
+                  'framing_epochs': '--framing-epochs', 'refine_epochs': '--refine-epochs',
+                  'refine_input_size': None}
 DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 
 
@@ -99,8 +100,9 @@ def set_epochs(cfg, epochs: int) -> None:
         raise UserError(f'--epochs must be at least 1, got {epochs}')
     old = cfg.train_cfg.max_epochs
     cfg.train_cfg.max_epochs = epochs
-    if framing_epochs(cfg):
-        cfg.framing_model.max_epochs = max(1, round(framing_epochs(cfg) * epochs / old))
+    for stage in STAGE_OPTIONS:
+        if (cfg.get(stage) or {}).get('max_epochs'):
+            cfg[stage].max_epochs = max(1, round(cfg[stage].max_epochs * epochs / old))
     for scheduler in cfg.param_scheduler:
         if scheduler.get('by_epoch', True) and scheduler['type'] == 'MultiStepLR':
             scheduler['end'] = epochs
@@ -140,20 +142,133 @@ def set_workers(cfg, workers: int) -> None:
         loader.persistent_workers = workers > 0
 
 
-def set_framing_epochs(cfg, epochs: int) -> None:
-    """Epochs of the framing model's run (0: no framing model; the landmark model frames)."""
+# The models trained after the landmark model: config section -> its option.
+STAGE_OPTIONS = {'framing_model': '--framing-epochs', 'refine_model': '--refine-epochs'}
+
+
+def set_stage_epochs(cfg, section: str, epochs: int) -> None:
+    """Epochs of a later model's run (`section` of STAGE_OPTIONS; 0: that model is not trained)."""
+    option = STAGE_OPTIONS[section]
     if epochs < 0:
-        raise UserError(f'--framing-epochs must be 0 or more, got {epochs}')
-    if epochs and not cfg.get('framing_model'):
-        raise UserError('--framing-epochs: this config has no framing_model section; add one '
-                        '(see cephalometric_hrnetv2_w18_config.py) or pass --framing-epochs 0')
-    if cfg.get('framing_model'):
-        cfg.framing_model.max_epochs = epochs
+        raise UserError(f'{option} must be 0 or more, got {epochs}')
+    if epochs and not cfg.get(section):
+        raise UserError(f'{option}: this config has no {section} section; add one (see '
+                        f'cephalometric_hrnetv2_w18_config.py) or pass {option} 0')
+    if cfg.get(section):
+        cfg[section].max_epochs = epochs
+
+
+def stage_epochs(cfg, section: str) -> int:
+    """A later model's epochs in `cfg` (0 when it has none)."""
+    return int((cfg.get(section) or {}).get('max_epochs', 0) or 0)
 
 
 def framing_epochs(cfg) -> int:
-    """The framing model's epochs in `cfg` (0 when it has none)."""
-    return int((cfg.get('framing_model') or {}).get('max_epochs', 0) or 0)
+    """The framing model's epochs (0: none; the landmark model then frames)."""
+    return stage_epochs(cfg, 'framing_model')
+
+
+def refine_epochs(cfg) -> int:
+    """The refinement model's epochs (0: none; the landmark model's positions are final)."""
+    return stage_epochs(cfg, 'refine_model')
+
+
+# Bounds of the refinement patch, as a share of the padded face box's longer side: below, a
+# patch holds too little to recognise a landmark; above, it is no finer than the landmark model.
+REFINE_PATCH_RANGE = (0.04, 0.4)
+
+
+def refine_patch(cfg, validation_mre: float, mean_box_side: float) -> tuple[float, float]:
+    """(patch side, jitter), both as shares of the padded face box's longer side, from the
+    landmark model's validation MRE in pixels and the mean padded box side in pixels.
+
+    The side is `patch_errors` MREs; the jitter (per axis) is the standard deviation of a 2-D
+    Gaussian error whose mean radius is the MRE (Rayleigh: mean = sigma * sqrt(pi / 2)).
+    """
+    low, high = REFINE_PATCH_RANGE
+    side = float(cfg.refine_model.patch_errors) * validation_mre / mean_box_side
+    side = min(max(side, low), high)
+    jitter = validation_mre / math.sqrt(math.pi / 2) / mean_box_side / side
+    return side, jitter
+
+
+def refine_codec(cfg) -> dict:
+    """The landmark codec at the refinement model's input size (stride 4, same sigma)."""
+    size = int(cfg.refine_model.input_size)
+    if size < 32 or size % 32:
+        raise UserError(f'refine_model.input_size must be a positive multiple of 32 (HRNet '
+                        f'downsamples by 32), got {size}')
+    return dict(cfg.codec, input_size=(size, size), heatmap_size=(size // 4, size // 4))
+
+
+def mean_box_side(cfg, data_root: str, split: str = 'val') -> float:
+    """Mean longer side of the padded face boxes of a prepared split, in pixels (what
+    GetBBoxCenterScale gives the landmark model)."""
+    from cephalometric.data.reader import read_annotations
+    coco = read_annotations(osp.join(data_root, 'annotations', f'{split}.json'), data_root)
+    padding = next((step.get('padding', 1.25) for step in cfg.val_dataloader.dataset.pipeline
+                    if step['type'] == 'GetBBoxCenterScale'), 1.25)
+    sides = [max(ann['bbox'][2:4]) * padding for ann in coco['annotations']]
+    return float(sum(sides) / max(len(sides), 1))
+
+
+def refine_config(cfg, work_dir: str, validation_mre: float, mean_box_side: float):
+    """The refinement model's run: the landmark run's config fine-tuning its best_MRE.pth on
+    patches around each landmark (LandmarkPatch after GetBBoxCenterScale, at
+    refine_model.input_size, no random shift: the patch's jitter is the shift) in
+    <work_dir>/refine; None when there is no refinement model.
+
+    Every training image gives `patches_per_image` patches per epoch (RepeatDataset). There is no
+    validation: the run is judged by the landmarks it refines, measured after training on the
+    whole validation split; only RefineModelHook publishes, the last epoch's weights.
+    """
+    import copy
+    epochs = refine_epochs(cfg)
+    if not epochs:
+        return None
+    if not (math.isfinite(validation_mre) and validation_mre > 0):
+        raise UserError(f'the refinement model needs the landmark model\'s validation MRE, got '
+                        f'{validation_mre}; check the training log, or pass --refine-epochs 0')
+    patch, jitter = refine_patch(cfg, validation_mre, mean_box_side)
+    refine = copy.deepcopy(cfg)
+    codec = refine_codec(cfg)
+    size = codec['input_size']
+    steps = refine.train_dataloader.dataset.pipeline
+    for index, step in enumerate(list(steps)):
+        if step['type'] == 'GetBBoxCenterScale':
+            steps.insert(index + 1, dict(type='LandmarkPatch', patch=patch, jitter=jitter))
+            break
+    else:
+        raise UserError('the refinement model needs GetBBoxCenterScale in the training '
+                        'pipeline; add it, or pass --refine-epochs 0')
+    for step in steps:
+        if step['type'] == 'RandomBBoxTransform':
+            step['shift_prob'] = 0.0
+        elif step['type'] == 'TopdownAffine':
+            step['input_size'] = size
+        elif step['type'] == 'GenerateTarget':
+            step['encoder'] = dict(codec)
+    refine.model.head.decoder = dict(codec)
+    refine.codec = dict(codec)
+    refine.train_dataloader.dataset = dict(
+        type='RepeatDataset', times=int(refine.refine_model.patches_per_image),
+        dataset=refine.train_dataloader.dataset)
+    set_epochs(refine, epochs)
+    for key in ('val_dataloader', 'val_cfg', 'val_evaluator'):
+        refine[key] = None
+    landmark_checkpoint = osp.join(work_dir, 'best_MRE.pth')
+    refine.work_dir = osp.join(work_dir, 'refine')
+    refine.load_from = landmark_checkpoint
+    refine.custom_hooks = [hook for hook in refine.get('custom_hooks', [])
+                           if hook['type'] != 'BestCheckpointHook']
+    refine.custom_hooks.append(dict(
+        type='RefineModelHook', checkpoint=landmark_checkpoint,
+        settings=dict(input_size=list(size), patch=patch, jitter=jitter,
+                      patch_errors=float(cfg.refine_model.patch_errors),
+                      validation_mre=float(validation_mre),
+                      decoder=dict(unbiased=bool(codec.get('unbiased', False)),
+                                   blur_kernel_size=int(codec.get('blur_kernel_size', 11))))))
+    return refine
 
 
 def framing_config(cfg, work_dir: str):
@@ -281,7 +396,9 @@ def build_config(args):
     if args.epochs is not None:
         set_epochs(cfg, args.epochs)
     if args.framing_epochs is not None:
-        set_framing_epochs(cfg, args.framing_epochs)
+        set_stage_epochs(cfg, 'framing_model', args.framing_epochs)
+    if getattr(args, 'refine_epochs', None) is not None:
+        set_stage_epochs(cfg, 'refine_model', args.refine_epochs)
     if args.warmup_iters is not None:
         set_warmup_iters(cfg, args.warmup_iters)
     if args.batch_size is not None:
@@ -310,12 +427,13 @@ def build_config(args):
         except Exception as error:  # MMEngine's own checks (e.g. a dict replaced by a list)
             raise UserError(f'--cfg-options cannot be applied ({error}); see the config file '
                             'for the keys and their types') from None
-    if framing_epochs(cfg) and \
+    if (framing_epochs(cfg) or refine_epochs(cfg)) and \
             cfg.train_cfg.get('val_interval', 1) > cfg.train_cfg.max_epochs:
-        raise UserError(f'the framing model is fine-tuned from best_MRE.pth, which validation '
-                        f'writes, but train_cfg.val_interval {cfg.train_cfg.val_interval} is more '
-                        f'than the {cfg.train_cfg.max_epochs} epochs; lower it or pass '
-                        '--framing-epochs 0')
+        raise UserError(f'the framing and refinement models are fine-tuned from best_MRE.pth, '
+                        f'which validation writes, but train_cfg.val_interval '
+                        f'{cfg.train_cfg.val_interval} is more than the '
+                        f'{cfg.train_cfg.max_epochs} epochs; lower it or pass --framing-epochs 0 '
+                        '--refine-epochs 0')
     from cephalometric.training.weights import resolve_initial_weights
     resolve_initial_weights(cfg, args)
     return cfg, names, data_root

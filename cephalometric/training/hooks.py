@@ -6,7 +6,8 @@ does not need. BestCheckpointHook keeps `<work_dir>/best_<metric>.pth` (weights,
 names: all inference needs) and `best_<metric>.json` (epoch and every validation metric) for the
 best epoch so far. The best score lives in MMEngine's message hub, so it survives --resume.
 FramingModelHook ends the framing model's run (see the config's `framing_model`): it stores that
-network's weights in the landmark run's best_MRE.pth and notes it in best_MRE.json.
+network's weights in the landmark run's best_MRE.pth and notes it in best_MRE.json;
+RefineModelHook does the same for the refinement model (the config's `refine_model`).
 In a multi-process run every process validates the same model (the config's SyncBuffersHook
 averages BatchNorm statistics after each epoch) and rank 0 alone writes files.
 """
@@ -115,10 +116,45 @@ class FramingModelHook(Hook):
                          if step['type'] == 'RandomZoomOut'), None)
         info = dict(epochs=runner.epoch, zoom_out=zoom_out)
         attach_framing_model(self.checkpoint, get_state_dict(model), info)
-        record_path = osp.splitext(self.checkpoint)[0] + '.json'
-        if osp.isfile(record_path):
-            record = read_json_file(record_path, max_bytes=1 << 20)
-            record['framing_model'] = info
-            write_text_atomically(record_path, json.dumps(record, indent=2, sort_keys=True,
-                                                          allow_nan=False))
+        note_in_record(self.checkpoint, 'framing_model', info)
         runner.logger.info(f'framing model ({runner.epoch} epochs) stored in {self.checkpoint}')
+
+
+def note_in_record(checkpoint: str, key: str, info: dict) -> None:
+    """Note a stage that trained in the checkpoint's record (best_MRE.json beside it)."""
+    record_path = osp.splitext(checkpoint)[0] + '.json'
+    if osp.isfile(record_path):
+        record = read_json_file(record_path, max_bytes=1 << 20)
+        record[key] = info
+        write_text_atomically(record_path, json.dumps(record, indent=2, sort_keys=True,
+                                                      allow_nan=False))
+
+
+@HOOKS.register_module()
+class RefineModelHook(Hook):
+    """After the refinement model's run, store its weights and `settings` (patch size, input
+    size, decoding; see `training.config.refine_config`) in the landmark model's `checkpoint`.
+
+    The last epoch's weights are kept: the run has no validation of its own (its patches are
+    centred on the truth, not on the landmark model's estimates).
+    """
+
+    priority = 'LOW'
+
+    def __init__(self, checkpoint: str, settings: dict) -> None:
+        self.checkpoint, self.settings = checkpoint, dict(settings)
+
+    def after_train(self, runner) -> None:
+        if runner.rank != 0:
+            return
+        from mmengine.model import is_model_wrapper
+        from mmengine.runner.checkpoint import get_state_dict
+
+        from cephalometric.model.checkpoint import attach_refine_model
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        info = dict(epochs=runner.epoch, **self.settings)
+        attach_refine_model(self.checkpoint, get_state_dict(model), self.settings, info)
+        note_in_record(self.checkpoint, 'refine_model', info)
+        runner.logger.info(f'refinement model ({runner.epoch} epochs, patch '
+                           f'{100 * self.settings["patch"]:.1f}% of the face box) stored in '
+                           f'{self.checkpoint}')

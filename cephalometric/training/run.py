@@ -55,7 +55,10 @@ Train the cephalometric landmark model (HRNetV2-W18, MMPose/MMEngine) on a prepa
 Logs MRE (and SDR, per-landmark MRE) after every epoch and keeps the best model by MRE at
 <work-dir>/best_MRE.pth with best_MRE.json beside it. Then fine-tunes a copy of that model with
 zoomed-out crops for --framing-epochs (<work-dir>/framing/): the framing model, which finds the face
-in wider or mirrored photographs at inference; it is stored in best_MRE.pth too. Everything else
+in wider or mirrored photographs at inference; it is stored in best_MRE.pth too. Then fine-tunes
+another copy on small patches around each landmark for --refine-epochs (<work-dir>/refine/): the
+refinement model, which re-locates every landmark at a finer scale (also in best_MRE.pth).
+Everything else
 (model, augmentation, schedule) is in cephalometric_hrnetv2_w18_config.py. With several
 processes, --batch-size is per process and the distributed backend follows the device (nccl on
 GPUs, gloo on CPUs) unless --cfg-options env_cfg.dist_cfg.backend=NAME says otherwise."""
@@ -78,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help='epochs of the framing model, fine-tuned from the landmark model '
                         'with zoom-out once it has trained (config: 30; 0: none, the landmark '
                         'model then finds faces itself)')
+    parser.add_argument('--refine-epochs', type=int,
+                        help='epochs of the refinement model, fine-tuned from the landmark model '
+                        'on patches around each landmark (config: 30; 0: none, the landmark '
+                        'model\'s positions are final)')
     parser.add_argument('--batch-size', type=int,
                         help='images per step and per process (GPU or CPU process; config: 32)')
     parser.add_argument('--auto-scale-lr', action='store_true',
@@ -275,7 +282,8 @@ def train(argv: Optional[Sequence[str]] = None, calibrate=None) -> int:
     if args.resume:
         done = resumed_epochs(last_checkpoint(args.work_dir))
         landmarks_done = done >= cfg.train_cfg.max_epochs
-        if landmarks_done and not framing_pending(cfg, args.work_dir):
+        if landmarks_done and not framing_pending(cfg, args.work_dir) \
+                and not refine_pending(cfg, args.work_dir):
             if processes.rank == 0:
                 _calibrate_if_missing(args.work_dir, data_root, calibrate)
                 print(f'training in {args.work_dir} already finished ({done} of '
@@ -298,9 +306,14 @@ def train(argv: Optional[Sequence[str]] = None, calibrate=None) -> int:
             _train_landmark_model(cfg, names, processes, started, args.resume)
         # derived after start_processes, which fills in the process group's settings
         framing_cfg = config_utils.framing_config(cfg, args.work_dir)
-        if framing_cfg is not None:
+        if framing_cfg is not None and not (landmarks_done
+                                            and not framing_pending(cfg, args.work_dir)):
             _train_framing_model(framing_cfg, config_utils.framing_epochs(cfg), args.work_dir,
                                  resume=landmarks_done and args.resume)
+        if config_utils.refine_epochs(cfg) and not (landmarks_done
+                                                    and not refine_pending(cfg, args.work_dir)):
+            _train_refine_model(cfg, args.work_dir, data_root,
+                                resume=landmarks_done and args.resume)
     except BaseException:
         if not started.started and processes.rank == 0:
             _remove_failed_start(args.work_dir, before,
@@ -328,6 +341,17 @@ def _calibrate_if_missing(work_dir: str, data_root: str, calibrate, again: bool 
     if calibration:
         print(f'error calibration: measured on {calibration["images"]} {calibration["split"]} '
               'images, stored in best_MRE.pth (each landmark\'s expected error and 90% radius)')
+    refinement = (calibration or {}).get('refinement')
+    if refinement:
+        from cephalometric.training.hooks import note_in_record
+        record = _read_record(osp.join(work_dir, 'best_MRE.json')).get('refine_model') or {}
+        note_in_record(best, 'refine_model', dict(record, kept=refinement['kept'],
+                                                  val_mre_refined=refinement['with_refinement'],
+                                                  val_mre_coarse=refinement['without']))
+        print(f'refinement model: val MRE {refinement["with_refinement"]:.2f} px with it, '
+              f'{refinement["without"]:.2f} px without; '
+              + ('kept' if refinement['kept'] else 'not kept (it did not help; train it longer '
+                 'with --refine-epochs)'))
 
 
 def _select_hardware(args, processes: Processes) -> bool:
@@ -373,6 +397,36 @@ def _train_framing_model(framing_cfg, epochs: int, work_dir: str, resume: bool) 
                        'done')
     _run(runner, 'the framing run\'s last checkpoint' if framing_cfg.resume
          else framing_cfg.load_from)
+
+
+def _train_refine_model(cfg, work_dir: str, data_root: str, resume: bool) -> None:
+    """The refinement model's run: a copy of best_MRE.pth fine-tuned on patches around each
+    landmark, sized and jittered by the landmark model's validation MRE, stored back in it
+    (RefineModelHook). `resume` as for the framing model."""
+    from mmengine.dist import barrier
+
+    from cephalometric.training import config as config_utils
+    barrier()   # every process reads the best_MRE.pth and .json rank 0 has finished writing
+    checkpoint, record_path = (osp.join(work_dir, name) for name in ('best_MRE.pth',
+                                                                     'best_MRE.json'))
+    if not osp.isfile(checkpoint) or not osp.isfile(record_path):
+        raise UserError(f'no {checkpoint} to fine-tune the refinement model from (no '
+                        'validation MRE could be computed); check the training log')
+    validation_mre = float(_read_record(record_path).get('best_score', float('nan')))
+    refine_cfg = config_utils.refine_config(
+        cfg, work_dir, validation_mre, config_utils.mean_box_side(cfg, data_root))
+    refine_cfg.resume = bool(resume and last_checkpoint(refine_cfg.work_dir))
+    if refine_cfg.resume:
+        refine_cfg.load_from = None
+    runner = _build_runner(refine_cfg)
+    hook = next(h for h in refine_cfg.custom_hooks if h['type'] == 'RefineModelHook')
+    runner.logger.info(f'refinement model: {config_utils.refine_epochs(cfg)} epochs fine-tuned '
+                       f'from {checkpoint} on {refine_cfg.refine_model.input_size} px patches of '
+                       f'{100 * hook["settings"]["patch"]:.1f}% of the face box (the landmark '
+                       f'model\'s error on the val split: {validation_mre:.2f} px); stored in it '
+                       'when done')
+    _run(runner, 'the refinement run\'s last checkpoint' if refine_cfg.resume
+         else refine_cfg.load_from)
 
 
 def _build_runner(cfg):
@@ -428,6 +482,15 @@ def _run(runner, weights_source: str) -> None:
                         'continue from the last complete checkpoint') from None
 
 
+def refine_pending(cfg, work_dir: str) -> bool:
+    """The config wants a refinement model and the published best_MRE.pth holds none yet."""
+    from cephalometric.training import config as config_utils
+    record_path = osp.join(work_dir, 'best_MRE.json')
+    if not config_utils.refine_epochs(cfg) or not osp.isfile(record_path):
+        return False
+    return 'refine_model' not in _read_record(record_path)
+
+
 def framing_pending(cfg, work_dir: str) -> bool:
     """The config wants a framing model and the published best_MRE.pth holds none yet."""
 
@@ -470,6 +533,10 @@ def report_result(work_dir: str, data_root: str) -> None:
     if best.get('framing_model'):
         print(f'framing model: {best["framing_model"]["epochs"]} epochs with zoom-out, stored in '
               'best_MRE.pth (finds the face in wider photographs)')
+    if best.get('refine_model') and best['refine_model'].get('kept', True):
+        print(f'refinement model: {best["refine_model"]["epochs"]} epochs on patches of '
+              f'{100 * best["refine_model"]["patch"]:.1f}% of the face box, stored in '
+              'best_MRE.pth (re-locates each landmark at a finer scale)')
     curves = osp.join(work_dir, 'training_curves.png')
     if osp.isfile(curves):
         print(f'training curves: {curves}')
