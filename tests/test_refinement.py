@@ -209,3 +209,42 @@ def test_refinement_weights_without_their_settings_are_refused(refined_checkpoin
     from cephalometric.prediction.predictor import LandmarkPredictor
     with pytest.raises(UserError, match='refinement weights without their settings'):
         LandmarkPredictor(str(path), device='cpu')
+
+
+def test_a_refinement_model_that_does_not_help_is_removed(refined_checkpoint, tmp_path):
+    from cephalometric.model.checkpoint import check_refine_model, load_published
+    kept, dropped = tmp_path / 'kept.pth', tmp_path / 'dropped.pth'
+    shutil.copy(refined_checkpoint, kept)
+    shutil.copy(refined_checkpoint, dropped)
+    assert check_refine_model(str(kept), with_refinement=2.0, without=2.5)
+    published = load_published(str(kept))
+    assert published.refine_state_dict is not None
+    assert published.settings['refinement']['val_mre_refined'] == 2.0
+    assert not check_refine_model(str(dropped), with_refinement=2.5, without=2.5)
+    published = load_published(str(dropped))
+    assert published.refine_state_dict is None and 'refinement' not in published.settings
+    assert published.state_dict.keys() == load_published(refined_checkpoint).state_dict.keys()
+
+
+def test_an_onnx_refinement_file_without_its_settings_is_refused(random_model, tmp_path):
+    from cephalometric.prediction.onnx import export_onnx
+    from cephalometric.prediction.predictor import LandmarkPredictor
+    predictor = LandmarkPredictor(random_model['pth'], device='cpu')
+    (tmp_path / 'm.refine.onnx').write_bytes(b'')   # beside it, but the metadata lacks settings
+    export_onnx(predictor.network.net, predictor.settings, str(tmp_path / 'm.onnx'),
+                extra_metadata={'refine_model': 'm.refine.onnx'})
+    with pytest.raises(UserError, match='names a refinement model but has no refinement '
+                                        'settings'):
+        LandmarkPredictor(str(tmp_path / 'm.onnx'))
+
+
+def test_a_refinement_input_size_hrnet_cannot_take_is_refused():
+    from mmengine.config import Config
+
+    from cephalometric.training.config import DEFAULT_CONFIG, refine_codec
+    cfg = Config.fromfile(DEFAULT_CONFIG)
+    assert refine_codec(cfg)['heatmap_size'] == (16, 16)
+    cfg.refine_model.input_size = 48
+    with pytest.raises(UserError, match='refine_model.input_size must be a positive multiple '
+                                        'of 32'):
+        refine_codec(cfg)

@@ -69,14 +69,12 @@ class Refiner:
     def __call__(self, images: Sequence[np.ndarray], keypoints: Sequence[np.ndarray], scales,
                  depths=None) -> list[np.ndarray]:
         """The refined (K, 2) keypoints of each image (a copy; kept where not refined)."""
-        jobs = []   # (image index, landmark indices, side, patches)
+        flat = []   # (image index, landmark index, patch side, patch), every image's patches
         for i, image in enumerate(images):
             patches, indices, side = self.preprocess(
                 image, np.asarray(keypoints[i], np.float32), scales[i],
                 None if depths is None else depths[i])
-            jobs.append((i, indices, side, patches))
-        flat = [(i, k, side, patch) for i, indices, side, patches in jobs
-                for k, patch in zip(indices, patches)]
+            flat += [(i, k, side, patch) for k, patch in zip(indices, patches)]
         refined = [np.array(k, np.float32, copy=True) for k in keypoints]
         count = len(np.asarray(keypoints[0])) if len(keypoints) else 0
         for start in range(0, len(flat), PATCHES_PER_BATCH):

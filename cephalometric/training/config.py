@@ -249,26 +249,19 @@ def refine_config(cfg, work_dir: str, validation_mre: float, mean_box_side: floa
         elif step['type'] == 'GenerateTarget':
             step['encoder'] = dict(codec)
     refine.model.head.decoder = dict(codec)
-    refine.codec = dict(codec)
     refine.train_dataloader.dataset = dict(
         type='RepeatDataset', times=int(refine.refine_model.patches_per_image),
         dataset=refine.train_dataloader.dataset)
     set_epochs(refine, epochs)
     for key in ('val_dataloader', 'val_cfg', 'val_evaluator'):
         refine[key] = None
-    landmark_checkpoint = osp.join(work_dir, 'best_MRE.pth')
-    refine.work_dir = osp.join(work_dir, 'refine')
-    refine.load_from = landmark_checkpoint
-    refine.custom_hooks = [hook for hook in refine.get('custom_hooks', [])
-                           if hook['type'] != 'BestCheckpointHook']
-    refine.custom_hooks.append(dict(
-        type='RefineModelHook', checkpoint=landmark_checkpoint,
+    return _fine_tuning(refine, work_dir, 'refine', dict(
+        type='RefineModelHook',
         settings=dict(input_size=list(size), patch=patch, jitter=jitter,
                       patch_errors=float(cfg.refine_model.patch_errors),
                       validation_mre=float(validation_mre),
                       decoder=dict(unbiased=bool(codec.get('unbiased', False)),
                                    blur_kernel_size=int(codec.get('blur_kernel_size', 11))))))
-    return refine
 
 
 def framing_config(cfg, work_dir: str):
@@ -288,13 +281,20 @@ def framing_config(cfg, work_dir: str):
     loading = [i for i, step in enumerate(steps) if step['type'] in ('LoadImage', 'LoadDepth')]
     steps.insert(max(loading, default=-1) + 1, dict(cfg.framing_model.zoom_out))
     set_epochs(framing, epochs)
+    return _fine_tuning(framing, work_dir, 'framing', dict(type='FramingModelHook'))
+
+
+def _fine_tuning(run, work_dir: str, folder: str, publisher: dict):
+    """`run` (a copy of the landmark run's config) as a fine-tuning of the landmark run's
+    best_MRE.pth in <work_dir>/<folder>, whose only publisher is the hook `publisher` (it stores
+    the result back into that best_MRE.pth; the run has no best_MRE.pth of its own)."""
     landmark_checkpoint = osp.join(work_dir, 'best_MRE.pth')
-    framing.work_dir = osp.join(work_dir, 'framing')
-    framing.load_from = landmark_checkpoint
-    framing.custom_hooks = [hook for hook in framing.get('custom_hooks', [])
-                            if hook['type'] != 'BestCheckpointHook']
-    framing.custom_hooks.append(dict(type='FramingModelHook', checkpoint=landmark_checkpoint))
-    return framing
+    run.work_dir = osp.join(work_dir, folder)
+    run.load_from = landmark_checkpoint
+    run.custom_hooks = [hook for hook in run.get('custom_hooks', [])
+                        if hook['type'] != 'BestCheckpointHook']
+    run.custom_hooks.append(dict(publisher, checkpoint=landmark_checkpoint))
+    return run
 
 
 def check_cfg_options(cfg, options: dict) -> None:
