@@ -7,6 +7,7 @@ from cephalometric.evaluation.calibration import (
     error_calibration,
     interval_coverage,
     reliability,
+    split_half_consistency,
     worst_in_top,
 )
 from cephalometric.uncertainty import sigma_of_radius90
@@ -31,6 +32,20 @@ def test_an_uninformative_statement_ranks_nothing():
     numbers = error_calibration(rng.uniform(0, 5, (100, 19)), actual, np.full((100, 19), 4.5))
     assert abs(numbers['spearman_landmarks']) < 0.1
     assert abs(numbers['spearman_images']) < 0.3
+
+
+def test_split_half_consistency_tells_image_difficulty_from_chance():
+    rng = np.random.default_rng(2)
+    hardness = rng.uniform(0.5, 3.0, (60, 1))            # some images are harder throughout
+    landmark = rng.uniform(1, 4, (1, 19))                 # some landmarks are harder everywhere
+    noisy = rng.exponential(1.0, (60, 19))
+    assert split_half_consistency(hardness * landmark * noisy) > 0.6
+    # errors that differ by landmark and by chance only: no image is harder than another
+    assert abs(split_half_consistency(landmark * noisy)) < 0.3
+    with_gaps = hardness * landmark * noisy
+    with_gaps[::3, 4] = np.nan                           # a missing landmark is left out
+    assert split_half_consistency(with_gaps) > 0.6
+    assert split_half_consistency(np.ones((2, 19))) is None        # too few images
 
 
 def test_worst_images_in_the_top_fifth():

@@ -10,6 +10,7 @@ truth or without a statement) are left out of every number.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Optional, Sequence
 
 import numpy as np
@@ -123,8 +124,27 @@ def error_calibration(expected, actual, radius90) -> dict:
         'radius90_coverage': float(np.mean(actual[known] <= radius90[known])) if known.any()
         else None,
         'worst10_in_top20': worst_in_top(per_image_expected, per_image_actual),
+        'images_split_half': split_half_consistency(actual),
     }
     return result
+
+
+def split_half_consistency(actual: np.ndarray) -> Optional[float]:
+    """How much of an image's error is the image's own: the Spearman correlation, over images,
+    of the mean error on its even-numbered landmarks against that on its odd-numbered ones (each
+    landmark's error divided by that landmark's mean, so hard landmarks do not weigh more).
+
+    Near 0, the per-image means differ by chance alone and no statement, however good, can rank
+    them (the per-image Spearman then says nothing about the model); near 1, some images are
+    harder throughout and a good statement should find them."""
+    actual = np.asarray(actual, np.float64)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        normalised = actual / np.nanmean(actual, axis=0)
+    normalised[~np.isfinite(normalised)] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', RuntimeWarning)     # an image without either half
+        even, odd = np.nanmean(normalised[:, ::2], axis=1), np.nanmean(normalised[:, 1::2], axis=1)
+    return _spearman(even, odd)
 
 
 def worst_in_top(expected: np.ndarray, actual: np.ndarray, worst: float = 0.1,
