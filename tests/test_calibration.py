@@ -45,7 +45,9 @@ def test_split_half_consistency_tells_image_difficulty_from_chance():
     with_gaps = hardness * landmark * noisy
     with_gaps[::3, 4] = np.nan                           # a missing landmark is left out
     assert split_half_consistency(with_gaps) > 0.6
-    assert split_half_consistency(np.ones((2, 19))) is None        # too few images
+    with_gaps[:, 6] = np.nan                             # so is a landmark without any truth
+    assert split_half_consistency(with_gaps) > 0.6
+    assert split_half_consistency(with_gaps[:2]) is None           # too few images
 
 
 def test_worst_images_in_the_top_fifth():

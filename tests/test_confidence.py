@@ -187,4 +187,6 @@ def test_training_stores_a_calibration_and_evaluate_measures_it(trained_run, dem
     confidence = json.loads((out / 'metrics.json').read_text())['confidence']
     assert 0.0 <= confidence['radius90_coverage'] <= 1.0
     assert confidence['num_images'] == len(load_split(str(prepared), 'test').patient_ids)
-    assert '## Confidence' in (out / 'report.md').read_text()
+    report = (out / 'report.md').read_text()
+    assert '## Confidence' in report and 'split-half Spearman' in report
+    assert 'images_split_half' in confidence

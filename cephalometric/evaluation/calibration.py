@@ -137,12 +137,11 @@ def split_half_consistency(actual: np.ndarray) -> Optional[float]:
     Near 0, the per-image means differ by chance alone and no statement, however good, can rank
     them (the per-image Spearman then says nothing about the model); near 1, some images are
     harder throughout and a good statement should find them."""
-    actual = np.asarray(actual, np.float64)
-    with np.errstate(invalid='ignore', divide='ignore'):
-        normalised = actual / np.nanmean(actual, axis=0)
-    normalised[~np.isfinite(normalised)] = np.nan
     with warnings.catch_warnings():
-        warnings.simplefilter('ignore', RuntimeWarning)     # an image without either half
+        # a landmark without any truth, or an image without either half, gives NaN: left out
+        warnings.simplefilter('ignore', RuntimeWarning)
+        normalised = np.asarray(actual, np.float64) / np.nanmean(actual, axis=0)
+        normalised[~np.isfinite(normalised)] = np.nan
         even, odd = np.nanmean(normalised[:, ::2], axis=1), np.nanmean(normalised[:, 1::2], axis=1)
     return _spearman(even, odd)
 

@@ -305,7 +305,7 @@ def confidence_section(confidence, files: dict) -> list:
             ['Spearman, expected vs actual mean error per image',
              _fmt(confidence['spearman_images'])],
             ['consistency of the per-image error (split-half Spearman; the most a per-image '
-             'ranking can show)', _fmt(confidence.get('images_split_half'))],
+             'ranking can show)', _fmt(confidence['images_split_half'])],
             ['true positions inside the 90% radius', _percent(confidence['radius90_coverage'])],
             ['true ANB inside the 90% interval', _percent(confidence['anb_interval_coverage'])],
             ['worst 10% of images among the top 20% by expected error',
