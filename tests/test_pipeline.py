@@ -220,7 +220,10 @@ def test_epochs_scale_the_framing_model_unless_given(tmp_path, demo_dataset):
     assert config('--epochs', '10').framing_model.max_epochs == 3
     assert config('--epochs', '1').framing_model.max_epochs == 1
     assert config('--epochs', '10', '--framing-epochs', '7').framing_model.max_epochs == 7
-    framing = framing_config(config('--epochs', '12', '--framing-epochs', '10'), 'w')
+    framing = framing_config(config('--epochs', '12', '--framing-epochs', '10',
+                                    '--refine-epochs', '2'), 'w')
+    # the run's own config states the stages' epochs as given, not scaled by its 10 of 12
+    assert framing.framing_model.max_epochs == 10 and framing.refine_model.max_epochs == 2
     assert framing.train_cfg.max_epochs == 10 and framing.work_dir == os.path.join('w', 'framing')
     assert framing.load_from == os.path.join('w', 'best_MRE.pth')
     milestones = next(s for s in framing.param_scheduler if s['type'] == 'MultiStepLR')

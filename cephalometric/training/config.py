@@ -252,7 +252,7 @@ def refine_config(cfg, work_dir: str, validation_mre: float, mean_box_side: floa
     refine.train_dataloader.dataset = dict(
         type='RepeatDataset', times=int(refine.refine_model.patches_per_image),
         dataset=refine.train_dataloader.dataset)
-    set_epochs(refine, epochs)
+    _set_run_epochs(refine, cfg, epochs)
     for key in ('val_dataloader', 'val_cfg', 'val_evaluator'):
         refine[key] = None
     return _fine_tuning(refine, work_dir, 'refine', dict(
@@ -280,8 +280,18 @@ def framing_config(cfg, work_dir: str):
     steps = framing.train_dataloader.dataset.pipeline
     loading = [i for i, step in enumerate(steps) if step['type'] in ('LoadImage', 'LoadDepth')]
     steps.insert(max(loading, default=-1) + 1, dict(cfg.framing_model.zoom_out))
-    set_epochs(framing, epochs)
+    _set_run_epochs(framing, cfg, epochs)
     return _fine_tuning(framing, work_dir, 'framing', dict(type='FramingModelHook'))
+
+
+def _set_run_epochs(run, cfg, epochs: int) -> None:
+    """A later model's run (a copy of the landmark run's `cfg`) trains `epochs`; its copies of
+    the stage sections keep `cfg`'s epochs (set_epochs would scale them, and the run's dumped
+    config would misstate what was trained)."""
+    set_epochs(run, epochs)
+    for stage in STAGE_OPTIONS:
+        if cfg.get(stage):
+            run[stage].max_epochs = cfg[stage].max_epochs
 
 
 def _fine_tuning(run, work_dir: str, folder: str, publisher: dict):
