@@ -205,7 +205,7 @@ def test_resume_of_a_finished_run_trains_only_the_missing_refinement_model(train
 
 def test_epochs_scale_the_framing_model_unless_given(tmp_path, demo_dataset):
     from cephalometric.errors import UserError
-    from cephalometric.training.config import framing_config
+    from cephalometric.training.config import framing_config, refine_config
     from cephalometric.training.run import build_config, build_parser
     _, prepared = demo_dataset
 
@@ -224,6 +224,10 @@ def test_epochs_scale_the_framing_model_unless_given(tmp_path, demo_dataset):
                                     '--refine-epochs', '2'), 'w')
     # the run's own config states the stages' epochs as given, not scaled by its 10 of 12
     assert framing.framing_model.max_epochs == 10 and framing.refine_model.max_epochs == 2
+    refine = refine_config(config('--epochs', '12', '--framing-epochs', '10',
+                                  '--refine-epochs', '2'), 'w', 5.0, 100.0)
+    assert refine.train_cfg.max_epochs == 2
+    assert refine.framing_model.max_epochs == 10 and refine.refine_model.max_epochs == 2
     assert framing.train_cfg.max_epochs == 10 and framing.work_dir == os.path.join('w', 'framing')
     assert framing.load_from == os.path.join('w', 'best_MRE.pth')
     milestones = next(s for s in framing.param_scheduler if s['type'] == 'MultiStepLR')

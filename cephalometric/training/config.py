@@ -93,14 +93,16 @@ def set_data_root(cfg, data_root: str) -> list[str]:
     return names
 
 
-def set_epochs(cfg, epochs: int) -> None:
+def set_epochs(cfg, epochs: int, scale_stages: bool = True) -> None:
     """Train for `epochs`, keeping the step-decay milestones at the same fractions of training
-    and the framing model's epochs (unless --framing-epochs sets them) in the same proportion."""
+    and, with `scale_stages`, the later models' epochs (unless --framing-epochs etc. set them) in
+    the same proportion. A later model's own run (a copy of the config) passes False: its copies
+    of the stage sections must state what was trained."""
     if epochs < 1:
         raise UserError(f'--epochs must be at least 1, got {epochs}')
     old = cfg.train_cfg.max_epochs
     cfg.train_cfg.max_epochs = epochs
-    for stage in STAGE_OPTIONS:
+    for stage in STAGE_OPTIONS if scale_stages else ():
         if (cfg.get(stage) or {}).get('max_epochs'):
             cfg[stage].max_epochs = max(1, round(cfg[stage].max_epochs * epochs / old))
     for scheduler in cfg.param_scheduler:
@@ -252,7 +254,7 @@ def refine_config(cfg, work_dir: str, validation_mre: float, mean_box_side: floa
     refine.train_dataloader.dataset = dict(
         type='RepeatDataset', times=int(refine.refine_model.patches_per_image),
         dataset=refine.train_dataloader.dataset)
-    _set_run_epochs(refine, cfg, epochs)
+    set_epochs(refine, epochs, scale_stages=False)
     for key in ('val_dataloader', 'val_cfg', 'val_evaluator'):
         refine[key] = None
     return _fine_tuning(refine, work_dir, 'refine', dict(
@@ -280,18 +282,8 @@ def framing_config(cfg, work_dir: str):
     steps = framing.train_dataloader.dataset.pipeline
     loading = [i for i, step in enumerate(steps) if step['type'] in ('LoadImage', 'LoadDepth')]
     steps.insert(max(loading, default=-1) + 1, dict(cfg.framing_model.zoom_out))
-    _set_run_epochs(framing, cfg, epochs)
+    set_epochs(framing, epochs, scale_stages=False)
     return _fine_tuning(framing, work_dir, 'framing', dict(type='FramingModelHook'))
-
-
-def _set_run_epochs(run, cfg, epochs: int) -> None:
-    """A later model's run (a copy of the landmark run's `cfg`) trains `epochs`; its copies of
-    the stage sections keep `cfg`'s epochs (set_epochs would scale them, and the run's dumped
-    config would misstate what was trained)."""
-    set_epochs(run, epochs)
-    for stage in STAGE_OPTIONS:
-        if cfg.get(stage):
-            run[stage].max_epochs = cfg[stage].max_epochs
 
 
 def _fine_tuning(run, work_dir: str, folder: str, publisher: dict):
