@@ -214,17 +214,32 @@ def inference_paths(args, checkpoint: str, device: str, ours, onnx_path, depth_o
     return paths
 
 
-FRAMED = 'framing, landmark model alone'   # the baseline of the framing table
+FRAMED = 'framing as before, landmark model alone'   # the baseline of the framing table
 
 
 def framing_paths(ours, depth_of=None) -> dict:
-    """`predict(bbox='auto')` one image per call: the landmark model alone, and with the
-    checkpoint's refinement model when it has one."""
-    def framed(predictor):
-        return (lambda ims: [p.keypoints for p in predictor.predict(
-            ims, 'auto', **({} if depth_of is None else {'depths': [depth_of(im) for im in ims]}))],
-            1)
-    paths = {FRAMED: framed(ours.coarse_predictor())}
+    """`predict(bbox='auto')` one image per call: the landmark model alone with framing as it was
+    (the full search only, both directions refined whatever the coarse pass showed: the
+    baseline), as it is now, and with the checkpoint's refinement model when it has one."""
+    import functools
+    from unittest import mock
+
+    from cephalometric.prediction import framing
+    full_search_only = (mock.patch.object(framing, 'DIRECTION_MARGIN', float('inf')),
+                        mock.patch.object(framing, 'FaceFramer', functools.partial(
+                            framing.FaceFramer, short_way=False)))
+
+    def framed(predictor, patches=()):
+        def run(ims):
+            with contextlib.ExitStack() as stack:
+                for patch in patches:
+                    stack.enter_context(patch)
+                return [p.keypoints for p in predictor.predict(
+                    ims, 'auto', **({} if depth_of is None else
+                                    {'depths': [depth_of(im) for im in ims]}))]
+        return run, 1
+    paths = {FRAMED: framed(ours.coarse_predictor(), full_search_only),
+             'framing, landmark model alone': framed(ours.coarse_predictor())}
     if ours.refiner is not None:
         paths['framing + refinement'] = framed(ours)
     return paths
@@ -515,7 +530,7 @@ def print_inference(args, device: str, run: dict) -> None:
     base = statistics.median(framed[FRAMED])
     print(f'\nAutomatic framing (predict bbox=auto, pytorch, one image per call), '
           f'{args.iterations} rounds, interleaved; ms per image'
-          + ('' if len(framed) > 1 else '; this checkpoint has no refinement model'))
+          + ('' if len(framed) > 2 else '; this checkpoint has no refinement model'))
     print(table([[name, f'{statistics.median(v) * 1e3:.1f}', f'{min(v) * 1e3:.1f}',
                   f'{statistics.median(v) / base:.2f}x'] for name, v in framed.items()],
                 ['path', 'median', 'min', f'vs {FRAMED}']))

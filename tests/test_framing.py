@@ -115,6 +115,33 @@ def test_mirrored_photo_gives_mirrored_landmarks():
 
 
 
+class SidedFinder:
+    """A framing model whose coarse pass on the whole photograph already shows the direction
+    clearly (`lead`) or not; counts the views it is asked to predict."""
+
+    def __init__(self, photo, truth, lead):
+        self.model, self.photo, self.lead, self.views = FakeModel(photo, truth), photo, lead, 0
+
+    def __call__(self, views, bboxes, batch_size=8):
+        self.views += len(views)
+        out = self.model(views, bboxes)
+        for view, prediction in zip(views, out):    # the other side: `lead` less confident
+            trained_side = np.array_equal(view, self.photo)
+            prediction.scores = np.full(19, 0.9 if trained_side else 0.9 - self.lead)
+        return out
+
+
+@pytest.mark.parametrize('lead, refined_views', [(0.3, 1), (0.02, 2)])
+def test_a_clear_coarse_lead_refines_one_direction_a_close_call_both(lead, refined_views):
+    photo, truth = wide_photo(7)
+    finder = SidedFinder(photo, truth, lead)
+    prediction, framing = FaceFramer(finder, PRIOR)(photo)
+    assert not framing.mirrored and np.abs(prediction.keypoints - truth).max() < 2.0
+    # 2 views on the coarse pass, then the first refining pass on one or both, then one view a
+    # pass until the box settles
+    assert finder.views == 2 + refined_views + (framing.iterations - 1)
+
+
 class Measurer:
     """Stands in for the landmark model: exact on a well-framed face of the trained side, lost
     elsewhere; records what it was asked."""
@@ -223,9 +250,9 @@ def test_a_close_up_filling_the_frame_is_framed_whole_not_on_the_ear():
     measurer = LandmarkModel(truth)
     framer = FaceFramer(CloseUpFinder(photo, truth), PRIOR, measurer=measurer, face_check=CHECK)
     prediction, framing = framer(photo)
-    # the search within the photograph ends on the ear, which fails the face check; from the
-    # photograph in a 1.5x canvas the face is found whole
-    assert measurer.calls == 2
+    # the coarse pass's box and the search within the photograph end on the ear, which fails the
+    # face check; from the photograph in a 1.5x canvas the face is found whole
+    assert measurer.calls == 3
     assert not framing.mirrored and framing.review_reason is None
     assert np.abs(prediction.keypoints - truth).max() < 1e-4
     assert box_iou(framing.bbox, PRIOR.box(truth)) > 0.9
@@ -290,6 +317,65 @@ def test_a_face_that_passes_the_check_is_measured_once_and_not_flagged():
     assert framing.disagreement < 0.04
 
 
+class CountingFinder:
+    """A framing model that finds the face (`offset` px off) from any box on the trained side, and
+    is unsure on the other; counts the views it predicts."""
+
+    def __init__(self, photo, truth, offset=1.0):
+        self.photo, self.truth, self.offset, self.views = photo, np.asarray(truth), offset, 0
+
+    def __call__(self, views, bboxes, batch_size=8):
+        self.views += len(views)
+        return [SimpleNamespace(keypoints=(self.truth + self.offset).astype(np.float32),
+                                scores=np.full(19, 0.9 if np.array_equal(v, self.photo) else 0.4))
+                for v in views]
+
+
+def test_a_face_the_landmark_model_confirms_takes_the_short_way():
+    photo, truth = wide_photo(8)
+    finder, measurer = CountingFinder(photo, truth), LandmarkModel(truth)
+    prediction, framing = FaceFramer(finder, PRIOR, measurer=measurer, face_check=CHECK)(photo)
+    # the coarse pass (both directions) and one landmark-model pass: no refining passes
+    assert finder.views == 2 and measurer.calls == 1
+    assert framing.review_reason is None and not framing.mirrored and framing.iterations == 1
+    assert np.abs(prediction.keypoints - truth).max() < 1e-4
+    assert framing.candidates == [pytest.approx(0.9), pytest.approx(0.4)]
+    # without the short way (benchmark.py's baseline) the framing model refines the box first
+    finder = CountingFinder(photo, truth)
+    FaceFramer(finder, PRIOR, measurer=LandmarkModel(truth), face_check=CHECK,
+               short_way=False)(photo)
+    assert finder.views > 2
+
+
+@pytest.mark.parametrize('shown_mirrored', [False, True])
+def test_a_face_above_every_mirrored_validation_face_is_not_looked_at_mirrored(shown_mirrored):
+    photo, truth = wide_photo(8)
+    shown = np.ascontiguousarray(photo[:, ::-1]) if shown_mirrored else photo
+    finder, measurer = CountingFinder(photo, truth), LandmarkModel(truth)
+    check = {**CHECK, 'mirrored_score_ceiling': 0.6}
+    prediction, framing = FaceFramer(finder, PRIOR, measurer=measurer, face_check=check)(shown)
+    # the trained side scores 0.9, above the ceiling: one coarse view; the other side scores 0.4,
+    # so the photograph is looked at mirrored too, and found
+    assert finder.views == (2 if shown_mirrored else 1) and measurer.calls == 1
+    assert framing.mirrored == shown_mirrored and framing.review_reason is None
+    expected = mirror_keypoints(truth, photo.shape[1]) if shown_mirrored else truth
+    assert np.abs(prediction.keypoints - expected).max() < 1e-4
+    assert len(framing.candidates) == (2 if shown_mirrored else 1)
+
+
+def test_a_box_the_landmark_model_does_not_confirm_is_searched():
+    photo, truth = wide_photo(8)
+
+    def measurer(views, bboxes, batch_size=8):   # confident, but its face is 15% wider
+        centre = truth.mean(0)
+        return [SimpleNamespace(keypoints=((truth - centre) * 1.15 + centre).astype(np.float32),
+                                scores=np.full(19, 0.9)) for _ in views]
+    finder = CountingFinder(photo, truth)
+    FaceFramer(finder, PRIOR, measurer=measurer, face_check={**CHECK, 'disagreement_ceiling': 1})(
+        photo)
+    assert finder.views > 2     # refining passes of the framing model followed
+
+
 def test_the_face_check_is_what_validation_faces_gave():
     from cephalometric.evaluation.calibration import measure_face_check
     rng = np.random.default_rng(0)
@@ -299,7 +385,10 @@ def test_the_face_check_is_what_validation_faces_gave():
                 for t, s in zip(truth, scores)]
     offsets = np.linspace(0.5, 5.0, 100)       # px on a 100 px box
     found = [SimpleNamespace(keypoints=t + [o, 0]) for t, o in zip(truth, offsets)]
-    check = measure_face_check(measured, found)
+    mirrored = [SimpleNamespace(scores=np.full(19, s)) for s in np.linspace(0.1, 0.55, 100)]
+    check = measure_face_check(measured, found, mirrored)
+    assert check['mirrored_score_ceiling'] == pytest.approx(0.55)
+    assert 'mirrored_score_ceiling' not in measure_face_check(measured, found)
     assert check['images'] == 100
     assert check['landmark_score_floor'] == pytest.approx(np.percentile(scores, 1))
     assert check['disagreement_ceiling'] == pytest.approx(np.percentile(offsets, 99) / 100)

@@ -79,17 +79,21 @@ def calibrate_checkpoint(checkpoint: str, data_root: str, split: str = 'val',
     if predictor.framing_network is not None:
         found = predict_split_all(predictor.framing_predictor(), data.image_paths, batch_size,
                                   data.depth_paths)
+        mirrored = predict_split_all(predictor.framing_predictor(), data.image_paths,
+                                     batch_size, data.depth_paths, mirrored=True)
         # framing compares the framing model with the landmark model's own (unrefined) positions
-        face_check = measure_face_check(coarse, found)
+        face_check = measure_face_check(coarse, found, mirrored)
     set_error_calibration(checkpoint, calibration, face_check)
     return dict(calibration, refinement=refinement)
 
 
-def measure_face_check(measured, found) -> Optional[dict]:
+def measure_face_check(measured, found, mirrored=None) -> Optional[dict]:
     """What correctly framed faces give (`framing.FaceFramer` flags a photograph beyond it): the
     1st percentile of the landmark model's mean confidence and the 99th of the framing and the
     landmark model's disagreement (mean landmark distance / box width) on the validation crops.
-    `measured`, `found`: the two models' predictions of the same images."""
+    `measured`, `found`: the two models' predictions of the same images. `mirrored`: the framing
+    model's predictions of them mirrored, whose highest mean confidence (`mirrored_score_ceiling`)
+    a photograph must beat for framing to skip looking at it mirrored."""
     scores = np.array([np.nanmean(p.scores) for p in measured])
     disagreement = np.array([
         np.nanmean(np.linalg.norm(np.asarray(m.keypoints) - np.asarray(f.keypoints), axis=1))
@@ -97,9 +101,13 @@ def measure_face_check(measured, found) -> Optional[dict]:
     keep = np.isfinite(scores) & np.isfinite(disagreement)
     if not keep.any():
         return None
-    return {'landmark_score_floor': float(np.percentile(scores[keep], 1)),
-            'disagreement_ceiling': max(float(np.percentile(disagreement[keep], 99)), 1e-3),
-            'images': int(keep.sum())}
+    check = {'landmark_score_floor': float(np.percentile(scores[keep], 1)),
+             'disagreement_ceiling': max(float(np.percentile(disagreement[keep], 99)), 1e-3),
+             'images': int(keep.sum())}
+    other_side = np.array([np.nanmean(p.scores) for p in mirrored or []])
+    if np.isfinite(other_side).any():
+        check['mirrored_score_ceiling'] = float(np.nanmax(other_side))
+    return check
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> Optional[float]:

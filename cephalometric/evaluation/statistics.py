@@ -94,16 +94,20 @@ def measurement_errors(truth: Sequence[Mapping[str, float]],
 
 
 def predict_split_all(predictor, image_paths, batch_size: int, depth_paths=None,
-                      bbox='full') -> list:
+                      bbox='full', mirrored: bool = False) -> list:
     """The `Prediction` of every image; images are read one batch at a time to bound memory.
     `depth_paths`: one depth file per image, for an RGB-D model. `bbox`: 'full' (the whole image
-    is the face box, as training validates) or 'auto' (`LandmarkPredictor.predict`)."""
+    is the face box, as training validates) or 'auto' (`LandmarkPredictor.predict`). `mirrored`:
+    of each image (and depth map) flipped left to right: the face looking the other way."""
     from cephalometric.data.depth import read_depth_file
+
+    def shown(array):
+        return np.ascontiguousarray(np.asarray(array)[:, ::-1]) if mirrored else array
     predictions = []
     for start in range(0, len(image_paths), batch_size):
-        images = [read_rgb(p) for p in image_paths[start:start + batch_size]]
+        images = [shown(read_rgb(p)) for p in image_paths[start:start + batch_size]]
         depths = {} if depth_paths is None else {'depths': [
-            read_depth_file(p) for p in depth_paths[start:start + batch_size]]}
+            shown(read_depth_file(p)) for p in depth_paths[start:start + batch_size]]}
         predictions += predictor.predict(images, bbox, batch_size=batch_size, **depths)
     return predictions
 

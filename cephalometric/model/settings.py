@@ -192,8 +192,14 @@ def _face_check(face_check: Any, bad) -> dict:
     images = face_check.get('images', 0)
     if not isinstance(images, int) or isinstance(images, bool) or images < 0:
         raise bad('face_check images must be a whole number')
+    # optional (checkpoints calibrated before it have none): the framing model's highest mean
+    # confidence on a mirrored validation face
+    ceiling = face_check.get('mirrored_score_ceiling')
+    if ceiling is not None and not (_number(ceiling) and 0 <= ceiling <= 1):
+        raise bad('face_check mirrored_score_ceiling must be a number 0..1')
     return {'landmark_score_floor': float(face_check['landmark_score_floor']),
-            'disagreement_ceiling': float(face_check['disagreement_ceiling']), 'images': images}
+            'disagreement_ceiling': float(face_check['disagreement_ceiling']), 'images': images,
+            **({} if ceiling is None else {'mirrored_score_ceiling': float(ceiling)})}
 
 
 def _refinement(refinement: Any, bad) -> dict:

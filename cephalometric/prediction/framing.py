@@ -9,8 +9,10 @@ such photograph look like a training crop:
 2. a box around the predicted landmarks with the padding the training crops had (the
    `FramingPrior`, measured on the training annotations and stored in the checkpoint);
 3. a refining pass on that box, repeated until the box settles;
-4. the same on the mirrored image; the more confident of the two is kept and its landmarks are
-   mapped back, so a photograph of the other side gives mirrored landmarks and the same angles;
+4. the same on the mirrored image; the more confident direction is kept and its landmarks are
+   mapped back, so a photograph of the other side gives mirrored landmarks and the same angles.
+   When the coarse pass already shows one direction clearly more confident (DIRECTION_MARGIN),
+   only that one is refined; a close call refines both once and compares them;
 5. with the checkpoint's face check (what its validation faces gave the landmark model: its
    confidence, and its agreement with the framing model), a result that fails it is searched
    again from the photograph in a 1.5x canvas (a close-up whose face fills the frame), then from
@@ -21,6 +23,14 @@ such photograph look like a training crop:
 With a framing model (a copy of the network fine-tuned on zoomed-out crops, stored in the
 checkpoint), steps 1-5 run on it, and the landmark model, trained on crops only, then measures the
 settled box in the chosen direction: each network does the job it was trained for.
+
+With the face check, most photographs take a short way instead of steps 2-5: the landmark model
+measures the box around the coarse pass's landmarks (in the direction the coarse pass shows
+clearly), and when its own landmarks frame nearly the same box (CONFIRMED_IOU) and the result
+passes every check, that is the answer: the coarse pass and one landmark pass. Anything else gets
+the full search: the short way only accepts a result that passes every check the search applies.
+A photograph of the trained side whose coarse pass scores above every mirrored validation face
+(the face check's `mirrored_score_ceiling`) is not looked at mirrored unless the short way fails.
 
 A photograph in which no face is found (low confidence), whose face is too small to measure, or
 whose framed face still fails the face check, is flagged for review with a reason; callers then
@@ -57,6 +67,13 @@ RETRY_SCORE = 0.8
 # wider and higher (`enlarged_box`). On real profile photographs (the CFP check in
 # docs/inference.md), close-ups searched within the photograph were framed on the ear or the chin.
 ENLARGED_START = 1.5
+# A lead of the framing model's mean confidence on the coarse pass (whole photograph, as shown and
+# mirrored) at which the direction is taken from it; under it both directions get a refining
+# pass first.
+DIRECTION_MARGIN = 0.1
+# The short way is taken when the box around the landmark model's landmarks overlaps the coarse
+# pass's box this much: within the shifts and zooms the landmark model was trained with.
+CONFIRMED_IOU = 0.9
 
 
 def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -141,14 +158,16 @@ class FaceFramer:
         face_check: the checkpoint's `face_check` (what its validation faces gave; see
             `evaluation.calibration.measure_face_check`): with a measurer, a settled face below
             it is searched again and, if it stays below, flagged with the reason.
+        short_way: with the face check, take the short way where it holds (False: always the
+            full search, as before it existed; benchmark.py's baseline).
     """
 
     def __init__(self, predictor, prior: FramingPrior, mirror: bool = True,
                  max_iterations: int = MAX_ITERATIONS, min_face_px: float = MIN_FACE_PX,
                  min_face_score: float = MIN_FACE_SCORE, measurer=None,
-                 face_check: Optional[dict] = None):
+                 face_check: Optional[dict] = None, short_way: bool = True):
         self.predictor, self.prior, self.mirror = predictor, prior, mirror
-        self.measurer, self.face_check = measurer, face_check
+        self.measurer, self.face_check, self.short_way = measurer, face_check, short_way
         self.max_iterations = max_iterations
         self.min_face_px, self.min_face_score = min_face_px, min_face_score
 
@@ -162,9 +181,64 @@ class FaceFramer:
             depths = [depth] + ([np.ascontiguousarray(depth[:, ::-1])] if self.mirror else [])
         # With the face check every settled box is measured (the check needs the landmark
         # model's view of it); without, only the one kept.
-        checked = self.checked
+        checked, short = self.checked, self.checked and self.short_way
         full = [0.0, 0.0, float(width), float(height)]
-        result = self._settle(views, depths, [full] * len(views))
+        ceiling = self.face_check.get('mirrored_score_ceiling') if short else None
+        result = None
+        if ceiling is not None and len(views) > 1:
+            coarse = self._predict(views[:1], None if depths is None else depths[:1], [full])
+            if float(np.mean(coarse[0].scores)) > ceiling:
+                # No mirrored validation face scored this high: the photograph shows the side
+                # the models were trained on, and needs no mirrored look unless this fails.
+                result = self._confirmed(coarse, views[:1],
+                                         None if depths is None else depths[:1], image)
+            if result is None:
+                coarse += self._predict(views[1:], None if depths is None else depths[1:],
+                                        [full])
+        else:
+            coarse = self._predict(views, depths, [full] * len(views))
+        if result is None and short:
+            result = self._confirmed(coarse, views, depths, image)
+        if result is None:
+            result = self._searched(coarse, views, depths, full, checked)
+        prediction, box, flipped, mean_score, iterations, candidates, disagreement = result
+        if flipped:
+            prediction.keypoints = mirror_keypoints(prediction.keypoints, width)
+            box = mirror_box(box, width)
+        if hasattr(prediction, 'bbox'):
+            prediction.bbox = tuple(box)
+        reason = (review_reason(box, mean_score, self.min_face_px, self.min_face_score, image)
+                  or self._doubt(result))
+        framing = Framing('auto', list(box), flipped, iterations, mean_score, reason, candidates,
+                          disagreement)
+        return prediction, framing
+
+    def _confirmed(self, coarse, views, depths, image) -> Optional[Settled]:
+        """The short way (a coarse pass, then one landmark-model pass): the direction the coarse
+        pass shows clearly, the box around its landmarks, measured by the landmark model. Taken
+        only when the landmark model's own landmarks frame nearly the same box (CONFIRMED_IOU)
+        and the result passes every check; else None, and the full search runs."""
+        scores = [float(np.mean(p.scores)) for p in coarse]
+        best = clear_lead(scores)
+        if best is None:
+            return None
+        height, width = image.shape[:2]
+        box = keep_in_view(self.prior.box(coarse[best].keypoints), width, height)
+        result = self._measured(Settled(coarse[best], box, best == 1, scores[best], 1, scores),
+                                views, depths)
+        own_box = keep_in_view(self.prior.box(result.prediction.keypoints), width, height)
+        shown_box = mirror_box(box, width) if result.flipped else box
+        if (box_iou(box, own_box) >= CONFIRMED_IOU and self._doubt(result) is None
+                and review_reason(shown_box, scores[best], self.min_face_px,
+                                  self.min_face_score, image) is None):
+            return result
+        return None
+
+    def _searched(self, coarse, views, depths, full, checked) -> Settled:
+        """The full search from the coarse pass: refining passes until the box settles, then,
+        when the face check fails, again from a 1.5x canvas and from a grid of start boxes."""
+        height, width = views[0].shape[:2]
+        result = self._settle(views, depths, [full] * len(views), coarse)
         if checked:
             result = self._measured(result, views, depths)
             if self._doubt(result) is not None:
@@ -188,17 +262,7 @@ class FaceFramer:
                 result = retry
         if not checked:
             result = self._measured(result, views, depths)
-        prediction, box, flipped, mean_score, iterations, candidates, disagreement = result
-        if flipped:
-            prediction.keypoints = mirror_keypoints(prediction.keypoints, width)
-            box = mirror_box(box, width)
-        if hasattr(prediction, 'bbox'):
-            prediction.bbox = tuple(box)
-        reason = (review_reason(box, mean_score, self.min_face_px, self.min_face_score, image)
-                  or self._doubt(result))
-        framing = Framing('auto', list(box), flipped, iterations, mean_score, reason, candidates,
-                          disagreement)
-        return prediction, framing
+        return result
 
     @property
     def checked(self) -> bool:
@@ -271,11 +335,24 @@ class FaceFramer:
                        for p in self._predict([view] * len(chunk), extra, chunk)]
         return starts[int(np.argmax(scores))]
 
-    def _settle(self, views, depths, boxes) -> Settled:
-        """Predict from `boxes`, then refine until the box settles; the better direction wins."""
+    def _settle(self, views, depths, boxes, predictions=None) -> Settled:
+        """Predict from `boxes` (unless given their `predictions`), then refine until the box
+        settles; the better direction wins."""
         height, width = views[0].shape[:2]
-        predictions = self._predict(views, depths, boxes)
+        if predictions is None:
+            predictions = self._predict(views, depths, boxes)
         candidates, flipped, iterations = None, False, 0
+
+        def keep(best):   # only the direction `best` is refined further
+            return ([views[best]], None if depths is None else [depths[best]], [boxes[best]],
+                    [predictions[best]], best == 1)
+        if len(views) > 1:
+            coarse = [float(np.mean(p.scores)) for p in predictions]
+            if clear_lead(coarse) is not None:
+                # Both views show the same pixels, mirrored: a clear lead already tells the
+                # direction, and only that one is refined (one pass less).
+                candidates = coarse
+                views, depths, boxes, predictions, flipped = keep(clear_lead(coarse))
         while iterations < self.max_iterations:
             new_boxes = [keep_in_view(self.prior.box(p.keypoints), width, height)
                          for p in predictions]
@@ -284,17 +361,22 @@ class FaceFramer:
             boxes = new_boxes
             predictions = self._predict(views, depths, boxes)
             iterations += 1
-            if candidates is None:
-                # After one refining pass both directions are judged on comparable crops; only
-                # the more confident one is refined further.
+            if candidates is None and len(views) > 1:
+                # A close call after the coarse pass: both directions are refined once and
+                # judged on comparable crops; only the more confident one is refined further.
                 candidates = [float(np.mean(p.scores)) for p in predictions]
-                best = int(np.argmax(candidates))
-                flipped = best == 1
-                views, boxes, predictions = [views[best]], [boxes[best]], [predictions[best]]
-                depths = None if depths is None else [depths[best]]
+                views, depths, boxes, predictions, flipped = keep(int(np.argmax(candidates)))
         mean_score = float(np.mean(predictions[0].scores))
         return Settled(predictions[0], boxes[0], flipped, mean_score, iterations,
                        candidates or [mean_score])
+
+
+def clear_lead(scores: Sequence[float]) -> Optional[int]:
+    """The direction (0 as shown, 1 mirrored) whose mean confidence leads by DIRECTION_MARGIN or
+    more, or the only one; None for a close call."""
+    if len(scores) > 1 and abs(scores[0] - scores[1]) < DIRECTION_MARGIN:
+        return None
+    return int(np.argmax(scores))
 
 
 def enlarged_box(width: int, height: int) -> list:
