@@ -438,3 +438,21 @@ def test_demo_pickle_onto_a_folder(tmp_path, capsys):
     code = run_cli(demo_main, ['--out', str(tmp_path / 'data'), '--num-patients', '2'])
     one_line_error(code, capsys, 'is a folder')
     assert [p.name for p in tmp_path.iterdir()] == ['data']
+
+
+def test_native_stderr_silencing_is_descriptor_2_whatever_sys_stderr_is(monkeypatch, tmp_path):
+    """The review server's threads read images at once; the first one's sys.stderr (under pytest
+    a capture file, closed when its test ends) must not be what the last one restores."""
+    from cephalometric.data import images
+    before = os.fstat(2)
+    capture = open(tmp_path / 'capture.txt', 'w')
+    monkeypatch.setattr(sys, 'stderr', capture)
+    outer = images._native_stderr_silenced()
+    outer.__enter__()
+    assert os.path.samestat(os.fstat(2), os.stat(os.devnull))
+    inner = images._native_stderr_silenced()   # another thread's read
+    inner.__enter__()
+    outer.__exit__(None, None, None)
+    capture.close()
+    inner.__exit__(None, None, None)
+    assert os.path.samestat(os.fstat(2), before)

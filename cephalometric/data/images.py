@@ -41,7 +41,10 @@ def find_images(pattern: str) -> list[str]:
 
 # File descriptor 2 belongs to the whole process: threads that read images at the same time (the
 # review server's background prediction and its requests) share one redirection, made by the
-# first of them and undone by the last.
+# first of them and undone by the last. Always descriptor 2, where C libraries write: whatever
+# `sys.stderr.fileno()` is at the first thread's start (under pytest, a capture file that is
+# closed when its test ends) may be gone when the last thread restores it.
+_STDERR_FD = 2
 _SILENCE_LOCK = threading.Lock()
 _silence = {'depth': 0, 'saved': None}
 
@@ -50,21 +53,24 @@ _silence = {'depth': 0, 'saved': None}
 def _native_stderr_silenced():
     """Send what C libraries print to file descriptor 2 (libpng's "Read Error", OpenCV's
     warnings) to /dev/null for the duration, so a bad image ends in our one line only."""
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):   # no real stderr (e.g. captured in-process)
-        yield
-        return
+    fd = _STDERR_FD
     with _SILENCE_LOCK:
         if _silence['depth'] == 0:
-            sys.stderr.flush()
-            saved = os.dup(fd)
-            null = os.open(os.devnull, os.O_WRONLY)
             try:
-                os.dup2(null, fd)
-            finally:
-                os.close(null)
-            _silence['saved'] = (fd, saved)
+                sys.stderr.flush()
+            except (AttributeError, OSError, ValueError):
+                pass
+            try:
+                saved = os.dup(fd)
+            except OSError:   # no descriptor 2 at all: nothing to silence
+                saved = None
+            if saved is not None:
+                null = os.open(os.devnull, os.O_WRONLY)
+                try:
+                    os.dup2(null, fd)
+                finally:
+                    os.close(null)
+            _silence['saved'] = saved
         _silence['depth'] += 1
     try:
         yield
@@ -72,10 +78,10 @@ def _native_stderr_silenced():
         with _SILENCE_LOCK:
             _silence['depth'] -= 1
             if _silence['depth'] == 0:
-                fd, saved = _silence['saved']
-                _silence['saved'] = None
-                os.dup2(saved, fd)
-                os.close(saved)
+                saved, _silence['saved'] = _silence['saved'], None
+                if saved is not None:
+                    os.dup2(saved, fd)
+                    os.close(saved)
 
 
 def read_rgb(path: str) -> np.ndarray:
