@@ -31,14 +31,14 @@ $(STAMP): requirements.txt pyproject.toml
 # The schedule is sized to finish in about 10 minutes on a 2-core CPU: small input, short
 # warm-up, random initial weights (the AFLW checkpoint would need the internet). 12 epochs of the
 # landmark model on the crops, then 10 of the framing model (zoom-out) that finds faces in wide
-# photos (see the config's framing_model) and 2 of the refinement model on patches around each
+# photos (see the config's framing_model) and 4 of the refinement model on patches around each
 # landmark (the config's refine_model).
 demo: install
 	$(PY) -m cephalometric.data.demo --out $(DEMO_DIR)/train_data_pure_depth.pkl --num-patients 300
 	$(PY) prepare_cephalometric_data.py --input $(DEMO_DIR)/train_data_pure_depth.pkl \
 		--out-dir $(DEMO_DIR)/cephalometric --overwrite
 	$(PY) train_cephalometric.py --data-root $(DEMO_DIR)/cephalometric --work-dir $(DEMO_WORK) \
-		--no-pretrained --epochs 12 --framing-epochs 10 --refine-epochs 2 --batch-size 8 --input-size 96 \
+		--no-pretrained --epochs 12 --framing-epochs 10 --refine-epochs 4 --batch-size 8 --input-size 96 \
 		--sigma 1.5 --lr 2e-3 --workers 0 --warmup-iters 30
 	@$(PY) inference.py --checkpoint $(DEMO_WORK)/best_MRE.pth \
 		--img-path "$$($(PY) -c "import json; d=json.load(open('$(DEMO_DIR)/cephalometric/annotations/test.json')); print('$(DEMO_DIR)/cephalometric/images/' + d['images'][0]['file_name'])")" \
