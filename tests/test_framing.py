@@ -363,6 +363,22 @@ def test_a_face_above_every_mirrored_validation_face_is_not_looked_at_mirrored(s
     assert len(framing.candidates) == (2 if shown_mirrored else 1)
 
 
+def test_a_failed_short_way_of_the_shown_side_is_not_measured_twice():
+    photo, truth = wide_photo(8)
+    calls = []
+
+    def measurer(views, bboxes, batch_size=8):   # confident, but its face is 15% wider
+        calls.append(len(views))
+        centre = truth.mean(0)
+        return [SimpleNamespace(keypoints=((truth - centre) * 1.15 + centre).astype(np.float32),
+                                scores=np.full(19, 0.9)) for _ in views]
+    check = {**CHECK, 'disagreement_ceiling': 1, 'mirrored_score_ceiling': 0.6}
+    FaceFramer(CountingFinder(photo, truth), PRIOR, measurer=measurer, face_check=check)(photo)
+    # the shown side's short way (1 landmark pass), then the full search's measurement (1): the
+    # short way is not tried again after the mirrored coarse pass
+    assert len(calls) == 2
+
+
 def test_a_box_the_landmark_model_does_not_confirm_is_searched():
     photo, truth = wide_photo(8)
 

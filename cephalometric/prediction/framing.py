@@ -184,12 +184,13 @@ class FaceFramer:
         checked, short = self.checked, self.checked and self.short_way
         full = [0.0, 0.0, float(width), float(height)]
         ceiling = self.face_check.get('mirrored_score_ceiling') if short else None
-        result = None
+        result, shown_tried = None, False
         if ceiling is not None and len(views) > 1:
             coarse = self._predict(views[:1], None if depths is None else depths[:1], [full])
             if float(np.mean(coarse[0].scores)) > ceiling:
                 # No mirrored validation face scored this high: the photograph shows the side
                 # the models were trained on, and needs no mirrored look unless this fails.
+                shown_tried = True
                 result = self._confirmed(coarse, views[:1],
                                          None if depths is None else depths[:1], image)
             if result is None:
@@ -197,7 +198,10 @@ class FaceFramer:
                                         [full])
         else:
             coarse = self._predict(views, depths, [full] * len(views))
-        if result is None and short:
+        if result is None and short and not (
+                shown_tried and clear_lead([float(np.mean(p.scores)) for p in coarse]) == 0):
+            # (the shown direction's short way, already measured and failed, is not measured
+            # again)
             result = self._confirmed(coarse, views, depths, image)
         if result is None:
             result = self._searched(coarse, views, depths, full, checked)
@@ -348,11 +352,12 @@ class FaceFramer:
                     [predictions[best]], best == 1)
         if len(views) > 1:
             coarse = [float(np.mean(p.scores)) for p in predictions]
-            if clear_lead(coarse) is not None:
+            best = clear_lead(coarse)
+            if best is not None:
                 # Both views show the same pixels, mirrored: a clear lead already tells the
                 # direction, and only that one is refined (one pass less).
                 candidates = coarse
-                views, depths, boxes, predictions, flipped = keep(clear_lead(coarse))
+                views, depths, boxes, predictions, flipped = keep(best)
         while iterations < self.max_iterations:
             new_boxes = [keep_in_view(self.prior.box(p.keypoints), width, height)
                          for p in predictions]
