@@ -380,3 +380,31 @@ def test_a_depth_file_name_leading_out_of_the_dataset_is_refused(rgbd_run, tmp_p
     path.write_text(json.dumps(coco))
     with pytest.raises(UserError, match='depth_file'):
         load_split(str(data), 'val')
+
+
+def test_mirrored_split_predictions_mirror_the_depth_map_with_its_photo(tmp_path):
+    # The calibration's mirrored pass (the face check's mirrored_score_ceiling) shows an RGB-D
+    # model each photo and its depth map flipped together; a depth map left as it was would sit
+    # on the other side of the face.
+    import cv2
+
+    from cephalometric.evaluation.statistics import predict_split_all
+
+    image = np.zeros((6, 8, 3), np.uint8)
+    image[:, :2] = 255                                   # bright on the left
+    depth = np.tile(np.arange(1, 9, dtype=np.float32), (6, 1))   # deeper to the right
+    cv2.imwrite(str(tmp_path / 'a.png'), image)
+    np.save(tmp_path / 'a.npy', depth)
+
+    class Recorder:
+        def predict(self, images, bbox, batch_size, depths=None):
+            self.images, self.depths = images, depths
+            return ['prediction'] * len(images)
+
+    recorder = Recorder()
+    paths = ([str(tmp_path / 'a.png')], [str(tmp_path / 'a.npy')])
+    assert predict_split_all(recorder, paths[0], 4, depth_paths=paths[1]) == ['prediction']
+    assert recorder.images[0][0, 0, 0] == 255 and recorder.depths[0][0, 0] == 1
+    predict_split_all(recorder, paths[0], 4, depth_paths=paths[1], mirrored=True)
+    assert recorder.images[0][0, -1, 0] == 255 and recorder.images[0][0, 0, 0] == 0
+    np.testing.assert_array_equal(recorder.depths[0], depth[:, ::-1])
