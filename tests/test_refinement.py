@@ -141,6 +141,20 @@ def test_patch_and_jitter_follow_the_measured_error():
     assert refine_patch(cfg, 500.0, 600.0)[0] == 0.4        # ... and above
 
 
+def test_a_refinement_epoch_takes_the_landmark_runs_number_of_steps(tmp_path):
+    from mmengine.config import Config
+
+    from cephalometric.training.config import DEFAULT_CONFIG, refine_config
+    cfg = Config.fromfile(DEFAULT_CONFIG)
+    cfg.train_dataloader.batch_size = 8
+    cfg.refine_model.patches_per_image = 4
+    refine = refine_config(cfg, str(tmp_path), validation_mre=3.0, mean_box_side=240.0)
+    loader = refine.train_dataloader
+    assert loader.dataset.type == 'RepeatDataset' and loader.dataset.times == 4
+    assert loader.batch_size == 32                           # 4 patches of each of 8 images
+    assert cfg.train_dataloader.batch_size == 8              # the landmark run's is untouched
+
+
 @pytest.fixture(scope='module')
 def refined_checkpoint(random_model, tmp_path_factory):
     """The random-weight model with a refinement model (its own weights, slightly changed)."""
