@@ -30,15 +30,16 @@ $(STAMP): requirements.txt pyproject.toml
 # The whole pipeline on a generated demo dataset: no private data, GPU or internet needed.
 # The schedule is sized to finish in about 10 minutes on a 2-core CPU: small input, short
 # warm-up, random initial weights (the AFLW checkpoint would need the internet). 12 epochs of the
-# landmark model on the crops, then 10 of the framing model (zoom-out) that finds faces in wide
-# photos (see the config's framing_model) and 4 of the refinement model on patches around each
-# landmark (the config's refine_model).
+# landmark model on the crops, then 5 of the framing model (zoom-out) that finds faces in wide
+# photos (see the config's framing_model) and 6 of the refinement model on patches around each
+# landmark (the config's refine_model). 5 framing epochs frame as well as 10 did (docs/inference.md);
+# the time saved goes to refinement (docs/evaluation.md).
 demo: install
 	$(PY) -m cephalometric.data.demo --out $(DEMO_DIR)/train_data_pure_depth.pkl --num-patients 300
 	$(PY) prepare_cephalometric_data.py --input $(DEMO_DIR)/train_data_pure_depth.pkl \
 		--out-dir $(DEMO_DIR)/cephalometric --overwrite
 	$(PY) train_cephalometric.py --data-root $(DEMO_DIR)/cephalometric --work-dir $(DEMO_WORK) \
-		--no-pretrained --epochs 12 --framing-epochs 10 --refine-epochs 4 --batch-size 8 --input-size 96 \
+		--no-pretrained --epochs 12 --framing-epochs 5 --refine-epochs 6 --batch-size 8 --input-size 96 \
 		--sigma 1.5 --lr 2e-3 --workers 0 --warmup-iters 30
 	@$(PY) inference.py --checkpoint $(DEMO_WORK)/best_MRE.pth \
 		--img-path "$$($(PY) -c "import json; d=json.load(open('$(DEMO_DIR)/cephalometric/annotations/test.json')); print('$(DEMO_DIR)/cephalometric/images/' + d['images'][0]['file_name'])")" \
