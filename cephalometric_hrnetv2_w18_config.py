@@ -157,7 +157,8 @@ refine_model = dict(
     max_epochs=refine_epochs,
     input_size=refine_input_size,
     patch_errors=8.0,
-    # patches drawn per training image and epoch (each around a random landmark)
+    # patches drawn per training image and epoch (each around a random landmark); a step takes
+    # that many times train_batch_size patches, so an epoch has the landmark run's steps
     patches_per_image=4)
 
 dataset_type = 'CephalometricDataset'

@@ -151,7 +151,7 @@ def test_a_refinement_epoch_takes_the_landmark_runs_number_of_steps(tmp_path):
     refine = refine_config(cfg, str(tmp_path), validation_mre=3.0, mean_box_side=240.0)
     loader = refine.train_dataloader
     assert loader.dataset.type == 'RepeatDataset' and loader.dataset.times == 4
-    assert loader.batch_size == 32                           # 4 patches of each of 8 images
+    assert loader.batch_size == 32                           # 4x the landmark batch of 8
     assert cfg.train_dataloader.batch_size == 8              # the landmark run's is untouched
 
 

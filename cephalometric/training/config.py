@@ -255,9 +255,10 @@ def refine_config(cfg, work_dir: str, validation_mre: float, mean_box_side: floa
     patches = int(refine.refine_model.patches_per_image)
     refine.train_dataloader.dataset = dict(
         type='RepeatDataset', times=patches, dataset=refine.train_dataloader.dataset)
-    # A step takes as many patches per image as an epoch does, so an epoch has the landmark
-    # run's number of steps: small patches in small batches leave a CPU mostly idle (at 64 px a
-    # batch of 32 costs 0.56 of four batches of 8, measured) and a GPU more so.
+    # A step takes `patches` times the landmark run's batch (shuffled patches of any images), so
+    # an epoch has the landmark run's number of steps: small patches in small batches leave a
+    # CPU mostly idle (at 64 px a batch of 32 costs 0.56 of four batches of 8, measured) and a
+    # GPU more so.
     refine.train_dataloader.batch_size = int(refine.train_dataloader.batch_size) * patches
     set_epochs(refine, epochs, scale_stages=False)
     for key in ('val_dataloader', 'val_cfg', 'val_evaluator'):
