@@ -456,3 +456,21 @@ def test_native_stderr_silencing_is_descriptor_2_whatever_sys_stderr_is(monkeypa
     capture.close()
     inner.__exit__(None, None, None)
     assert os.path.samestat(os.fstat(2), before)
+
+
+def test_native_stderr_silencing_runs_without_a_descriptor_2(monkeypatch, tmp_path):
+    """A process started with descriptor 2 closed (a daemon, some schedulers) still reads images:
+    there is nothing to silence, and nothing is opened in its place."""
+    from cephalometric.data import images
+    handle = open(tmp_path / 'gone.txt', 'w')
+    free_fd = handle.fileno()
+    handle.close()   # a descriptor number that is not open
+    monkeypatch.setattr(images, '_STDERR_FD', free_fd)
+    ran = []
+    with images._native_stderr_silenced():
+        ran.append(True)
+        with pytest.raises(OSError):
+            os.fstat(free_fd)
+    assert ran == [True]
+    with pytest.raises(OSError):
+        os.fstat(free_fd)

@@ -203,6 +203,7 @@ class FaceFramer:
             # (the shown direction's short way, already measured and failed, is not measured
             # again)
             result = self._confirmed(coarse, views, depths, image)
+        confirmed = result is not None   # the short way took it only if every check passed
         if result is None:
             result = self._searched(coarse, views, depths, full, checked)
         prediction, box, flipped, mean_score, iterations, candidates, disagreement = result
@@ -211,8 +212,9 @@ class FaceFramer:
             box = mirror_box(box, width)
         if hasattr(prediction, 'bbox'):
             prediction.bbox = tuple(box)
-        reason = (review_reason(box, mean_score, self.min_face_px, self.min_face_score, image)
-                  or self._doubt(result))
+        reason = None if confirmed else (
+            review_reason(box, mean_score, self.min_face_px, self.min_face_score, image)
+            or self._doubt(result))
         framing = Framing('auto', list(box), flipped, iterations, mean_score, reason, candidates,
                           disagreement)
         return prediction, framing
