@@ -39,8 +39,8 @@ demo: install
 	$(PY) prepare_cephalometric_data.py --input $(DEMO_DIR)/train_data_pure_depth.pkl \
 		--out-dir $(DEMO_DIR)/cephalometric --overwrite
 	$(PY) train_cephalometric.py --data-root $(DEMO_DIR)/cephalometric --work-dir $(DEMO_WORK) \
-		--no-pretrained --epochs 12 --framing-epochs 5 --refine-epochs 6 --batch-size 8 --input-size 96 \
-		--sigma 1.5 --lr 2e-3 --workers 0 --warmup-iters 30
+		--no-pretrained --epochs 12 --framing-epochs 3 --refine-epochs 4 --batch-size 8 --input-size 96 \
+		--sigma 1.0 --lr 2e-3 --workers 0 --warmup-iters 30
 	@$(PY) inference.py --checkpoint $(DEMO_WORK)/best_MRE.pth \
 		--img-path "$$($(PY) -c "import json; d=json.load(open('$(DEMO_DIR)/cephalometric/annotations/test.json')); print('$(DEMO_DIR)/cephalometric/images/' + d['images'][0]['file_name'])")" \
 		--out-file $(DEMO_WORK)/inference_example.jpg --json $(DEMO_WORK)/inference_example.json

@@ -16,8 +16,9 @@ TINY_TRAIN_ARGS = ['--no-pretrained', '--epochs', '2', '--batch-size', '4', '--i
 # minutes on 2 quiet cores): the limit only ends a run that hangs, it never times a test.
 SUBPROCESS_TIMEOUT = 3600
 
-# The learning recipe (Makefile `demo` on fewer images and epochs): ~100 steps at 96 px, then a
-# 2-epoch framing model (zoom-out), so the tests of automatic framing use both networks.
+# The learning recipe (Makefile `demo` on fewer images and epochs, and at sigma 1.5, the demo's
+# until 2026-12-06, with which the tests' margins were set): ~100 steps at 96 px, then a 2-epoch
+# framing model (zoom-out), so the tests of automatic framing use both networks.
 LEARNING_ARGS = ['--no-pretrained', '--epochs', '7', '--framing-epochs', '2', '--batch-size', '8',
                  '--input-size', '96', '--sigma', '1.5', '--lr', '2e-3', '--workers', '0',
                  '--seed', '0', '--warmup-iters', '20', '--refine-epochs', '4']
