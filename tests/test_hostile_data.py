@@ -458,13 +458,17 @@ def test_native_stderr_silencing_is_descriptor_2_whatever_sys_stderr_is(monkeypa
     assert os.path.samestat(os.fstat(2), before)
 
 
-def test_native_stderr_silencing_runs_without_a_descriptor_2(monkeypatch, tmp_path):
+def test_native_stderr_silencing_runs_without_a_descriptor_2(monkeypatch):
     """A process started with descriptor 2 closed (a daemon, some schedulers) still reads images:
     there is nothing to silence, and nothing is opened in its place."""
+    import resource
+
     from cephalometric.data import images
-    handle = open(tmp_path / 'gone.txt', 'w')
-    free_fd = handle.fileno()
-    handle.close()   # a descriptor number that is not open
+    # The highest number the process may hold: new files take the lowest free one, so no other
+    # thread's file lands on it during the test.
+    free_fd = min(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 65536) - 1
+    with pytest.raises(OSError):
+        os.fstat(free_fd)
     monkeypatch.setattr(images, '_STDERR_FD', free_fd)
     ran = []
     with images._native_stderr_silenced():
