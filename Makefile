@@ -30,10 +30,10 @@ $(STAMP): requirements.txt pyproject.toml
 # The whole pipeline on a generated demo dataset: no private data, GPU or internet needed.
 # The schedule is sized to finish in about 10 minutes on a 2-core CPU: small input, short
 # warm-up, random initial weights (the AFLW checkpoint would need the internet). 12 epochs of the
-# landmark model on the crops, then 5 of the framing model (zoom-out) that finds faces in wide
-# photos (see the config's framing_model) and 6 of the refinement model on patches around each
-# landmark (the config's refine_model). 5 framing epochs frame as well as 10 did (docs/inference.md);
-# the time saved goes to refinement (docs/evaluation.md).
+# landmark model on the crops, then 3 of the framing model (zoom-out) that finds faces in wide
+# photos (see the config's framing_model) and 4 of the refinement model on patches around each
+# landmark (the config's refine_model). 3 framing epochs frame as well as 10 did (docs/inference.md);
+# the time saved goes to refinement, and sigma 1.0 beat 1.5 with both seeds (docs/evaluation.md).
 demo: install
 	$(PY) -m cephalometric.data.demo --out $(DEMO_DIR)/train_data_pure_depth.pkl --num-patients 300
 	$(PY) prepare_cephalometric_data.py --input $(DEMO_DIR)/train_data_pure_depth.pkl \

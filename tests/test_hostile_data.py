@@ -470,11 +470,8 @@ def test_native_stderr_silencing_runs_without_a_descriptor_2(monkeypatch):
     with pytest.raises(OSError):
         os.fstat(free_fd)
     monkeypatch.setattr(images, '_STDERR_FD', free_fd)
-    ran = []
     with images._native_stderr_silenced():
-        ran.append(True)
-        with pytest.raises(OSError):
+        with pytest.raises(OSError):   # nothing was put in its place
             os.fstat(free_fd)
-    assert ran == [True]
     with pytest.raises(OSError):
         os.fstat(free_fd)
