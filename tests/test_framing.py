@@ -6,7 +6,13 @@ import pytest
 
 from cephalometric.mmpose_plugins.transforms import RandomZoomOut
 from cephalometric.model.framing_prior import FramingPrior, measure_prior
-from cephalometric.prediction.framing import FaceFramer, box_iou, mirror_keypoints
+from cephalometric.prediction.framing import (
+    GRID_FRACTIONS,
+    FaceFramer,
+    box_iou,
+    grid_boxes,
+    mirror_keypoints,
+)
 
 PRIOR = FramingPrior(offset=(0.05, -0.02), ratio=(1.5, 1.4))
 
@@ -259,6 +265,77 @@ def test_a_close_up_filling_the_frame_is_framed_whole_not_on_the_ear():
     # without the check (an older checkpoint) the ear is what it gets
     _, old = FaceFramer(CloseUpFinder(photo, truth), PRIOR, measurer=LandmarkModel(truth))(photo)
     assert box_iou(old.bbox, PRIOR.box(truth)) < 0.5
+
+
+class PickyFinder:
+    """A framing model that, like the real one on photographs it was not trained for, finds the
+    face only from a box near its training framing (centre within a fifth of the face box, side
+    within 0.8-1.25x) and otherwise settles, fairly confidently, on a small cluster in the middle
+    of whatever box it is given."""
+
+    def __init__(self, photo, truth):
+        self.view, self.truth = photo, np.asarray(truth, np.float32)
+        self.ideal = PRIOR.box(self.truth)
+
+    def __call__(self, views, bboxes, batch_size=8):
+        out = []
+        for view, box in zip(views, bboxes):
+            box = np.asarray(box, float)
+            centre_miss = np.abs(box[:2] + box[2:] / 2 - self.ideal[:2] - self.ideal[2:] / 2)
+            ratio = box[2:] / self.ideal[2:]
+            if not np.array_equal(view, self.view):
+                out.append(SimpleNamespace(keypoints=self.truth + 40, scores=np.full(19, 0.3)))
+            elif (centre_miss / self.ideal[2:]).max() < 0.2 and (abs(np.log(ratio)) < 0.22).all():
+                out.append(SimpleNamespace(keypoints=self.truth.copy(), scores=np.full(19, 0.9)))
+            else:
+                middle = box[:2] + box[2:] / 2 + np.linspace(-10, 10, 38).reshape(19, 2)
+                out.append(SimpleNamespace(keypoints=middle.astype(np.float32),
+                                           scores=np.full(19, 0.6)))
+        return out
+
+
+def corner_face(width=300, height=300):
+    """A photograph whose face fills about two thirds of it, in the lower right corner (the
+    faces that real photographs' whole-photograph pass missed most)."""
+    rng = np.random.default_rng(7)
+    photo = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+    shape = rng.uniform(0, 100, (19, 2))
+    shape[0], shape[1] = [0, 10], [100, 0]     # sella behind nasion: facing right
+    box = PRIOR.box(shape)
+    side = 2 / 3 * max(width, height)
+    truth = (shape - box[:2]) * (side / box[2:]) + [width - side, height - side]
+    return photo, truth.astype(np.float32)
+
+
+def test_a_face_off_centre_filling_two_thirds_of_the_photo_is_found_from_the_grid():
+    photo, truth = corner_face()
+    ideal = PRIOR.box(truth)
+    assert np.allclose(ideal[:2] + ideal[2:], photo.shape[1::-1], atol=1)   # in the corner
+    measurer = LandmarkModel(truth)
+    prediction, framing = FaceFramer(PickyFinder(photo, truth), PRIOR, measurer=measurer,
+                                     face_check=CHECK)(photo)
+    # the photograph, its 1.5x canvas and every grid box of 1/2 or 1/3 of it end on a cluster
+    # that fails the face check; the 2/3 box in the corner finds the face
+    assert framing.review_reason is None and not framing.mirrored
+    assert box_iou(framing.bbox, ideal) > 0.9
+    assert np.abs(prediction.keypoints - truth).max() < 1e-4
+
+
+@pytest.mark.parametrize('size', [(160, 158), (300, 300), (640, 360), (90, 400), (257, 260)])
+def test_grid_reaches_every_edge_in_steps_of_half_a_box(size):
+    width, height = size
+    boxes = np.array(grid_boxes(width, height))
+    for fraction in GRID_FRACTIONS:
+        side = fraction * max(width, height)
+        same = boxes[np.isclose(boxes[:, 2], side)]
+        assert len(same)
+        for axis, extent in ((0, width), (1, height)):
+            starts = np.unique(np.round(same[:, axis], 6))
+            if side >= extent:    # a box wider than the photograph is centred on it
+                assert np.allclose(starts, (extent - side) / 2)
+                continue
+            assert np.isclose(starts.min(), 0) and np.isclose(starts.max() + side, extent)
+            assert (np.diff(starts) <= side / 2 + 1e-6).all()
 
 
 def test_a_face_like_distractor_is_searched_again_then_flagged_and_gets_no_class():
