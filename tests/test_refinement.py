@@ -107,6 +107,50 @@ def test_a_mirrored_photograph_is_refined_in_the_direction_the_model_saw():
     assert prediction.keypoints[0][0] == pytest.approx(100.0 - shift, abs=0.6)
 
 
+@pytest.mark.parametrize('signal', ['spread_and_refine_shift', 'spread'])
+def test_a_point_the_refinement_model_moved_far_is_stated_less_sure(signal):
+    """A calibration measured with the refinement model scales the root-sum-square of the
+    heatmap spread and the refinement's shift of the point; one measured on the spread alone
+    (older checkpoints) ignores the shift. Both the plain and the framed path say so."""
+    from cephalometric.model.settings import validate_settings
+    from cephalometric.prediction.predictor import LandmarkPredictor
+
+    class Offset(BrightestPixelNet):
+        def __call__(self, batch):   # finds the dot 6 input px to its right
+            return super().__call__(np.roll(batch, 6, axis=3))
+
+    settings = validate_settings(dict(_settings(1, 64, patch=0.3), error_calibration={
+        'expected_per_spread': [1.0], 'radius90_per_spread': [2.0], 'images': 30,
+        'signal': signal}), 'model.pth')
+    image = _dot_image(100.0, 120.0)
+    for network, moved_far in ((BrightestPixelNet(1), False), (Offset(1), True)):
+        predictor = LandmarkPredictor.from_backend(settings, BrightestPixelNet(1),
+                                                   refine_network=network)
+        coarse = predictor.coarse_predictor()([image])[0].keypoints[0]
+        prediction = predictor([image])[0]
+        shift = float(np.linalg.norm(prediction.keypoints[0] - coarse))
+        assert (shift > 4.0) == moved_far
+        stated = np.hypot(prediction.spread, shift) if signal != 'spread' else prediction.spread
+        assert prediction.expected_error == pytest.approx(stated, rel=1e-4)
+        assert prediction.radius90 == pytest.approx(2 * stated, rel=1e-4)
+        # the framed path (coarse prediction, then refined in the direction framing chose)
+        framed = predictor.coarse_predictor()([image])[0]
+        predictor._refine_framed(framed, image, None, flipped=False)
+        assert framed.expected_error == pytest.approx(stated, rel=1e-4)
+    if signal != 'spread':   # the far move is what widened it
+        assert (prediction.expected_error - prediction.spread).item() > 0.5
+
+
+def test_an_error_calibration_names_a_known_signal():
+    from cephalometric.model.settings import validate_settings
+    calibration = {'expected_per_spread': [1.0], 'radius90_per_spread': [2.0], 'images': 30}
+    older = validate_settings(dict(_settings(1, 64), error_calibration=calibration), 'model.pth')
+    assert older['error_calibration']['signal'] == 'spread'   # calibrated before it was named
+    with pytest.raises(UserError, match='signal must be one of'):
+        validate_settings(dict(_settings(1, 64), error_calibration=dict(
+            calibration, signal='__import__("os")')), 'model.pth')
+
+
 def test_landmark_patch_centres_a_jittered_patch_on_a_visible_landmark():
     from cephalometric.mmpose_plugins.transforms import LandmarkPatch
     keypoints = np.array([[[50.0, 60.0], [150.0, 160.0], [10.0, 10.0]]], np.float32)

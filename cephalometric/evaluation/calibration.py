@@ -2,11 +2,12 @@
 evaluate.py reports about confidence.
 
 `calibrate_checkpoint` predicts the validation split after training and stores in best_MRE.pth
-how each landmark's heatmap spread scales into its expected error and its 90% radius (the ratio
-of real error to spread: its mean, and its 90th percentile), so that inference can say how far
-off each point probably is. The other functions are pure: `expected` and `actual` are (N images,
-K landmarks) errors in one unit, `radius90` the stated 90% radii; NaN entries (a landmark without
-truth or without a statement) are left out of every number.
+how each landmark's heatmap spread (combined with the refinement model's shift of the point when
+that model is kept: `prediction.heatmaps.error_signal`) scales into its expected error and its
+90% radius (the ratio of real error to that signal: its mean, and its 90th percentile), so that
+inference can say how far off each point probably is. The other functions are pure: `expected`
+and `actual` are (N images, K landmarks) errors in one unit, `radius90` the stated 90% radii; NaN
+entries (a landmark without truth or without a statement) are left out of every number.
 """
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ def calibrate_checkpoint(checkpoint: str, data_root: str, split: str = 'val',
     from cephalometric.data.reader import load_split
     from cephalometric.evaluation.statistics import predict_split_all
     from cephalometric.model.checkpoint import check_refine_model, set_error_calibration
+    from cephalometric.prediction.heatmaps import error_signal
     from cephalometric.prediction.predictor import LandmarkPredictor
     data = load_split(data_root, split)
     if not data.patient_ids:
@@ -73,8 +75,15 @@ def calibrate_checkpoint(checkpoint: str, data_root: str, split: str = 'val',
         if not refinement['kept']:
             predictions = coarse
     errors = errors_of(predictions)
-    calibration = dict(spread_ratios(errors, np.stack([p.spread for p in predictions])),
-                       split=split)
+    spreads, shifts, signal = np.stack([p.spread for p in predictions]), None, 'spread'
+    if refinement is not None and refinement['kept']:
+        # how far the refinement model moved each point: where the two models disagree, the
+        # point is less sure (`prediction.heatmaps.error_signal`)
+        shifts = np.linalg.norm(np.stack([p.keypoints for p in predictions])
+                                - np.stack([p.keypoints for p in coarse]), axis=-1)
+        signal = 'spread_and_refine_shift'
+    calibration = dict(spread_ratios(errors, error_signal(spreads, shifts, signal)),
+                       split=split, signal=signal)
     face_check = None
     if predictor.framing_network is not None:
         found = predict_split_all(predictor.framing_predictor(), data.image_paths, batch_size,

@@ -16,6 +16,9 @@ from cephalometric.errors import UserError
 SETTINGS_KEYS = ('landmark_names', 'input_size', 'bbox_padding', 'mean', 'std', 'decoder')
 # Optional: absent in older files, which then get the defaults (RGB input; framing.FramingPrior()).
 OPTIONAL_KEYS = ('inputs', 'framing_prior', 'error_calibration', 'face_check', 'refinement')
+# What an error calibration scales into expected errors: the landmark model's heatmap spread, or
+# that combined with how far the refinement model moved the point (`prediction.predictor`).
+ERROR_SIGNALS = ('spread', 'spread_and_refine_shift')
 # Optional: what the model takes, in channel order; absent means ['rgb'] (all older files).
 # ['rgb', 'depth'] is an RGB-D model: mean/std then have a fourth value, the depth channel's.
 INPUT_KINDS = (['rgb'], ['rgb', 'depth'])
@@ -174,8 +177,12 @@ def _error_calibration(calibration: Any, count: int, bad) -> dict:
     images = calibration.get('images', 0)
     if not isinstance(images, int) or isinstance(images, bool) or images < 0:
         raise bad('error_calibration images must be a whole number')
+    signal = calibration.get('signal', ERROR_SIGNALS[0])   # calibrated before it was named
+    if signal not in ERROR_SIGNALS:
+        raise bad(f'error_calibration signal must be one of {", ".join(ERROR_SIGNALS)}, got '
+                  f'{str(signal)[:40]!r}')
     return {**{key: [float(v) for v in calibration[key]] for key in keys}, 'images': images,
-            'split': str(calibration.get('split', 'val'))[:20]}
+            'split': str(calibration.get('split', 'val'))[:20], 'signal': signal}
 
 
 def _face_check(face_check: Any, bad) -> dict:

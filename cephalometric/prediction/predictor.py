@@ -34,6 +34,7 @@ from cephalometric.prediction.backends import (  # noqa: F401
 from cephalometric.prediction.heatmaps import (
     check_heatmaps,
     decode_heatmaps,
+    error_signal,
     heatmap_spread,
     warp_matrix,
 )
@@ -284,16 +285,19 @@ class LandmarkPredictor:
             heatmaps = self.infer(np.stack([p[0] for p in prepared]))
             keypoints, scores = self.postprocess(heatmaps, [p[1] for p in prepared],
                                                  [p[2] for p in prepared])
+            shifts = [None] * len(chunk)
             if self.refiner is not None:
-                keypoints = self.refiner([images[i] for i in chunk], keypoints,
-                                         [p[2] for p in prepared],
-                                         None if depths is None else [depths[i] for i in chunk])
+                refined = self.refiner([images[i] for i in chunk], keypoints,
+                                       [p[2] for p in prepared],
+                                       None if depths is None else [depths[i] for i in chunk])
+                shifts = np.linalg.norm(np.asarray(refined) - keypoints, axis=-1)
+                keypoints = refined
             spreads = self.spread_px(heatmaps, [p[2] for p in prepared])
             for j, i in enumerate(chunk):
                 prediction = Prediction(self.names, keypoints[j], scores[j], boxes[i],
                                         spread=spreads[j])
                 prediction.expected_error, prediction.radius90 = self.expected_errors(
-                    spreads[j])
+                    spreads[j], shifts[j])
                 results.append(prediction)
         return results
 
@@ -313,6 +317,8 @@ class LandmarkPredictor:
         refined = self.refiner([image], [keypoints], [self.box_scale(box)],
                                None if depth is None else [depth])[0]
         prediction.keypoints = mirror_keypoints(refined, width) if flipped else refined
+        prediction.expected_error, prediction.radius90 = self.expected_errors(
+            prediction.spread, np.linalg.norm(np.asarray(refined) - keypoints, axis=-1))
 
     def spread_px(self, heatmaps: np.ndarray, scales) -> np.ndarray:
         """`heatmaps.heatmap_spread` in pixels of each original image (N, K)."""
@@ -321,14 +327,16 @@ class LandmarkPredictor:
         per_pixel = (scales[:, 0] / heatmap_w + scales[:, 1] / heatmap_h) / 2
         return heatmap_spread(heatmaps) * per_pixel[:, None]
 
-    def expected_errors(self, spread: np.ndarray):
+    def expected_errors(self, spread: np.ndarray, refine_shift: Optional[np.ndarray] = None):
         """(expected error, 90% radius) in image pixels from the checkpoint's error calibration,
-        or (None, None) without one."""
+        or (None, None) without one. `refine_shift`: how far the refinement model moved each
+        point (px); a calibration measured on both (`error_signal`) scales their combination."""
         calibration = self.settings.get('error_calibration')
         if not calibration:
             return None, None
-        return (spread * np.asarray(calibration['expected_per_spread']),
-                spread * np.asarray(calibration['radius90_per_spread']))
+        signal = error_signal(spread, refine_shift, calibration.get('signal', 'spread'))
+        return (signal * np.asarray(calibration['expected_per_spread']),
+                signal * np.asarray(calibration['radius90_per_spread']))
 
     def predict(self, images: Sequence[np.ndarray], bbox='auto', depths=None,
                 batch_size: int = 8) -> list[Prediction]:
