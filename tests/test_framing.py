@@ -276,11 +276,13 @@ class PickyFinder:
     def __init__(self, photo, truth):
         self.view, self.truth = photo, np.asarray(truth, np.float32)
         self.ideal = PRIOR.box(self.truth)
+        self.sides = []
 
     def __call__(self, views, bboxes, batch_size=8):
         out = []
         for view, box in zip(views, bboxes):
             box = np.asarray(box, float)
+            self.sides.append(box[2])
             centre_miss = np.abs(box[:2] + box[2:] / 2 - self.ideal[:2] - self.ideal[2:] / 2)
             ratio = box[2:] / self.ideal[2:]
             if not np.array_equal(view, self.view):
@@ -311,14 +313,15 @@ def test_a_face_off_centre_filling_two_thirds_of_the_photo_is_found_from_the_gri
     photo, truth = corner_face()
     ideal = PRIOR.box(truth)
     assert np.allclose(ideal[:2] + ideal[2:], photo.shape[1::-1], atol=1)   # in the corner
-    measurer = LandmarkModel(truth)
-    prediction, framing = FaceFramer(PickyFinder(photo, truth), PRIOR, measurer=measurer,
-                                     face_check=CHECK)(photo)
+    measurer, finder = LandmarkModel(truth), PickyFinder(photo, truth)
+    prediction, framing = FaceFramer(finder, PRIOR, measurer=measurer, face_check=CHECK)(photo)
     # the photograph, its 1.5x canvas and every grid box of 1/2 or 1/3 of it end on a cluster
     # that fails the face check; the 2/3 box in the corner finds the face
     assert framing.review_reason is None and not framing.mirrored
     assert box_iou(framing.bbox, ideal) > 0.9
     assert np.abs(prediction.keypoints - truth).max() < 1e-4
+    # found by the first stage of the grid: its 1/3 boxes were never tried
+    assert np.isclose(finder.sides, 200).any() and not np.isclose(finder.sides, 100).any()
 
 
 @pytest.mark.parametrize('size', [(160, 158), (300, 300), (640, 360), (90, 400), (257, 260)])
@@ -346,9 +349,9 @@ def test_a_face_like_distractor_is_searched_again_then_flagged_and_gets_no_class
     measurer = LandmarkModel(truth)
     prediction, framing = FaceFramer(DistractorFinder(distractor), PRIOR, measurer=measurer,
                                      face_check=CHECK)(photo)
-    # every try (the photograph, the photograph in a 1.5x canvas, the grid) ends on the
-    # distractor: flagged, with why
-    assert measurer.calls == 3
+    # every try (the photograph, the photograph in a 1.5x canvas, the grid's larger boxes, then
+    # its smaller ones) ends on the distractor: flagged, with why
+    assert measurer.calls == 4
     assert framing.review_reason and framing.review_reason.startswith('framing unsure')
     assert 'landmark confidence 0.45' in framing.review_reason
     prediction.names, prediction.bbox = list(STANDARD_LANDMARKS), tuple(framing.bbox)

@@ -16,8 +16,8 @@ such photograph look like a training crop:
 5. with the checkpoint's face check (what its validation faces gave the landmark model: its
    confidence, and its agreement with the framing model), a result that fails it is searched
    again from the photograph in a 1.5x canvas (a close-up whose face fills the frame), then from
-   the most confident of a grid of smaller start boxes reaching every edge (a face off centre
-   or in a corner, or a small face in a busy frame); a result
+   the most confident of a grid of smaller start boxes reaching every edge, larger boxes first
+   (a face off centre or in a corner, or a small face in a busy frame); a result
    that passes, else the most confident one, is kept. Without a face check (older checkpoints)
    the grid is tried when the framing model's mean score is under RETRY_SCORE.
 
@@ -68,11 +68,13 @@ RETRY_SCORE = 0.8
 # wider and higher (`enlarged_box`). On real profile photographs (the CFP check in
 # docs/inference.md), close-ups searched within the photograph were framed on the ear or the chin.
 ENLARGED_START = 1.5
-# Sides of the grid's start boxes, as shares of the photograph's longer side. On real profile
-# photographs (the CFP check in docs/inference.md) the faces missed by the whole-photograph pass
-# mostly filled about two thirds of it, off centre, often in a corner: 2/3 finds those, 1/2 and
-# 1/3 smaller faces in wider frames.
-GRID_FRACTIONS = (2 / 3, 1 / 2, 1 / 3)
+# Sides of the grid's start boxes, as shares of the photograph's longer side, searched in stages
+# until a result passes. On real profile photographs (the CFP check in docs/inference.md) the
+# faces missed by the whole-photograph pass mostly filled about two thirds of it, off centre,
+# often in a corner: 2/3 finds those, 1/2 and 1/3 smaller faces in wider frames. The 25 boxes of
+# 1/3 (on a square photograph) are only tried when the 13 larger ones found nothing that passes.
+GRID_STAGES = ((2 / 3, 1 / 2), (1 / 3,))
+GRID_FRACTIONS = tuple(fraction for stage in GRID_STAGES for fraction in stage)
 # A lead of the framing model's mean confidence on the coarse pass (whole photograph, as shown and
 # mirrored) at which the direction is taken from it; under it both directions get a refining
 # pass first.
@@ -261,11 +263,13 @@ class FaceFramer:
                                        depths)
                 if self._preferred(wider, result):
                     result = wider
-        if self._needs_retry(result):
+        for fractions in GRID_STAGES:
+            if not self._needs_retry(result):
+                break
             # No face that passes the check (a face off centre, a small face in a busy frame, or a
             # region that only the framing model took for a face): start again from the best of a
             # grid of smaller boxes, once per direction, and keep the better of the two results.
-            starts = grid_boxes(width, height)
+            starts = grid_boxes(width, height, fractions)
             retry = self._settle(views, depths, [self._best_start(view, starts, depths, i)
                                                  for i, view in enumerate(views)])
             if checked:
@@ -400,12 +404,12 @@ def enlarged_box(width: int, height: int) -> list:
     return [-margin_x, -margin_y, ENLARGED_START * width, ENLARGED_START * height]
 
 
-def grid_boxes(width: int, height: int) -> list:
-    """Square start boxes of GRID_FRACTIONS of the longer side, at most half a side apart, the
+def grid_boxes(width: int, height: int, fractions: Sequence[float] = GRID_FRACTIONS) -> list:
+    """Square start boxes of `fractions` of the longer side, at most half a side apart, the
     first and last of each row and column touching the photograph's edges (centred across a side
     shorter than the box)."""
     side_max, boxes = max(width, height), []
-    for fraction in GRID_FRACTIONS:
+    for fraction in fractions:
         side = side_max * fraction
         xs, ys = (np.linspace(side / 2, extent - side / 2,
                               int(np.ceil((extent - side) / (side / 2) - 1e-6)) + 1)
