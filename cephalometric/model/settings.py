@@ -17,7 +17,7 @@ SETTINGS_KEYS = ('landmark_names', 'input_size', 'bbox_padding', 'mean', 'std', 
 # Optional: absent in older files, which then get the defaults (RGB input; framing.FramingPrior()).
 OPTIONAL_KEYS = ('inputs', 'framing_prior', 'error_calibration', 'face_check', 'refinement')
 # What an error calibration scales into expected errors: the landmark model's heatmap spread, or
-# that combined with how far the refinement model moved the point (`prediction.predictor`).
+# that combined with how far the refinement model moved the point (`prediction.heatmaps`).
 ERROR_SIGNALS = ('spread', 'spread_and_refine_shift')
 # Optional: what the model takes, in channel order; absent means ['rgb'] (all older files).
 # ['rgb', 'depth'] is an RGB-D model: mean/std then have a fourth value, the depth channel's.
