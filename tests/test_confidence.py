@@ -184,8 +184,12 @@ def test_training_stores_a_calibration_and_evaluate_measures_it(trained_run, dem
     from cephalometric.model.checkpoint import load_published
     from tests.helpers import run_script
     _, prepared = demo_dataset
-    calibration = load_published(str(trained_run / 'best_MRE.pth')).settings['error_calibration']
+    published = load_published(str(trained_run / 'best_MRE.pth'))
+    calibration = published.settings['error_calibration']
     assert calibration['images'] == len(load_split(str(prepared), 'val').patient_ids)
+    # the refinement model's shift is part of what is scaled exactly when that model was kept
+    kept = published.refine_state_dict is not None
+    assert calibration['signal'] == ('spread_and_refine_shift' if kept else 'spread')
     out = tmp_path / 'eval'
     run_script('evaluate.py', '--checkpoint', trained_run / 'best_MRE.pth', '--data-root',
                prepared, '--out-dir', out, '--worst', '0')
