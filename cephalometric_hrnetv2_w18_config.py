@@ -142,9 +142,14 @@ val_pipeline = [
 # for `max_epochs` with `zoom_out` after LoadImage (half the crops pasted into a canvas up to 3x
 # their size); both networks go into best_MRE.pth. Two networks, because one trained on both kinds
 # of picture measured the crops ~15% worse (docs/inference.md).
+# `flip` (off: prob 0; on: --cfg-options framing_model.flip.prob=0.5) also teaches it faces looking
+# the other way (landmarks keep their names: a profile has no left/right pairs); framing then reads
+# the direction from where its landmarks lie and needs no mirrored pass: faster, but on real
+# photographs it framed worse at the same epochs (docs/inference.md, Real photographs as taken).
 framing_model = dict(
     max_epochs=framing_epochs,
-    zoom_out=dict(type='RandomZoomOut', prob=0.5, max_ratio=3.0))
+    zoom_out=dict(type='RandomZoomOut', prob=0.5, max_ratio=3.0),
+    flip=dict(type='RandomFlip', direction='horizontal', prob=0.0))
 
 # ----------------------------------------------------------------------------------------------
 # Refinement model: re-locates each landmark on a patch of the original image around the landmark

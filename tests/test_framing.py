@@ -5,12 +5,13 @@ import numpy as np
 import pytest
 
 from cephalometric.mmpose_plugins.transforms import RandomZoomOut
-from cephalometric.model.framing_prior import FramingPrior, measure_prior
+from cephalometric.model.framing_prior import FramingPrior, measure_facing, measure_prior
 from cephalometric.prediction.framing import (
     GRID_FRACTIONS,
     FaceFramer,
     box_iou,
     grid_boxes,
+    mirror_box,
     mirror_keypoints,
 )
 
@@ -276,13 +277,14 @@ class PickyFinder:
     def __init__(self, photo, truth):
         self.view, self.truth = photo, np.asarray(truth, np.float32)
         self.ideal = PRIOR.box(self.truth)
-        self.sides = []
+        self.sides, self.mirrored_views = [], 0
 
     def __call__(self, views, bboxes, batch_size=8):
         out = []
         for view, box in zip(views, bboxes):
             box = np.asarray(box, float)
             self.sides.append(box[2])
+            self.mirrored_views += not np.array_equal(view, self.view)
             centre_miss = np.abs(box[:2] + box[2:] / 2 - self.ideal[:2] - self.ideal[2:] / 2)
             ratio = box[2:] / self.ideal[2:]
             if not np.array_equal(view, self.view):
@@ -510,6 +512,75 @@ def test_prior_round_trips_and_refuses_nonsense():
         FramingPrior.from_dict({'offset': [0, 0], 'ratio': [0, 1]})
     with pytest.raises(ValueError):
         FramingPrior.from_dict({'offset': [float('nan'), 0], 'ratio': [1, 1]})
+
+
+# -- a framing model trained on both directions ------------------------------------------------
+
+class BothSidesFinder:
+    """A framing model trained with flips: finds the face (`offset` px off) whichever way it
+    looks, from any box; counts the views it predicts and records whether any was mirrored."""
+
+    def __init__(self, shown, shown_truth, offset=1.0):
+        self.shown, self.truth, self.offset = shown, np.asarray(shown_truth), offset
+        self.views, self.mirrored_views = 0, 0
+
+    def __call__(self, views, bboxes, batch_size=8):
+        self.views += len(views)
+        self.mirrored_views += sum(not np.array_equal(v, self.shown) for v in views)
+        return [SimpleNamespace(keypoints=(self.truth + self.offset).astype(np.float32),
+                                scores=np.full(19, 0.9)) for _ in views]
+
+
+def test_facing_tells_a_mirrored_face_from_the_trained_side():
+    rng = np.random.default_rng(0)
+    faces = [wide_photo(seed)[1] for seed in range(10)]
+    prior = FramingPrior(PRIOR.offset, PRIOR.ratio, measure_facing(np.array(faces),
+                                                                   np.ones((10, 19), bool)))
+    assert prior.facing[0] < 0 < prior.facing[1]      # sella behind, nasion in front
+    for seed in range(10, 20):
+        _, truth = wide_photo(seed)
+        noisy = truth + rng.normal(0, 3, truth.shape)
+        assert not prior.mirrored(noisy) and prior.mirrored(mirror_keypoints(noisy, 420))
+    assert FramingPrior.from_dict(prior.to_dict()) == prior
+    with pytest.raises(ValueError):
+        FramingPrior.from_dict({**PRIOR.to_dict(), 'facing': [0.0] * 19})
+
+
+@pytest.mark.parametrize('shown_mirrored', [False, True])
+def test_a_framing_model_of_both_directions_frames_in_one_pass_as_shown(shown_mirrored):
+    photo, truth = wide_photo(8)
+    width = photo.shape[1]
+    prior = FramingPrior(PRIOR.offset, PRIOR.ratio, measure_facing(truth[None], np.ones((1, 19),
+                                                                                         bool)))
+    shown = np.ascontiguousarray(photo[:, ::-1]) if shown_mirrored else photo
+    expected = mirror_keypoints(truth, width) if shown_mirrored else truth
+    finder, measurer = BothSidesFinder(shown, expected), Measurer(photo, truth)
+    prediction, framing = FaceFramer(finder, prior, measurer=measurer, face_check=CHECK)(shown)
+    # one coarse pass on the photograph as shown, whichever way it looks, then one landmark pass
+    # in the direction its landmarks show (the trained side: the photo itself or its mirror)
+    assert finder.views == 1 and finder.mirrored_views == 0
+    assert len(measurer.asked) == 1 and np.array_equal(measurer.asked[0][0], photo)
+    assert box_iou(measurer.asked[0][1], PRIOR.box(truth)) > 0.9
+    assert framing.mirrored == shown_mirrored and framing.review_reason is None
+    assert np.abs(prediction.keypoints - expected).max() < 1e-4
+    trained_box = PRIOR.box(truth)       # the training crop's box, mirrored with the face
+    assert box_iou(framing.bbox, mirror_box(trained_box, width) if shown_mirrored
+                   else trained_box) > 0.9
+    # a framing model of one direction looks at the mirrored photograph too
+    finder = BothSidesFinder(shown, expected)
+    FaceFramer(finder, PRIOR, measurer=Measurer(photo, truth), face_check=CHECK)(shown)
+    assert finder.mirrored_views >= 1
+
+
+def test_a_framing_model_of_both_directions_searches_the_grid_as_shown_only():
+    photo, truth = corner_face()
+    prior = FramingPrior(PRIOR.offset, PRIOR.ratio, measure_facing(truth[None], np.ones((1, 19),
+                                                                                         bool)))
+    finder, measurer = PickyFinder(photo, truth), LandmarkModel(truth)
+    prediction, framing = FaceFramer(finder, prior, measurer=measurer, face_check=CHECK)(photo)
+    assert framing.review_reason is None and not framing.mirrored
+    assert np.abs(prediction.keypoints - truth).max() < 1e-4
+    assert finder.mirrored_views == 0 and np.isclose(finder.sides, 200).any()
 
 
 # -- with a model that has learned (the shared learned_run fixture) -------------------------------

@@ -651,11 +651,12 @@ def _metadata_variant(models, tmp_path, key, value):
     ('mean', '[1e300, 0, 0]', 'mean must be'),
     ('std', '[1e-300, 1, 1]', 'std must be positive'),
     ('framing_prior', '{"offset": [1e300, 0], "ratio": [1, 1]}', 'framing_prior'),
+    ('framing_prior', '{"offset": [0, 0], "ratio": [1, 1], "facing": [0.2]}', 'facing must be'),
     ('landmark_names', json.dumps([f'L{i}' for i in range(5000)]), 'landmark_names must be'),
     ('decoder', '{"heatmap_size": [16, 16], "blur_kernel_size": ' + '1' * 400 + '}', 'digits'),
     ('decoder', 'x' * (2 << 20), 'longer than'),
 ], ids=['400 digits', 'nested 20000', 'nested 100000', 'NaN', 'Infinity', '1e400', 'huge mean',
-        'tiny std', 'huge prior', '5000 names', 'kernel digits', '2 MB'])
+        'tiny std', 'huge prior', 'short facing', '5000 names', 'kernel digits', '2 MB'])
 def test_hostile_onnx_metadata_is_one_line(models, tmp_path, capsys, key, value, fragment):
     import inference
     model = _metadata_variant(models, tmp_path, key, value)

@@ -135,7 +135,7 @@ def test_resume_of_a_finished_landmark_run_trains_only_the_missing_framing_model
     pointer.write_text(str(work_dir / os.path.basename(pointer.read_text().strip())))
     landmark_state = load_published(str(work_dir / 'best_MRE.pth')).state_dict
     result = run_script('train_cephalometric.py', '--work-dir', work_dir, '--resume',
-                        '--framing-epochs', '1')
+                        '--framing-epochs', '1', '--cfg-options', 'framing_model.flip.prob=0.5')
     output = result.stdout + result.stderr
     assert 'resumed epoch' not in output and 'new best MRE' not in output  # landmarks untouched
     assert 'framing model: 1 epochs with zoom-out, stored in best_MRE.pth' in result.stdout
@@ -147,6 +147,10 @@ def test_resume_of_a_finished_landmark_run_trains_only_the_missing_framing_model
     record = json.loads((work_dir / 'best_MRE.json').read_text())
     assert record['framing_model']['epochs'] == 1
     assert record['framing_model']['zoom_out']['type'] == 'RandomZoomOut'
+    # it saw both directions: the prior states how the training faces look, for telling them apart
+    assert record['framing_model']['flip']['type'] == 'RandomFlip'
+    facing = published.settings['framing_prior']['facing']
+    assert len(facing) == len(published.settings['landmark_names']) and any(facing)
     assert (work_dir / 'framing' / 'training_curves.png').is_file()
     assert not (work_dir / 'framing' / 'best_MRE.pth').exists()   # one published model
     again = run_script('train_cephalometric.py', '--work-dir', work_dir, '--resume',
@@ -234,6 +238,12 @@ def test_epochs_scale_the_framing_model_unless_given(tmp_path, demo_dataset):
     assert milestones['milestones'] == [7, 9]                  # 70% and 90%, as the main run
     steps = [step['type'] for step in framing.train_dataloader.dataset.pipeline]
     assert steps[:3] == ['LoadImage', 'RandomZoomOut', 'GetBBoxCenterScale']
+    assert 'RandomFlip' not in steps      # flips are the config's option, off by default
+    flipped = framing_config(config('--cfg-options', 'framing_model.flip.prob=0.5'), 'w')
+    steps = [step['type'] for step in flipped.train_dataloader.dataset.pipeline]
+    assert steps[:4] == ['LoadImage', 'RandomZoomOut', 'GetBBoxCenterScale', 'RandomFlip']
+    landmark_steps = config('--cfg-options', 'framing_model.flip.prob=0.5').train_dataloader
+    assert 'RandomFlip' not in [step['type'] for step in landmark_steps.dataset.pipeline]
     hooks = [hook['type'] for hook in framing.custom_hooks]
     assert 'BestCheckpointHook' not in hooks and 'FramingModelHook' in hooks
     assert framing_config(config('--framing-epochs', '0'), 'w') is None

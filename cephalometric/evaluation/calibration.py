@@ -88,8 +88,11 @@ def calibrate_checkpoint(checkpoint: str, data_root: str, split: str = 'val',
     if predictor.framing_network is not None:
         found = predict_split_all(predictor.framing_predictor(), data.image_paths, batch_size,
                                   data.depth_paths)
-        mirrored = predict_split_all(predictor.framing_predictor(), data.image_paths,
-                                     batch_size, data.depth_paths, mirrored=True)
+        # (a framing model of both directions reads the direction from its landmarks instead)
+        both_sides = (predictor.settings.get('framing_prior') or {}).get('facing') is not None
+        mirrored = None if both_sides else predict_split_all(
+            predictor.framing_predictor(), data.image_paths, batch_size, data.depth_paths,
+            mirrored=True)
         # framing compares the framing model with the landmark model's own (unrefined) positions
         face_check = measure_face_check(coarse, found, mirrored)
     set_error_calibration(checkpoint, calibration, face_check)

@@ -307,11 +307,22 @@ def write_published_checkpoint(path: str, meta: dict, state_dict: dict,
         torch.save(data, temporary)
 
 
-def attach_framing_model(path: str, framing_state_dict: dict, info: dict) -> None:
+def attach_framing_model(path: str, framing_state_dict: dict, info: dict,
+                         facing: Optional[list] = None) -> None:
     """Store the framing model's weights in the published checkpoint `path` (atomically), with
-    `info` (how it was trained) as meta['framing_model']."""
+    `info` (how it was trained) as meta['framing_model']. `facing`: the training faces'
+    `FramingPrior.facing`, for a framing model trained on both directions (None: one direction;
+    any earlier one is dropped)."""
     data = load_checkpoint_file(path)
     meta = dict(data.get('meta') or {}, framing_model=plain_data(info))
+    inference = dict(meta.get('inference') or {})
+    prior = {key: value for key, value in (inference.get('framing_prior') or {}).items()
+             if key != 'facing'}
+    if facing is not None:
+        prior['facing'] = [float(v) for v in facing]
+    if prior:
+        inference['framing_prior'] = prior
+        meta['inference'] = validate_settings(inference, path)
     write_published_checkpoint(path, meta, data['state_dict'],
                                companions=dict(companion_states(data),
                                                framing_state_dict=framing_state_dict))

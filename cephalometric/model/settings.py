@@ -141,8 +141,16 @@ def validate_settings(settings: Any, source: str) -> dict:
             raise bad(f'framing_prior must be {{"offset": [x, y], "ratio": [w, h]}} with '
                       f'numbers within +-{MAX_PRIOR_VALUE:g} and positive ratios, got '
                       f'{_shown(prior)}')
+        facing = prior.get('facing')
+        # (x offsets from the landmark box's centre, as shares of its width: within +-0.5)
+        if facing is not None and not (
+                isinstance(facing, (list, tuple)) and len(facing) == len(names)
+                and all(_number(v) and abs(v) <= 1 for v in facing) and any(facing)):
+            raise bad(f'framing_prior facing must be {len(names)} numbers within +-1, not all '
+                      f'zero, got {_shown(facing)}')
         prior = {'offset': [float(v) for v in prior['offset']],
-                 'ratio': [float(v) for v in prior['ratio']]}
+                 'ratio': [float(v) for v in prior['ratio']],
+                 **({} if facing is None else {'facing': [float(v) for v in facing]})}
     calibration = settings.get('error_calibration')
     if calibration is not None:
         calibration = _error_calibration(calibration, len(names), bad)

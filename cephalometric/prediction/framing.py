@@ -12,7 +12,10 @@ such photograph look like a training crop:
 4. the same on the mirrored image; the more confident direction is kept and its landmarks are
    mapped back, so a photograph of the other side gives mirrored landmarks and the same angles.
    When the coarse pass already shows one direction clearly more confident (DIRECTION_MARGIN),
-   only that one is refined; a close call refines both once and compares them;
+   only that one is refined; a close call refines both once and compares them. A framing model
+   trained on both directions (the prior's `facing`) skips the mirrored passes: it looks at the
+   photograph as shown, and its landmarks' geometry gives the direction (`FramingPrior.mirrored`)
+   that the landmark model, which knows one, then measures in;
 5. with the checkpoint's face check (what its validation faces gave the landmark model: its
    confidence, and its agreement with the framing model), a result that fails it is searched
    again from the photograph in a 1.5x canvas (a close-up whose face fills the frame), then from
@@ -42,6 +45,7 @@ Imports numpy and `landmarks` only; the predictor is passed in (any callable wit
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple, Optional, Sequence
 
@@ -193,7 +197,11 @@ class FaceFramer:
         full = [0.0, 0.0, float(width), float(height)]
         ceiling = self.face_check.get('mirrored_score_ceiling') if short else None
         result, shown_tried = None, False
-        if ceiling is not None and len(views) > 1:
+        if self.both_sides:
+            # The framing model knows both directions: one coarse pass, as shown, tells both the
+            # box and the direction (`_measured`).
+            coarse = self._predict(views[:1], None if depths is None else depths[:1], [full])
+        elif ceiling is not None and len(views) > 1:
             coarse = self._predict(views[:1], None if depths is None else depths[:1], [full])
             if float(np.mean(coarse[0].scores)) > ceiling:
                 # No mirrored validation face scored this high: the photograph shows the side
@@ -206,10 +214,12 @@ class FaceFramer:
                                         [full])
         else:
             coarse = self._predict(views, depths, [full] * len(views))
-        if result is None and short and not (
+        if result is None and short and not self.both_sides and not (
                 shown_tried and clear_lead([float(np.mean(p.scores)) for p in coarse]) == 0):
             # (the shown direction's short way, already measured and failed, is not measured
             # again)
+            result = self._confirmed(coarse, views, depths, image)
+        if result is None and short and self.both_sides:
             result = self._confirmed(coarse, views, depths, image)
         confirmed = result is not None   # the short way took it only if every check passed
         if result is None:
@@ -233,16 +243,17 @@ class FaceFramer:
         only when the landmark model's own landmarks frame nearly the same box (CONFIRMED_IOU)
         and the result passes every check; else None, and the full search runs."""
         scores = [float(np.mean(p.scores)) for p in coarse]
-        best = clear_lead(scores)
+        best = 0 if self.both_sides else clear_lead(scores)
         if best is None:
             return None
         height, width = image.shape[:2]
-        box = keep_in_view(self.prior.box(coarse[best].keypoints), width, height)
+        box = self._box(coarse[best].keypoints, width, height)
         result = self._measured(Settled(coarse[best], box, best == 1, scores[best], 1, scores),
                                 views, depths)
+        # (the landmark model's landmarks look the trained way, in its view's pixels)
         own_box = keep_in_view(self.prior.box(result.prediction.keypoints), width, height)
-        shown_box = mirror_box(box, width) if result.flipped else box
-        if (box_iou(box, own_box) >= CONFIRMED_IOU and self._doubt(result) is None
+        shown_box = mirror_box(result.box, width) if result.flipped else result.box
+        if (box_iou(result.box, own_box) >= CONFIRMED_IOU and self._doubt(result) is None
                 and review_reason(shown_box, scores[best], self.min_face_px,
                                   self.min_face_score, image) is None):
             return result
@@ -270,8 +281,9 @@ class FaceFramer:
             # region that only the framing model took for a face): start again from the best of a
             # grid of smaller boxes, once per direction, and keep the better of the two results.
             starts = grid_boxes(width, height, fractions)
+            searched = views[:1] if self.both_sides else views
             retry = self._settle(views, depths, [self._best_start(view, starts, depths, i)
-                                                 for i, view in enumerate(views)])
+                                                 for i, view in enumerate(searched)])
             if checked:
                 retry = self._measured(retry, views, depths)
             if self._preferred(retry, result):
@@ -281,6 +293,21 @@ class FaceFramer:
         return result
 
     @property
+    def both_sides(self) -> bool:
+        """Whether the framing model knows both directions (the prior's `facing` says so): it
+        then looks at the photograph as shown only, and its landmarks' geometry gives the
+        direction the landmark model measures in."""
+        return self.mirror and self.measurer is not None and self.prior.facing is not None
+
+    def _box(self, keypoints: np.ndarray, width: int, height: int) -> list:
+        """The face box a training crop around these landmarks would have had, in view: with a
+        framing model of both directions, for a face looking the way the landmarks show."""
+        if self.both_sides and self.prior.mirrored(keypoints):
+            return mirror_box(keep_in_view(self.prior.box(mirror_keypoints(keypoints, width)),
+                                           width, height), width)
+        return keep_in_view(self.prior.box(keypoints), width, height)
+
+    @property
     def checked(self) -> bool:
         """Whether results are judged by the face check (it needs both it and a measurer)."""
         return bool(self.face_check) and self.measurer is not None
@@ -288,9 +315,17 @@ class FaceFramer:
     def _measured(self, result: Settled, views, depths) -> Settled:
         """`_settle`'s result with the landmark model's prediction on the settled box, when there
         is one, and how far it lies from the framing model's (share of the box width)."""
-        prediction, box = result.prediction, result.box
         if self.measurer is None:
             return result
+        if self.both_sides and not result.flipped and \
+                self.prior.mirrored(result.prediction.keypoints):
+            # a face looking the other way: the landmark model measures it mirrored
+            width = views[0].shape[1]
+            found = copy.copy(result.prediction)
+            found.keypoints = mirror_keypoints(found.keypoints, width)
+            result = result._replace(prediction=found, box=mirror_box(result.box, width),
+                                     flipped=True)
+        prediction, box = result.prediction, result.box
         index = int(result.flipped) if len(views) > 1 else 0
         extra = {} if depths is None else {'depths': [depths[index]]}
         measured = self.measurer([views[index]], bboxes=[box], batch_size=1, **extra)[0]
@@ -355,6 +390,8 @@ class FaceFramer:
         """Predict from `boxes` (unless given their `predictions`), then refine until the box
         settles; the better direction wins."""
         height, width = views[0].shape[:2]
+        if self.both_sides:   # the framing model looks at the photograph as shown only
+            views, depths, boxes = views[:1], None if depths is None else depths[:1], boxes[:1]
         if predictions is None:
             predictions = self._predict(views, depths, boxes)
         candidates, flipped, iterations = None, False, 0
@@ -371,8 +408,7 @@ class FaceFramer:
                 candidates = coarse
                 views, depths, boxes, predictions, flipped = keep(best)
         while iterations < self.max_iterations:
-            new_boxes = [keep_in_view(self.prior.box(p.keypoints), width, height)
-                         for p in predictions]
+            new_boxes = [self._box(p.keypoints, width, height) for p in predictions]
             if iterations and all(box_iou(a, b) >= SETTLED_IOU for a, b in zip(boxes, new_boxes)):
                 break
             boxes = new_boxes

@@ -274,7 +274,8 @@ def refine_config(cfg, work_dir: str, validation_mre: float, mean_box_side: floa
 
 def framing_config(cfg, work_dir: str):
     """The framing model's run: the landmark run's config fine-tuning its best_MRE.pth for the
-    framing epochs with zoom-out, in <work_dir>/framing; None when there is no framing model.
+    framing epochs with zoom-out (and flips, when the config's `framing_model.flip` has a prob), in
+    <work_dir>/framing; None when there is no framing model.
 
     Zoom-out goes right after the loading steps (LoadImage, and LoadDepth for RGB-D), so every
     input channel is zoomed together. Only FramingModelHook publishes: the run has no best_MRE.pth
@@ -288,6 +289,10 @@ def framing_config(cfg, work_dir: str):
     steps = framing.train_dataloader.dataset.pipeline
     loading = [i for i, step in enumerate(steps) if step['type'] in ('LoadImage', 'LoadDepth')]
     steps.insert(max(loading, default=-1) + 1, dict(cfg.framing_model.zoom_out))
+    if (cfg.framing_model.get('flip') or {}).get('prob', 0) > 0:
+        # MMPose's place for it: after the box is read, before it is shifted and scaled
+        boxed = [i for i, step in enumerate(steps) if step['type'] == 'GetBBoxCenterScale']
+        steps.insert(max(boxed, default=len(steps) - 1) + 1, dict(cfg.framing_model.flip))
     set_epochs(framing, epochs, scale_stages=False)
     return _fine_tuning(framing, work_dir, 'framing', dict(type='FramingModelHook'))
 

@@ -111,11 +111,16 @@ class FramingModelHook(Hook):
         from mmengine.runner.checkpoint import get_state_dict
 
         from cephalometric.model.checkpoint import attach_framing_model
+        from cephalometric.model.framing_prior import facing_of
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        zoom_out = next((dict(step) for step in runner.cfg.train_dataloader.dataset.pipeline
-                         if step['type'] == 'RandomZoomOut'), None)
-        info = dict(epochs=runner.epoch, zoom_out=zoom_out)
-        attach_framing_model(self.checkpoint, get_state_dict(model), info)
+        steps = runner.cfg.train_dataloader.dataset.pipeline
+        zoom_out, flip = (next((dict(step) for step in steps if step['type'] == name), None)
+                          for name in ('RandomZoomOut', 'RandomFlip'))
+        info = dict(epochs=runner.epoch, zoom_out=zoom_out, flip=flip)
+        # A framing model that saw both directions tells them apart by its landmarks' geometry,
+        # measured against the training faces' (`FramingPrior.facing`).
+        facing = facing_of(runner.train_dataloader.dataset) if flip else None
+        attach_framing_model(self.checkpoint, get_state_dict(model), info, facing)
         note_in_record(self.checkpoint, 'framing_model', info)
         runner.logger.info(f'framing model ({runner.epoch} epochs) stored in {self.checkpoint}')
 
