@@ -58,7 +58,8 @@ def calibrated(tmp_path_factory):
                                  'radius90_per_spread': list(np.linspace(2, 4, count)),
                                  'images': 30, 'split': 'val'},
                           {'landmark_score_floor': 0.42, 'disagreement_ceiling': 0.03,
-                           'images': 30, 'mirrored_score_ceiling': 0.55})
+                           'images': 30, 'mirrored_score_ceiling': 0.55,
+                           'landmark_score_median': 0.7, 'disagreement_median': 0.01})
     export_checked(path, str(root / 'model.onnx'))
     image = (np.random.default_rng(1).uniform(0, 255, (96, 80, 3))).astype(np.uint8)
     return root, path, image
@@ -79,7 +80,8 @@ def test_the_calibration_survives_the_checkpoint_and_onnx_round_trips(calibrated
                       LandmarkPredictor(str(root / 'model.onnx'), device='cpu')):
         assert predictor.settings['face_check'] == {
             'landmark_score_floor': 0.42, 'disagreement_ceiling': 0.03, 'images': 30,
-            'mirrored_score_ceiling': 0.55}
+            'mirrored_score_ceiling': 0.55, 'landmark_score_median': 0.7,
+            'disagreement_median': 0.01}
 
 
 @pytest.mark.parametrize('face_check', [
@@ -88,6 +90,11 @@ def test_the_calibration_survives_the_checkpoint_and_onnx_round_trips(calibrated
     {'landmark_score_floor': float('nan'), 'disagreement_ceiling': 0.03},
     {'landmark_score_floor': 0.5, 'disagreement_ceiling': 0.03, 'images': -1},
     {'landmark_score_floor': 0.5, 'disagreement_ceiling': 0.03, 'mirrored_score_ceiling': 1.5},
+    {'landmark_score_floor': 0.5, 'disagreement_ceiling': 0.03, 'landmark_score_median': 0.4,
+     'disagreement_median': 0.01},
+    {'landmark_score_floor': 0.5, 'disagreement_ceiling': 0.03, 'landmark_score_median': 0.7,
+     'disagreement_median': 0.05},
+    {'landmark_score_floor': 0.5, 'disagreement_ceiling': 0.03, 'landmark_score_median': 0.7},
     'not a mapping'])
 def test_an_impossible_face_check_is_one_line(face_check):
     from cephalometric.errors import UserError
@@ -97,7 +104,8 @@ def test_an_impossible_face_check_is_one_line(face_check):
             'decoder': {'heatmap_size': [16, 16], 'unbiased': True, 'blur_kernel_size': 11}}
     assert 'face_check' not in validate_settings(base, 'model.pth')
     check = {'landmark_score_floor': 0.5, 'disagreement_ceiling': 0.03, 'images': 9,
-             'mirrored_score_ceiling': 0.6}
+             'mirrored_score_ceiling': 0.6, 'landmark_score_median': 0.7,
+             'disagreement_median': 0.01}
     assert validate_settings(dict(base, face_check=check), 'model.pth')['face_check'] == check
     with pytest.raises(UserError, match='face_check'):
         validate_settings(dict(base, face_check=face_check), 'model.pth')

@@ -490,6 +490,48 @@ def test_the_face_check_is_what_validation_faces_gave():
     assert check['images'] == 100
     assert check['landmark_score_floor'] == pytest.approx(np.percentile(scores, 1))
     assert check['disagreement_ceiling'] == pytest.approx(np.percentile(offsets, 99) / 100)
+    assert check['landmark_score_median'] == pytest.approx(0.75)
+    assert check['disagreement_median'] == pytest.approx(np.median(offsets) / 100)
+
+
+def borderline_measurer(truth, score, shift):
+    """A landmark model that is `score` confident and `shift` of the box away from the framing
+    model, wherever it looks."""
+    def measurer(views, bboxes, batch_size=8):
+        return [SimpleNamespace(keypoints=np.asarray(truth, np.float32) + [shift * box[2], 0],
+                                scores=np.full(19, score)) for box in bboxes]
+    return measurer
+
+
+MEDIANS = {'landmark_score_median': 0.9, 'disagreement_median': 0.01}
+
+
+@pytest.mark.parametrize('score, shift, flagged', [
+    (0.72, 0.035, True),     # 0.1 + 0.125 of the way to the medians: near both limits at once
+    (0.72, 0.012, False),    # near the confidence floor only
+    (0.88, 0.035, False),    # near the disagreement ceiling only
+])
+def test_a_face_near_both_limits_of_the_face_check_at_once_is_flagged(score, shift, flagged):
+    photo, truth = wide_photo(6)
+    finder, measurer = FakeModel(photo, truth), borderline_measurer(truth, score, shift)
+    _, framing = FaceFramer(finder, PRIOR, measurer=measurer, face_check={**CHECK, **MEDIANS})(
+        photo)
+    assert bool(framing.review_reason) == flagged
+    if flagged:
+        assert 'both near the limits' in framing.review_reason
+    # a checkpoint calibrated before the medians were stored judges each limit alone
+    _, framing = FaceFramer(FakeModel(photo, truth), PRIOR, measurer=measurer,
+                            face_check=CHECK)(photo)
+    assert framing.review_reason is None
+
+
+def test_joint_margin_counts_the_way_from_each_limit_to_its_median():
+    from cephalometric.prediction.framing import joint_margin
+    check = {**CHECK, **MEDIANS}        # floor 0.7, median 0.9; ceiling 0.04, median 0.01
+    assert joint_margin(0.7, 0.04, check) == pytest.approx(0.0)
+    assert joint_margin(0.8, 0.025, check) == pytest.approx(1.0)
+    assert joint_margin(0.9, 0.01, check) == pytest.approx(2.0)
+    assert joint_margin(0.7, 0.04, CHECK) == float('inf')
 
 
 def test_blank_image_is_flagged():

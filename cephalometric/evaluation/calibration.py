@@ -116,6 +116,10 @@ def measure_face_check(measured, found, mirrored=None) -> Optional[dict]:
     check = {'landmark_score_floor': float(np.percentile(scores[keep], 1)),
              'disagreement_ceiling': max(float(np.percentile(disagreement[keep], 99)), 1e-3),
              'images': int(keep.sum())}
+    # the typical face, for the joint check (framing.JOINT_MARGIN)
+    check['landmark_score_median'] = float(np.median(scores[keep]))
+    check['disagreement_median'] = min(float(np.median(disagreement[keep])),
+                                       check['disagreement_ceiling'])
     other_side = np.array([np.nanmean(p.scores) for p in mirrored or []])
     if np.isfinite(other_side).any():
         check['mirrored_score_ceiling'] = float(np.nanmax(other_side))

@@ -212,9 +212,20 @@ def _face_check(face_check: Any, bad) -> dict:
     ceiling = face_check.get('mirrored_score_ceiling')
     if ceiling is not None and not (_number(ceiling) and 0 <= ceiling <= 1):
         raise bad('face_check mirrored_score_ceiling must be a number 0..1')
+    # optional (checkpoints calibrated before them have none): the validation faces' medians,
+    # for the joint check (framing.JOINT_MARGIN)
+    medians = {key: face_check[key] for key in ('landmark_score_median', 'disagreement_median')
+               if face_check.get(key) is not None}
+    if medians and not (
+            len(medians) == 2 and all(_number(v) for v in medians.values())
+            and face_check['landmark_score_floor'] <= medians['landmark_score_median'] <= 1
+            and 0 <= medians['disagreement_median'] <= face_check['disagreement_ceiling']):
+        raise bad('face_check landmark_score_median and disagreement_median must both be given, '
+                  'within landmark_score_floor..1 and 0..disagreement_ceiling')
     return {'landmark_score_floor': float(face_check['landmark_score_floor']),
             'disagreement_ceiling': float(face_check['disagreement_ceiling']), 'images': images,
-            **({} if ceiling is None else {'mirrored_score_ceiling': float(ceiling)})}
+            **({} if ceiling is None else {'mirrored_score_ceiling': float(ceiling)}),
+            **{key: float(value) for key, value in medians.items()}}
 
 
 def _refinement(refinement: Any, bad) -> dict:

@@ -83,6 +83,12 @@ GRID_FRACTIONS = tuple(fraction for stage in GRID_STAGES for fraction in stage)
 # mirrored) at which the direction is taken from it; under it both directions get a refining
 # pass first.
 DIRECTION_MARGIN = 0.1
+# A face whose landmark confidence and framing/landmark disagreement both lie near the face
+# check's limits is in doubt too: each margin is measured as the share of the way from the
+# validation faces' limit (1st or 99th percentile) to their median, and the two together must
+# reach this. Chosen on development photographs (the CFP check in docs/inference.md): the framing
+# failures that passed the check sat just inside both limits at once.
+JOINT_MARGIN = 0.5
 # The short way is taken when the box around the landmark model's landmarks overlaps the coarse
 # pass's box this much: within the shifts and zooms the landmark model was trained with.
 CONFIRMED_IOU = 0.9
@@ -359,6 +365,10 @@ class FaceFramer:
                     f'{100 * disagreement:.0f}% of the face box apart (validation faces: up to '
                     f'{100 * check["disagreement_ceiling"]:.0f}%); check the face, or give its '
                     'box with --bbox')
+        if joint_margin(score, disagreement, check) < JOINT_MARGIN:
+            return (f'framing unsure: landmark confidence {score:.2f} and the models\' '
+                    f'disagreement {100 * disagreement:.1f}% of the face box are both near the '
+                    'limits of its validation faces; check the face, or give its box with --bbox')
         return None
 
     def _preferred(self, retry: Settled, result: Settled) -> bool:
@@ -430,6 +440,20 @@ def clear_lead(scores: Sequence[float]) -> Optional[int]:
     if len(scores) > 1 and abs(scores[0] - scores[1]) < DIRECTION_MARGIN:
         return None
     return int(np.argmax(scores))
+
+
+def joint_margin(score: float, disagreement: float, check: dict) -> float:
+    """How far a face lies inside the face check on both counts together: the landmark model's
+    confidence above its floor plus the disagreement below its ceiling, each as a share of the way
+    from that limit to the validation faces' median (inf without the medians: older checkpoints)."""
+    if check.get('landmark_score_median') is None or check.get('disagreement_median') is None:
+        return float('inf')
+    score_room = check['landmark_score_median'] - check['landmark_score_floor']
+    disagreement_room = check['disagreement_ceiling'] - check['disagreement_median']
+    if score_room <= 0 or disagreement_room <= 0:
+        return float('inf')
+    return ((score - check['landmark_score_floor']) / score_room
+            + (check['disagreement_ceiling'] - disagreement) / disagreement_room)
 
 
 def enlarged_box(width: int, height: int) -> list:
