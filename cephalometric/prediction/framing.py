@@ -220,12 +220,10 @@ class FaceFramer:
                                         [full])
         else:
             coarse = self._predict(views, depths, [full] * len(views))
-        if result is None and short and not self.both_sides and not (
-                shown_tried and clear_lead([float(np.mean(p.scores)) for p in coarse]) == 0):
+        if result is None and short and (self.both_sides or not (
+                shown_tried and clear_lead([float(np.mean(p.scores)) for p in coarse]) == 0)):
             # (the shown direction's short way, already measured and failed, is not measured
             # again)
-            result = self._confirmed(coarse, views, depths, image)
-        if result is None and short and self.both_sides:
             result = self._confirmed(coarse, views, depths, image)
         confirmed = result is not None   # the short way took it only if every check passed
         if result is None:
