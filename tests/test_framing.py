@@ -696,3 +696,38 @@ def test_given_box_and_whole_image_overrides(learned_run, tmp_path):
     assert all(landmark['review'] for landmark in blank_record['landmarks'])
     assert 'skeletal_class' not in blank_record['measurements']
     assert 'no face found' in blank_record['skeletal_class_note']
+
+
+def test_a_mismatched_facing_is_refused():
+    prior = FramingPrior(PRIOR.offset, PRIOR.ratio, (0.1, -0.1))
+    with pytest.raises(ValueError, match='knows 2 landmarks'):
+        prior.mirrored(np.zeros((19, 2)))
+
+
+def test_the_framing_models_facing_is_stored_and_dropped_with_it(tmp_path):
+    """A framing model of both directions stores `facing`; one of one direction, attached again
+    (a resumed run without flips), drops it; a facing of the wrong length is refused."""
+    import benchmark
+    from cephalometric.errors import UserError
+    from cephalometric.model.checkpoint import (
+        attach_framing_model,
+        load_checkpoint_file,
+        load_published,
+        write_published_checkpoint,
+    )
+    from cephalometric.prediction.predictor import LandmarkPredictor
+    plain = benchmark.random_checkpoint(str(tmp_path / 'plain.pth'), 64)
+    settings = LandmarkPredictor(plain, device='cpu').settings
+    data = load_checkpoint_file(plain)
+    path = str(tmp_path / 'best_MRE.pth')
+    write_published_checkpoint(path, dict(data['meta'], inference=dict(
+        settings, framing_prior=PRIOR.to_dict())), data['state_dict'])
+    count = len(settings['landmark_names'])
+    facing = list(np.linspace(-0.4, 0.4, count))
+    attach_framing_model(path, data['state_dict'], {'epochs': 1}, facing)
+    prior = load_published(path).settings['framing_prior']
+    assert prior['facing'] == pytest.approx(facing) and prior['ratio'] == pytest.approx(PRIOR.ratio)
+    attach_framing_model(path, data['state_dict'], {'epochs': 1})
+    assert 'facing' not in load_published(path).settings['framing_prior']
+    with pytest.raises(UserError, match='facing must be'):
+        attach_framing_model(path, data['state_dict'], {'epochs': 1}, facing[:-1])
