@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from cephalometric.errors import UserError
+from cephalometric.prediction.framing import Framing
 
 
 class BrightestPixelNet:
@@ -99,12 +100,37 @@ def test_a_mirrored_photograph_is_refined_in_the_direction_the_model_saw():
     image = _dot_image(100.0, 120.0)
     prediction = predictor([image])[0]
     plain = prediction.keypoints[0].copy()
-    predictor._refine_framed(prediction, image, None, flipped=True)
+    predictor._refine_framed(prediction, image, None,
+                             Framing('auto', list(prediction.bbox), mirrored=True))
     side = 0.1 * float(np.max(predictor.box_scale((0, 0, 224, 224))))
     shift = 4 * side / 64
     # refined on the mirrored view, its "to the right" is the photograph's left
     assert plain[0] == pytest.approx(100.0 + shift, abs=0.6)
     assert prediction.keypoints[0][0] == pytest.approx(100.0 - shift, abs=0.6)
+
+
+def test_a_turned_photograph_is_refined_turned():
+    """A tilted face framed in a turned photograph (TILT_STAGES) is refined in that view: the
+    refinement model's "to the right" is then the photograph's "down" (a 90 degree turn,
+    counterclockwise), and the point comes back in the photograph's pixels."""
+    from cephalometric.prediction.predictor import LandmarkPredictor
+
+    class Offset(BrightestPixelNet):
+        """Finds the dot 4 input px to its right: a direction-dependent model."""
+        def __call__(self, batch):
+            return super().__call__(np.roll(batch, 4, axis=3))
+
+    predictor = LandmarkPredictor.from_backend(_settings(1, 64), BrightestPixelNet(1),
+                                               refine_network=Offset(1))
+    image = _dot_image(100.0, 120.0)
+    prediction = predictor.coarse_predictor()([image])[0]
+    found = prediction.keypoints[0].copy()
+    predictor._refine_framed(prediction, image, None,
+                             Framing('auto', list(prediction.bbox), rotation=90.0))
+    side = 0.1 * float(np.max(predictor.box_scale((0, 0, 224, 224))))
+    shift = 4 * side / 64
+    assert prediction.keypoints[0][0] == pytest.approx(found[0], abs=0.6)
+    assert prediction.keypoints[0][1] == pytest.approx(found[1] + shift, abs=0.6)
 
 
 @pytest.mark.parametrize('signal', ['spread_and_refine_shift', 'spread'])
@@ -135,7 +161,7 @@ def test_a_point_the_refinement_model_moved_far_is_stated_less_sure(signal):
         assert prediction.radius90 == pytest.approx(2 * stated, rel=1e-4)
         # the framed path (coarse prediction, then refined in the direction framing chose)
         framed = predictor.coarse_predictor()([image])[0]
-        predictor._refine_framed(framed, image, None, flipped=False)
+        predictor._refine_framed(framed, image, None, Framing('auto', list(framed.bbox)))
         assert framed.expected_error == pytest.approx(stated, rel=1e-4)
     if signal != 'spread':   # the far move is what widened it
         assert (prediction.expected_error - prediction.spread).item() > 0.5

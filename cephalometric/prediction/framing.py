@@ -49,6 +49,7 @@ import copy
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple, Optional, Sequence
 
+import cv2
 import numpy as np
 
 from cephalometric.model.framing_prior import FramingPrior
@@ -89,6 +90,18 @@ DIRECTION_MARGIN = 0.1
 # reach this. Chosen on development photographs (the CFP check in docs/inference.md): the framing
 # failures that passed the check sat just inside both limits at once.
 JOINT_MARGIN = 0.5
+# A face that fails every check as shown may be tilted further than the models were trained for
+# (a head thrown back to drink, bent to kiss: the training crops turn at most 30 degrees, mostly
+# under 15). The photograph is then turned by these angles (degrees, counterclockwise) and
+# framed again, without the grid: a 30 degree turn brings tilts of about 15-45 degrees within
+# the trained range. Larger turns are not tried: a clinic photographs heads near upright, and on
+# the CFP photographs a 55 degree turn also framed hair as a face that passed every check.
+TILT_STAGES = ((30.0, -30.0),)
+# A turned photograph is a guess the photograph did not offer, with more ways to pass the face
+# check by chance, so its face must sit twice as far inside it (`joint_margin`). Chosen on
+# development photographs (the CFP check in docs/inference.md): the right angle's faces reached
+# 0.76-2.0, the wrong angles' at most 0.51.
+TILT_MARGIN = 2 * JOINT_MARGIN
 # The short way is taken when the box around the landmark model's landmarks overlaps the coarse
 # pass's box this much: within the shifts and zooms the landmark model was trained with.
 CONFIRMED_IOU = 0.9
@@ -118,6 +131,9 @@ class Framing:
     # With a framing model: mean distance between its landmarks and the landmark model's on the
     # settled box, as a share of the box width (the two agree on a face they both recognise).
     disagreement: float = float('nan')
+    # Degrees the photograph was turned (counterclockwise) to frame a tilted face (TILT_STAGES);
+    # the face box is then `bbox` turned by as much about its centre.
+    rotation: float = 0.0
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -178,19 +194,68 @@ class FaceFramer:
             it is searched again and, if it stays below, flagged with the reason.
         short_way: with the face check, take the short way where it holds (False: always the
             full search, as before it existed; benchmark.py's baseline).
+        tilt: with the face check's medians, frame a face that fails it again in turned
+            photographs (TILT_STAGES).
     """
 
     def __init__(self, predictor, prior: FramingPrior, mirror: bool = True,
                  max_iterations: int = MAX_ITERATIONS, min_face_px: float = MIN_FACE_PX,
                  min_face_score: float = MIN_FACE_SCORE, measurer=None,
-                 face_check: Optional[dict] = None, short_way: bool = True):
-        self.predictor, self.prior, self.mirror = predictor, prior, mirror
+                 face_check: Optional[dict] = None, short_way: bool = True, tilt: bool = True):
+        self.predictor, self.prior, self.mirror, self.tilt = predictor, prior, mirror, tilt
         self.measurer, self.face_check, self.short_way = measurer, face_check, short_way
         self.max_iterations = max_iterations
         self.min_face_px, self.min_face_score = min_face_px, min_face_score
 
     def __call__(self, image: np.ndarray, depth: Optional[np.ndarray] = None):
         """(prediction in the photograph's pixels, Framing); `depth` for RGB-D models."""
+        prediction, framing = self._framed(image, depth)
+        if framing.review_reason is not None and self.tilts:
+            tilted = self._tilted(image, depth)
+            if tilted is not None:
+                prediction, framing = tilted
+        return prediction, framing
+
+    @property
+    def tilts(self) -> bool:
+        """Whether a face that fails the face check is looked for in turned photographs: it
+        needs the face check with its medians (TILT_MARGIN is a joint margin)."""
+        return (self.tilt and self.checked
+                and np.isfinite(joint_margin(1.0, 0.0, self.face_check)))
+
+    def _tilted(self, image: np.ndarray, depth: Optional[np.ndarray]):
+        """The photograph turned by each angle of TILT_STAGES and framed again (no grid): the
+        face that passes the face check furthest inside, at least TILT_MARGIN, with its
+        landmarks and box turned back into the photograph; None when no angle gives one."""
+        height, width = image.shape[:2]
+        for stage in TILT_STAGES:
+            best, best_margin = None, TILT_MARGIN
+            for degrees in stage:
+                matrix, size = tilt_matrix(width, height, degrees)
+                view = cv2.warpAffine(image, matrix, size, flags=cv2.INTER_LINEAR)
+                view_depth = None if depth is None else cv2.warpAffine(
+                    np.asarray(depth), matrix, size, flags=cv2.INTER_NEAREST)
+                prediction, framing = self._framed(view, view_depth, retries=False)
+                if framing.review_reason is not None:
+                    continue
+                margin = joint_margin(float(np.nanmean(prediction.scores)),
+                                      framing.disagreement, self.face_check)
+                if margin >= best_margin:
+                    best, best_margin = (prediction, framing, matrix, degrees), margin
+            if best is not None:
+                prediction, framing, matrix, degrees = best
+                back = cv2.invertAffineTransform(matrix)
+                prediction.keypoints = transform_points(back, prediction.keypoints)
+                framing.bbox = turned_box(back, framing.bbox)
+                framing.rotation = degrees
+                if hasattr(prediction, 'bbox'):
+                    prediction.bbox = tuple(framing.bbox)
+                return prediction, framing
+        return None
+
+    def _framed(self, image: np.ndarray, depth: Optional[np.ndarray], retries: bool = True):
+        """The photograph framed as shown (steps 1-5); `retries`: with the 1.5x canvas and the
+        grid when the face check fails."""
         height, width = image.shape[:2]
         views = [image] + ([np.ascontiguousarray(image[:, ::-1])] if self.mirror else [])
         depths = None
@@ -227,7 +292,7 @@ class FaceFramer:
             result = self._confirmed(coarse, views, depths, image)
         confirmed = result is not None   # the short way took it only if every check passed
         if result is None:
-            result = self._searched(coarse, views, depths, full, checked)
+            result = self._searched(coarse, views, depths, full, checked, retries)
         prediction, box, flipped, mean_score, iterations, candidates, disagreement = result
         if flipped:
             prediction.keypoints = mirror_keypoints(prediction.keypoints, width)
@@ -263,14 +328,15 @@ class FaceFramer:
             return result
         return None
 
-    def _searched(self, coarse, views, depths, full, checked) -> Settled:
+    def _searched(self, coarse, views, depths, full, checked, retries=True) -> Settled:
         """The full search from the coarse pass: refining passes until the box settles, then,
-        when the face check fails, again from a 1.5x canvas and from a grid of start boxes."""
+        when the face check fails and `retries`, again from a 1.5x canvas and from a grid of
+        start boxes."""
         height, width = views[0].shape[:2]
         result = self._settle(views, depths, [full] * len(views), coarse)
         if checked:
             result = self._measured(result, views, depths)
-            if self._doubt(result) is not None:
+            if retries and self._doubt(result) is not None:
                 # A close-up whose face fills the frame: seen in a larger canvas, it looks like
                 # a training crop (searching within the photograph framed the ear or the chin).
                 start = enlarged_box(width, height)
@@ -278,7 +344,7 @@ class FaceFramer:
                                        depths)
                 if self._preferred(wider, result):
                     result = wider
-        for fractions in GRID_STAGES:
+        for fractions in GRID_STAGES if retries else ():
             if not self._needs_retry(result):
                 break
             # No face that passes the check (a face off centre, a small face in a busy frame, or a
@@ -452,6 +518,29 @@ def joint_margin(score: float, disagreement: float, check: dict) -> float:
         return float('inf')
     return ((score - check['landmark_score_floor']) / score_room
             + (check['disagreement_ceiling'] - disagreement) / disagreement_room)
+
+
+def tilt_matrix(width: int, height: int, degrees: float):
+    """(2x3 affine matrix, (width, height) of the canvas) that turns a photograph by `degrees`
+    counterclockwise about its centre onto a canvas holding all of it."""
+    matrix = cv2.getRotationMatrix2D((width / 2, height / 2), degrees, 1.0)
+    cos, sin = abs(matrix[0, 0]), abs(matrix[0, 1])
+    size = (int(np.ceil(width * cos + height * sin)), int(np.ceil(width * sin + height * cos)))
+    matrix[:, 2] += (size[0] - width) / 2, (size[1] - height) / 2
+    return matrix, size
+
+
+def transform_points(matrix: np.ndarray, points) -> np.ndarray:
+    """(K, 2) points through a 2x3 affine matrix."""
+    points = np.asarray(points, np.float64)
+    return (points @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)
+
+
+def turned_box(matrix: np.ndarray, box: Sequence[float]) -> list:
+    """The (x, y, w, h) box with its centre taken through `matrix` (a turn: the size stays)."""
+    x, y, w, h = (float(v) for v in box)
+    cx, cy = transform_points(matrix, [[x + w / 2, y + h / 2]])[0]
+    return [float(cx) - w / 2, float(cy) - h / 2, w, h]
 
 
 def enlarged_box(width: int, height: int) -> list:

@@ -302,23 +302,42 @@ class LandmarkPredictor:
         return results
 
     def _refine_framed(self, prediction: Prediction, image: np.ndarray,
-                       depth: Optional[np.ndarray], flipped: bool) -> None:
-        """The refinement model on a framed prediction, in the direction the landmark model
-        saw it (a mirrored photograph is refined mirrored: the model knows one direction)."""
+                       depth: Optional[np.ndarray], framing) -> None:
+        """The refinement model on a framed prediction, in the view the landmark model saw it
+        in (a photograph turned for a tilted face is refined turned, a mirrored one mirrored:
+        the model knows one direction)."""
         if self.refiner is None:
             return
-        from cephalometric.prediction.framing import mirror_box, mirror_keypoints
-        width = image.shape[1]
+        from cephalometric.prediction.framing import (
+            mirror_box,
+            mirror_keypoints,
+            tilt_matrix,
+            transform_points,
+            turned_box,
+        )
         keypoints, box = np.asarray(prediction.keypoints, np.float32), list(prediction.bbox)
-        if flipped:
+        matrix = None
+        if framing.rotation:
+            matrix, size = tilt_matrix(image.shape[1], image.shape[0], framing.rotation)
+            image = cv2.warpAffine(image, matrix, size, flags=cv2.INTER_LINEAR)
+            depth = None if depth is None else cv2.warpAffine(
+                np.asarray(depth), matrix, size, flags=cv2.INTER_NEAREST)
+            keypoints, box = transform_points(matrix, keypoints), turned_box(matrix, box)
+        width = image.shape[1]
+        if framing.mirrored:
             image, keypoints, box = (np.ascontiguousarray(image[:, ::-1]),
                                      mirror_keypoints(keypoints, width), mirror_box(box, width))
             depth = None if depth is None else np.ascontiguousarray(np.asarray(depth)[:, ::-1])
         refined = self.refiner([image], [keypoints], [self.box_scale(box)],
                                None if depth is None else [depth])[0]
-        prediction.keypoints = mirror_keypoints(refined, width) if flipped else refined
+        shift = np.linalg.norm(np.asarray(refined) - keypoints, axis=-1)
+        if framing.mirrored:
+            refined = mirror_keypoints(refined, width)
+        if matrix is not None:
+            refined = transform_points(cv2.invertAffineTransform(matrix), refined)
+        prediction.keypoints = refined
         prediction.expected_error, prediction.radius90 = self.expected_errors(
-            prediction.spread, np.linalg.norm(np.asarray(refined) - keypoints, axis=-1))
+            prediction.spread, shift)
 
     def spread_px(self, heatmaps: np.ndarray, scales) -> np.ndarray:
         """`heatmaps.heatmap_spread` in pixels of each original image (N, K)."""
@@ -377,7 +396,7 @@ class LandmarkPredictor:
                     framing = Framing('auto', list(prediction.bbox), mean_score=0.0,
                                       review_reason=NO_POSITIONS_REASON)
                 else:
-                    self._refine_framed(prediction, image, depth, framing.mirrored)
+                    self._refine_framed(prediction, image, depth, framing)
                 prediction.framing = framing.to_dict()
                 results.append(prediction)
             return results
