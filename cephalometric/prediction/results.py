@@ -8,7 +8,8 @@ A record is a plain dict, the same in `--json` output and for the review app:
      "bbox": [x, y, w, h],               # face region the model saw, pixels
      "framing": {"method": "auto", "bbox": [...], "mirrored": false, "iterations": 2,
                  "mean_score": 0.71, "review_reason": null, "candidates": [0.71, 0.32],
-                 "disagreement": 0.012},          # framing vs landmark model, share of box
+                 "disagreement": 0.012,           # framing vs landmark model, share of box
+                 "rotation": 0.0},                # degrees turned for a tilted head
      "landmarks": [{"name": "S", "x": 101.5, "y": 88.25, "score": 0.91, "review": false,
                     "expected_error_px": 1.8, "radius90_px": 3.4}, ...],   # (+ _mm with spacing)
      "measurements": {"SNA": 82.1, ..., "skeletal_class": 1},
@@ -28,7 +29,9 @@ stored an error calibration; without one `errors_calibrated` is false and they a
 or B is unsure or the image is too small to hold a face, or when framing found no face, too
 small a one, or one that fails the checkpoint's face check (`framing.review_reason`: 'auto' finds
 the box, 'full' is the whole image, 'bbox' was given; `mirrored` true means the face looked the
-other way than in training and the landmarks were mapped back).
+other way than in training and the landmarks were mapped back; a `rotation` other than 0 means
+the photograph was turned that many degrees counterclockwise to frame a tilted head, and the face
+box is `bbox` turned as much about its centre).
 JSON is strict: NaN and infinity become null, never bare `NaN`.
 `--json` holds one record for a single image and a list of records otherwise; `load_records`
 reads either back as a list. `StagedFiles` writes several outputs together or not at all.
