@@ -542,24 +542,26 @@ class TiltedFace:
     from the framing model), elsewhere 15 px off and unsure. The photograph's face is turned
     `tilt` degrees and looks the trained way or (`trained_way` False) the other."""
 
-    def __init__(self, photo, truth, tilt, score, shift=0.0, trained_way=True):
-        from cephalometric.prediction.framing import tilt_matrix, transform_points
+    def __init__(self, photo, truth, tilt, score, shift=0.0, trained_way=True, depth=None):
+        from cephalometric.prediction.framing import transform_points, turned_view
         self.views, self.score, self.shift = [], score, shift
-        height, width = photo.shape[:2]
+        self.depths_seen = 0
         for degrees in (0.0, 30.0, -30.0):
-            matrix, size = tilt_matrix(width, height, degrees)
-            view = photo if not degrees else cv2.warpAffine(photo, matrix, size,
-                                                            flags=cv2.INTER_LINEAR)
+            view, view_depth, matrix = turned_view(photo, depth, degrees)
             points, upright = transform_points(matrix, truth), abs(tilt + degrees) <= 15
-            self.views += [(view, points, upright and trained_way),
-                           (np.ascontiguousarray(view[:, ::-1]),
+            mirrored_depth = None if depth is None else view_depth[:, ::-1]
+            self.views += [(view, view_depth, points, upright and trained_way),
+                           (np.ascontiguousarray(view[:, ::-1]), mirrored_depth,
                             mirror_keypoints(points, view.shape[1]), upright and not trained_way)]
 
-    def __call__(self, views, bboxes, batch_size=8):
+    def __call__(self, views, bboxes, batch_size=8, depths=None):
         out = []
-        for view, box in zip(views, bboxes):
-            points, known = next((p, k) for v, p, k in self.views
-                                 if v.shape == view.shape and np.array_equal(v, view))
+        for index, (view, box) in enumerate(zip(views, bboxes)):
+            view_depth, points, known = next((d, p, k) for v, d, p, k in self.views
+                                             if v.shape == view.shape and np.array_equal(v, view))
+            if depths is not None:   # an RGB-D model: the depth map turned with its photograph
+                assert np.array_equal(depths[index], view_depth)
+                self.depths_seen += 1
             found = points + (self.shift * box[2] if known else 15.0)
             out.append(SimpleNamespace(keypoints=found.astype(np.float32),
                                        scores=np.full(len(points), self.score if known else 0.3)))
@@ -603,6 +605,17 @@ def test_a_tilted_face_is_framed_in_a_turned_photograph(score, shift, turned):
                    FaceFramer(finder, PRIOR, measurer=measurer, face_check=CHECK)):
         _, framing = framer(photo)
         assert framing.review_reason and framing.rotation == 0.0
+
+
+def test_the_depth_map_is_turned_with_its_photograph():
+    photo, truth = tilted_face(35.0)
+    depth = np.random.default_rng(3).uniform(0.3, 1.0, photo.shape[:2]).astype(np.float32)
+    finder, measurer = (TiltedFace(photo, truth, 35.0, 0.9, depth=depth) for _ in range(2))
+    prediction, framing = FaceFramer(finder, PRIOR, measurer=measurer,
+                                     face_check={**CHECK, **MEDIANS})(photo, depth)
+    assert framing.rotation == -30.0 and framing.review_reason is None
+    assert np.abs(prediction.keypoints - truth).max() < 0.1
+    assert finder.depths_seen > 2 and measurer.depths_seen > 1
 
 
 def test_a_tilted_face_looking_the_other_way_is_turned_and_mirrored():

@@ -110,7 +110,7 @@ def test_a_mirrored_photograph_is_refined_in_the_direction_the_model_saw():
 
 
 def test_a_turned_photograph_is_refined_turned():
-    """A tilted face framed in a turned photograph (TILT_STAGES) is refined in that view: the
+    """A tilted face framed in a turned photograph (TILT_DEGREES) is refined in that view: the
     refinement model's "to the right" is then the photograph's "down" (a 90 degree turn,
     counterclockwise), and the point comes back in the photograph's pixels."""
     from cephalometric.prediction.predictor import LandmarkPredictor

@@ -96,7 +96,7 @@ JOINT_MARGIN = 0.5
 # framed again, without the grid: a 30 degree turn brings tilts of about 15-45 degrees within
 # the trained range. Larger turns are not tried: a clinic photographs heads near upright, and on
 # the CFP photographs a 55 degree turn also framed hair as a face that passed every check.
-TILT_STAGES = ((30.0, -30.0),)
+TILT_DEGREES = (30.0, -30.0)
 # A turned photograph is a guess the photograph did not offer, with more ways to pass the face
 # check by chance, so its face must sit twice as far inside it (`joint_margin`). Chosen on
 # development photographs (the CFP check in docs/inference.md): the right angle's faces reached
@@ -131,7 +131,7 @@ class Framing:
     # With a framing model: mean distance between its landmarks and the landmark model's on the
     # settled box, as a share of the box width (the two agree on a face they both recognise).
     disagreement: float = float('nan')
-    # Degrees the photograph was turned (counterclockwise) to frame a tilted face (TILT_STAGES);
+    # Degrees the photograph was turned (counterclockwise) to frame a tilted face (TILT_DEGREES);
     # the face box is then `bbox` turned by as much about its centre.
     rotation: float = 0.0
 
@@ -195,7 +195,7 @@ class FaceFramer:
         short_way: with the face check, take the short way where it holds (False: always the
             full search, as before it existed; benchmark.py's baseline).
         tilt: with the face check's medians, frame a face that fails it again in turned
-            photographs (TILT_STAGES).
+            photographs (TILT_DEGREES).
     """
 
     def __init__(self, predictor, prior: FramingPrior, mirror: bool = True,
@@ -224,34 +224,28 @@ class FaceFramer:
                 and np.isfinite(joint_margin(1.0, 0.0, self.face_check)))
 
     def _tilted(self, image: np.ndarray, depth: Optional[np.ndarray]):
-        """The photograph turned by each angle of TILT_STAGES and framed again (no grid): the
-        face that passes the face check furthest inside, at least TILT_MARGIN, with its
-        landmarks and box turned back into the photograph; None when no angle gives one."""
-        height, width = image.shape[:2]
-        for stage in TILT_STAGES:
-            best, best_margin = None, TILT_MARGIN
-            for degrees in stage:
-                matrix, size = tilt_matrix(width, height, degrees)
-                view = cv2.warpAffine(image, matrix, size, flags=cv2.INTER_LINEAR)
-                view_depth = None if depth is None else cv2.warpAffine(
-                    np.asarray(depth), matrix, size, flags=cv2.INTER_NEAREST)
-                prediction, framing = self._framed(view, view_depth, retries=False)
-                if framing.review_reason is not None:
-                    continue
-                margin = joint_margin(float(np.nanmean(prediction.scores)),
-                                      framing.disagreement, self.face_check)
-                if margin >= best_margin:
-                    best, best_margin = (prediction, framing, matrix, degrees), margin
-            if best is not None:
-                prediction, framing, matrix, degrees = best
-                back = cv2.invertAffineTransform(matrix)
-                prediction.keypoints = transform_points(back, prediction.keypoints)
-                framing.bbox = turned_box(back, framing.bbox)
-                framing.rotation = degrees
-                if hasattr(prediction, 'bbox'):
-                    prediction.bbox = tuple(framing.bbox)
-                return prediction, framing
-        return None
+        """The photograph turned by each of TILT_DEGREES and framed again (no grid): the face
+        that passes the face check furthest inside, at least TILT_MARGIN, with its landmarks
+        and box turned back into the photograph; None when no angle gives one."""
+        best, best_margin = None, TILT_MARGIN
+        for degrees in TILT_DEGREES:
+            view, view_depth, matrix = turned_view(image, depth, degrees)
+            prediction, framing = self._framed(view, view_depth, retries=False)
+            if framing.review_reason is not None:
+                continue
+            margin = joint_margin(float(np.nanmean(prediction.scores)), framing.disagreement,
+                                  self.face_check)
+            if margin >= best_margin:
+                best, best_margin = (prediction, framing, matrix, degrees), margin
+        if best is None:
+            return None
+        prediction, framing, matrix, degrees = best
+        back = cv2.invertAffineTransform(matrix)
+        prediction.keypoints = transform_points(back, prediction.keypoints)
+        framing.bbox, framing.rotation = turned_box(back, framing.bbox), degrees
+        if hasattr(prediction, 'bbox'):
+            prediction.bbox = tuple(framing.bbox)
+        return prediction, framing
 
     def _framed(self, image: np.ndarray, depth: Optional[np.ndarray], retries: bool = True):
         """The photograph framed as shown (steps 1-5); `retries`: with the 1.5x canvas and the
@@ -528,6 +522,16 @@ def tilt_matrix(width: int, height: int, degrees: float):
     size = (int(np.ceil(width * cos + height * sin)), int(np.ceil(width * sin + height * cos)))
     matrix[:, 2] += (size[0] - width) / 2, (size[1] - height) / 2
     return matrix, size
+
+
+def turned_view(image: np.ndarray, depth: Optional[np.ndarray], degrees: float):
+    """(turned photograph, its turned depth map or None, the 2x3 matrix from the photograph's
+    pixels to the view's): `tilt_matrix`'s turn, the depth map without blending across edges."""
+    matrix, size = tilt_matrix(image.shape[1], image.shape[0], degrees)
+    view = cv2.warpAffine(image, matrix, size, flags=cv2.INTER_LINEAR)
+    view_depth = None if depth is None else cv2.warpAffine(np.asarray(depth), matrix, size,
+                                                           flags=cv2.INTER_NEAREST)
+    return view, view_depth, matrix
 
 
 def transform_points(matrix: np.ndarray, points) -> np.ndarray:

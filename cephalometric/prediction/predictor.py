@@ -311,17 +311,14 @@ class LandmarkPredictor:
         from cephalometric.prediction.framing import (
             mirror_box,
             mirror_keypoints,
-            tilt_matrix,
             transform_points,
             turned_box,
+            turned_view,
         )
         keypoints, box = np.asarray(prediction.keypoints, np.float32), list(prediction.bbox)
         matrix = None
         if framing.rotation:
-            matrix, size = tilt_matrix(image.shape[1], image.shape[0], framing.rotation)
-            image = cv2.warpAffine(image, matrix, size, flags=cv2.INTER_LINEAR)
-            depth = None if depth is None else cv2.warpAffine(
-                np.asarray(depth), matrix, size, flags=cv2.INTER_NEAREST)
+            image, depth, matrix = turned_view(image, depth, framing.rotation)
             keypoints, box = transform_points(matrix, keypoints), turned_box(matrix, box)
         width = image.shape[1]
         if framing.mirrored:
