@@ -7,8 +7,12 @@ measurement is a smooth function of the landmarks, so its spread follows from th
 (first-order propagation, the delta method): derivatives by forward differences of
 `compute_measurements`, one call per coordinate (it runs for every image inference measures).
 Landmarks shared by several measurements make those measurements' errors correlated, and the
-derivatives carry that. The skeletal class is a cut of ANB, so its probabilities are those of
-ANB's normal distribution falling in each band.
+derivatives carry that. What first-order propagation of isotropic errors cannot know (errors
+that run along a contour, landmarks that err together, heavy tails) the error calibration's
+`interval_scale` corrects: per measurement, the factor that made its 90% interval hold 90% of
+the validation split's true values (`evaluation.calibration.fit_interval_scale`). The skeletal
+class is a cut of ANB, so its probabilities are those of ANB's normal distribution (with that
+scale) falling in each band.
 """
 from __future__ import annotations
 
@@ -67,6 +71,18 @@ def measurement_spread(names: Sequence[str], keypoints, radius90,
     return values, spread
 
 
+def scale_key(key: str) -> str:
+    """The `interval_scale` key of a measurement: a distance in mm shares its pixel twin's (the
+    ratio of error to stated spread has no unit)."""
+    return key[:-3] + '_px' if key.endswith('_mm') else key
+
+
+def scaled_spread(spread: Mapping, interval_scale: Optional[Mapping] = None) -> dict:
+    """Standard deviations times the calibration's factor per measurement (1 where it has none)."""
+    scale = interval_scale or {}
+    return {key: s * float(scale.get(scale_key(key), 1.0)) for key, s in spread.items()}
+
+
 def intervals(values: Mapping, spread: Mapping) -> dict:
     """90% interval [low, high] of every measurement that has a spread."""
     return {key: [values[key] - _Z90 * s, values[key] + _Z90 * s] for key, s in spread.items()}
@@ -85,11 +101,14 @@ def class_probabilities(anb: float, anb_sd: float, thresholds=(0.0, 4.0)) -> dic
 
 
 def tracing_certainty(names: Sequence[str], keypoints, radius90,
-                      mm_per_pixel: Optional[float] = None, thresholds=(0.0, 4.0)) -> dict:
+                      mm_per_pixel: Optional[float] = None, thresholds=(0.0, 4.0),
+                      interval_scale: Optional[Mapping] = None) -> dict:
     """Measurement intervals and class probabilities of one tracing, as recorded in the JSON:
     {'level': 0.9, 'intervals': {key: [low, high]}, 'class_probabilities': {'1': p, ...},
-    'class_borderline': bool} (no class entries when ANB cannot be computed)."""
+    'class_borderline': bool} (no class entries when ANB cannot be computed).
+    `interval_scale`: the error calibration's factor per measurement (`scaled_spread`)."""
     values, spread = measurement_spread(names, keypoints, radius90, mm_per_pixel)
+    spread = scaled_spread(spread, interval_scale)
     result = {'level': LEVEL, 'intervals': intervals(values, spread)}
     if 'ANB' in values and 'ANB' in spread:
         probabilities = class_probabilities(values['ANB'], spread['ANB'], thresholds)

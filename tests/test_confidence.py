@@ -56,7 +56,8 @@ def calibrated(tmp_path_factory):
     count = len(reference.names)
     set_error_calibration(path, {'expected_per_spread': [1.5] * count,
                                  'radius90_per_spread': list(np.linspace(2, 4, count)),
-                                 'images': 30, 'split': 'val'},
+                                 'images': 30, 'split': 'val',
+                                 'interval_scale': {'ANB': 0.6, 'SNA': 1.25}},
                           {'landmark_score_floor': 0.42, 'disagreement_ceiling': 0.03,
                            'images': 30, 'mirrored_score_ceiling': 0.55,
                            'landmark_score_median': 0.7, 'disagreement_median': 0.01})
@@ -75,6 +76,8 @@ def test_the_calibration_survives_the_checkpoint_and_onnx_round_trips(calibrated
     assert ours.radius90 == pytest.approx(ours.spread * ratios)
     assert ours.expected_error == pytest.approx(ours.spread * 1.5)
     assert np.abs(onnx.radius90 - ours.radius90).max() < 0.1
+    # the measurement intervals' factors too
+    assert ours.interval_scale == onnx.interval_scale == {'ANB': 0.6, 'SNA': 1.25}
     # the face check that automatic framing flags photographs by travels with it
     for predictor in (LandmarkPredictor(path, device='cpu'),
                       LandmarkPredictor(str(root / 'model.onnx'), device='cpu')):
@@ -82,6 +85,22 @@ def test_the_calibration_survives_the_checkpoint_and_onnx_round_trips(calibrated
             'landmark_score_floor': 0.42, 'disagreement_ceiling': 0.03, 'images': 30,
             'mirrored_score_ceiling': 0.55, 'landmark_score_median': 0.7,
             'disagreement_median': 0.01}
+
+
+@pytest.mark.parametrize('scale', [{'ANB': -1.0}, {'ANB': float('nan')}, {'__import__("os")': 1.0},
+                                   ['ANB', 1.0], {f'm{i}': 1.0 for i in range(100)}])
+def test_an_impossible_interval_scale_is_one_line(scale):
+    from cephalometric.errors import UserError
+    from cephalometric.model.settings import validate_settings
+    settings = {'landmark_names': ['a'], 'input_size': [64, 64], 'bbox_padding': 1.1,
+                'mean': [0.0] * 3, 'std': [1.0] * 3,
+                'decoder': {'heatmap_size': [16, 16], 'unbiased': True, 'blur_kernel_size': 7},
+                'error_calibration': {'expected_per_spread': [1.0], 'radius90_per_spread': [2.0],
+                                      'images': 30, 'interval_scale': scale}}
+    with pytest.raises(UserError, match='interval_scale must map'):
+        validate_settings(settings, 'model.pth')
+    del settings['error_calibration']['interval_scale']   # older calibrations have none
+    assert 'interval_scale' not in validate_settings(settings, 'model.pth')['error_calibration']
 
 
 @pytest.mark.parametrize('face_check', [
@@ -197,7 +216,9 @@ def test_training_stores_a_calibration_and_evaluate_measures_it(trained_run, dem
     assert calibration['images'] == len(load_split(str(prepared), 'val').patient_ids)
     # the refinement model's shift is part of what is scaled exactly when that model was kept
     kept = published.refine_state_dict is not None
-    assert calibration['signal'] == ('spread_and_refine_shift' if kept else 'spread')
+    assert calibration['signal'] == ('refine_uncertainty_and_shift' if kept else 'spread')
+    # every measurement interval has its factor, measured on the same validation tracings
+    assert {'ANB', 'SNA', 'SNB'} <= set(calibration['interval_scale'])
     out = tmp_path / 'eval'
     run_script('evaluate.py', '--checkpoint', trained_run / 'best_MRE.pth', '--data-root',
                prepared, '--out-dir', out, '--worst', '0')

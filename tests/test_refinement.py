@@ -133,11 +133,13 @@ def test_a_turned_photograph_is_refined_turned():
     assert prediction.keypoints[0][1] == pytest.approx(found[1] + shift, abs=0.6)
 
 
-@pytest.mark.parametrize('signal', ['spread_and_refine_shift', 'spread'])
+@pytest.mark.parametrize('signal', ['refine_uncertainty_and_shift', 'spread_and_refine_shift',
+                                    'spread'])
 def test_a_point_the_refinement_model_moved_far_is_stated_less_sure(signal):
     """A calibration measured with the refinement model scales the root-sum-square of the
-    heatmap spread and the refinement's shift of the point; one measured on the spread alone
-    (older checkpoints) ignores the shift. Both the plain and the framed path say so."""
+    refinement model's own uncertainty (or, in older checkpoints, the landmark model's heatmap
+    spread) and the refinement's shift of the point; one measured on the spread alone ignores
+    the shift. Both the plain and the framed path say so."""
     from cephalometric.model.settings import validate_settings
     from cephalometric.prediction.predictor import LandmarkPredictor
 
@@ -156,7 +158,10 @@ def test_a_point_the_refinement_model_moved_far_is_stated_less_sure(signal):
         prediction = predictor([image])[0]
         shift = float(np.linalg.norm(prediction.keypoints[0] - coarse))
         assert (shift > 4.0) == moved_far
-        stated = np.hypot(prediction.spread, shift) if signal != 'spread' else prediction.spread
+        base = (prediction.refine_uncertainty if signal == 'refine_uncertainty_and_shift'
+                else prediction.spread)
+        stated = np.hypot(base, shift) if signal != 'spread' else prediction.spread
+        assert np.isfinite(stated).all()
         assert prediction.expected_error == pytest.approx(stated, rel=1e-4)
         assert prediction.radius90 == pytest.approx(2 * stated, rel=1e-4)
         # the framed path (coarse prediction, then refined in the direction framing chose)
@@ -164,7 +169,35 @@ def test_a_point_the_refinement_model_moved_far_is_stated_less_sure(signal):
         predictor._refine_framed(framed, image, None, Framing('auto', list(framed.bbox)))
         assert framed.expected_error == pytest.approx(stated, rel=1e-4)
     if signal != 'spread':   # the far move is what widened it
-        assert (prediction.expected_error - prediction.spread).item() > 0.5
+        assert (prediction.expected_error - base).item() > 0.5
+    if signal == 'refine_uncertainty_and_shift':
+        # measured with the refinement model: without it (--no-refine), nothing is stated
+        alone = predictor.coarse_predictor()([image])[0]
+        assert alone.expected_error is None and alone.radius90 is None
+
+
+def test_a_low_or_wide_refinement_peak_is_less_sure_than_a_sharp_one():
+    """The refinement model's uncertainty: its own channel's spread in image pixels, divided by
+    the square root of the peak height; a patch showing nothing is as unsure as a flat one."""
+    from cephalometric.prediction.refinement import Refiner
+    refiner = Refiner(BrightestPixelNet(2), _settings(2, 64)['refinement'], prepare=None)
+    size = 16   # heatmap of a 64 px patch
+    sharp = gaussian_map(size, 8.0, 1.5)
+    maps = np.stack([sharp, 0.25 * sharp, gaussian_map(size, 8.0, 3.0), np.zeros((size, size))])
+    heatmaps = np.zeros((4, 2, size, size), np.float32)
+    heatmaps[:, 1] = maps   # every patch is landmark 1's; channel 0 is another landmark's
+    centres = np.full((4, 2), 50.0, np.float32)
+    sides = np.full(4, 32.0, np.float32)   # 2 image px per heatmap px
+    _, _, unsure = refiner.postprocess(heatmaps, np.ones(4, int), centres, sides)
+    assert unsure[0] == pytest.approx(1.5 * np.sqrt(2) * 2, rel=0.05)   # peak 1: the spread
+    assert unsure[1] == pytest.approx(2 * unsure[0], rel=0.01)           # 1/sqrt(0.25)
+    assert unsure[2] > 1.5 * unsure[0]
+    assert unsure[3] > unsure[2]
+
+
+def gaussian_map(size: int, centre: float, sigma: float) -> np.ndarray:
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+    return np.exp(-((xs - centre) ** 2 + (ys - centre) ** 2) / (2 * sigma ** 2))
 
 
 def test_an_error_calibration_names_a_known_signal():

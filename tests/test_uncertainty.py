@@ -82,3 +82,42 @@ def test_missing_landmarks_and_radii():
     low, high = exact['intervals']['ANB']
     assert math.isclose(low, high)
     assert len(STANDARD_LANDMARKS) == len(names)
+
+
+def test_the_calibrated_interval_scale_narrows_an_interval_and_sharpens_the_class():
+    """The error calibration's factor per measurement scales its interval about the value (a
+    distance in mm takes its pixel twin's factor), and the class probabilities follow ANB's."""
+    names, coords = standard(FACE)
+    radius = np.full(len(names), 2.0)
+    plain = tracing_certainty(names, coords, radius, mm_per_pixel=0.1)
+    scaled = tracing_certainty(names, coords, radius, mm_per_pixel=0.1,
+                               interval_scale={'ANB': 0.5, 'U1_NA_px': 2.0})
+    width = {key: pair[1] - pair[0] for key, pair in plain['intervals'].items()}
+    for key, factor in (('ANB', 0.5), ('U1_NA_px', 2.0), ('U1_NA_mm', 2.0), ('SNA', 1.0)):
+        low, high = scaled['intervals'][key]
+        assert high - low == pytest.approx(factor * width[key], rel=1e-6), key
+        assert (low + high) / 2 == pytest.approx(sum(plain['intervals'][key]) / 2)
+    top = max(plain['class_probabilities'].values())
+    assert max(scaled['class_probabilities'].values()) > top
+
+
+def test_fit_interval_scale_recovers_intervals_stated_twice_too_wide():
+    """Validation tracings whose landmarks err half as much as their radii say: every
+    measurement's fitted factor is near 0.5, so its interval then holds about 90%."""
+    from cephalometric.evaluation.calibration import fit_interval_scale
+    names, coords = standard(FACE)
+    rng = np.random.default_rng(3)
+    stated = 2.0
+    sigma = sigma_of_radius90(stated) / 2
+    truth = np.repeat(coords[None], 300, axis=0)
+    predicted = truth + rng.normal(0, sigma, truth.shape)
+    scale = fit_interval_scale(names, predicted, np.full(truth.shape[:2], stated), truth)
+    assert {'SNA', 'SNB', 'ANB', 'SN_GoMe'} <= set(scale)
+    for key in ('SNA', 'SNB', 'ANB', 'SN_GoMe'):
+        assert scale[key] == pytest.approx(0.5, abs=0.08), key
+    inside = 0
+    for points, true_points in zip(predicted, truth):
+        low, high = tracing_certainty(names, points, np.full(len(names), stated),
+                                      interval_scale=scale)['intervals']['ANB']
+        inside += low <= compute_measurements(names, true_points)['ANB'] <= high
+    assert 0.85 <= inside / len(truth) <= 0.95

@@ -2,12 +2,13 @@
 evaluate.py reports about confidence.
 
 `calibrate_checkpoint` predicts the validation split after training and stores in best_MRE.pth
-how each landmark's heatmap spread (combined with the refinement model's shift of the point when
-that model is kept: `prediction.heatmaps.error_signal`) scales into its expected error and its
-90% radius (the ratio of real error to that signal: its mean, and its 90th percentile), so that
-inference can say how far off each point probably is. The other functions are pure: `expected`
-and `actual` are (N images, K landmarks) errors in one unit, `radius90` the stated 90% radii; NaN
-entries (a landmark without truth or without a statement) are left out of every number.
+how each landmark's error signal (the heatmap spread; when the refinement model is kept, that
+model's own uncertainty combined with its shift of the point: `prediction.heatmaps.error_signal`)
+scales into its expected error and its 90% radius (the ratio of real error to that signal: its
+mean, and its 90th percentile), so that inference can say how far off each point probably is.
+The other functions are pure: `expected` and `actual` are (N images, K landmarks) errors in one
+unit, `radius90` the stated 90% radii; NaN entries (a landmark without truth or without a
+statement) are left out of every number.
 """
 from __future__ import annotations
 
@@ -43,6 +44,32 @@ def spread_ratios(errors: np.ndarray, spreads: np.ndarray) -> dict:
             'images': int(ratio.shape[0])}
 
 
+def fit_interval_scale(names: Sequence[str], predicted, radius90, truth) -> dict:
+    """{measurement: factor} that makes each measurement's 90% interval (`uncertainty`'s
+    propagation of the radii `radius90`) hold 90% of the true values: the 90th percentile of
+    |predicted - true| / stated standard deviation over the images, divided by the normal's 1.645,
+    pulled towards the factor pooled over all measurements as the error ratios are (POOL_WEIGHT).
+    `predicted`, `truth`: (N, K, 2) landmarks (NaN: no position); `radius90`: (N, K) px."""
+    from cephalometric.measurements import compute_measurements
+    from cephalometric.uncertainty import _Z90, measurement_spread
+    ratios = {}
+    for points, radii, true_points in zip(predicted, radius90, truth):
+        values, spread = measurement_spread(names, points, radii)
+        true_values = compute_measurements(names, true_points)
+        for key, sd in spread.items():
+            true_value = true_values.get(key)
+            if sd > 0 and isinstance(true_value, (int, float)) and np.isfinite(true_value):
+                ratios.setdefault(key, []).append(abs(values[key] - true_value) / sd)
+    if not ratios:
+        return {}
+    pooled = float(np.quantile(np.concatenate(list(ratios.values())), 0.9)) / _Z90
+    scale = {}
+    for key, column in ratios.items():
+        n, own = len(column), float(np.quantile(column, 0.9)) / _Z90
+        scale[key] = max((n * own + POOL_WEIGHT * pooled) / (n + POOL_WEIGHT), 1e-3)
+    return scale
+
+
 def calibrate_checkpoint(checkpoint: str, data_root: str, split: str = 'val',
                          batch_size: int = 8) -> Optional[dict]:
     """Measure the error calibration of `checkpoint` on `split` of `data_root` (whole image as the
@@ -75,15 +102,22 @@ def calibrate_checkpoint(checkpoint: str, data_root: str, split: str = 'val',
         if not refinement['kept']:
             predictions = coarse
     errors = errors_of(predictions)
-    spreads, shifts, signal = np.stack([p.spread for p in predictions]), None, 'spread'
+    spreads = np.stack([p.spread for p in predictions])
+    shifts = uncertainty = None
+    signal = 'spread'
     if refinement is not None and refinement['kept']:
-        # how far the refinement model moved each point: where the two models disagree, the
-        # point is less sure (`prediction.heatmaps.error_signal`)
+        # how far the refinement model moved each point, and how sure its own finer heatmap is
+        # (`prediction.heatmaps.error_signal`)
         shifts = np.linalg.norm(np.stack([p.keypoints for p in predictions])
                                 - np.stack([p.keypoints for p in coarse]), axis=-1)
-        signal = 'spread_and_refine_shift'
-    calibration = dict(spread_ratios(errors, error_signal(spreads, shifts, signal)),
-                       split=split, signal=signal)
+        uncertainty = np.stack([p.refine_uncertainty for p in predictions])
+        signal = 'refine_uncertainty_and_shift'
+    signals = error_signal(spreads, shifts, signal, uncertainty)
+    calibration = dict(spread_ratios(errors, signals), split=split, signal=signal)
+    truth = np.where(data.visible[..., None], data.keypoints, np.nan)
+    calibration['interval_scale'] = fit_interval_scale(
+        data.names, [p.keypoints for p in predictions],
+        signals * np.asarray(calibration['radius90_per_spread']), truth)
     face_check = None
     if predictor.framing_network is not None:
         found = predict_split_all(predictor.framing_predictor(), data.image_paths, batch_size,
@@ -242,7 +276,8 @@ def confidence_numbers(split, predictions: Sequence, thresholds=(0.0, 4.0)) -> O
     anb_intervals, true_anb, probabilities, true_class = [], [], [], []
     for i, prediction in enumerate(predictions):
         certainty = tracing_certainty(split.names, prediction.keypoints, prediction.radius90,
-                                      thresholds=thresholds)
+                                      thresholds=thresholds,
+                                      interval_scale=prediction.interval_scale)
         truth = compute_measurements(split.names, split.keypoints[i], class_thresholds=thresholds)
         anb_intervals.append(certainty['intervals'].get('ANB', (None, None)))
         true_anb.append(truth.get('ANB'))

@@ -298,8 +298,9 @@ def render_report(metrics: dict, files: dict) -> str:
 def confidence_section(confidence, files: dict) -> list:
     """How well the stated errors and class probabilities held (nothing without a calibration)."""
     if not confidence:
-        return ['', '## Confidence', '', 'The checkpoint has no error calibration (trained before '
-                'it existed): its errors are uncalibrated. Train it again to have them.']
+        return ['', '## Confidence', '', 'No error calibration for these predictions: the '
+                'checkpoint has none (trained before it existed; train it again to have one), or '
+                'it was measured with the refinement model that --no-refine skipped.']
     rows = [['Spearman, expected vs actual error (each landmark of each image)',
              _fmt(confidence['spearman_landmarks'])],
             ['Spearman, expected vs actual mean error per image',

@@ -9,6 +9,7 @@ architecture to MMPose's registered model classes.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Mapping, Sequence
 
 from cephalometric.errors import UserError
@@ -16,9 +17,14 @@ from cephalometric.errors import UserError
 SETTINGS_KEYS = ('landmark_names', 'input_size', 'bbox_padding', 'mean', 'std', 'decoder')
 # Optional: absent in older files, which then get the defaults (RGB input; framing.FramingPrior()).
 OPTIONAL_KEYS = ('inputs', 'framing_prior', 'error_calibration', 'face_check', 'refinement')
-# What an error calibration scales into expected errors: the landmark model's heatmap spread, or
-# that combined with how far the refinement model moved the point (`prediction.heatmaps`).
-ERROR_SIGNALS = ('spread', 'spread_and_refine_shift')
+# What an error calibration scales into expected errors (`prediction.heatmaps.error_signal`): the
+# landmark model's heatmap spread, that combined with how far the refinement model moved the
+# point, or the refinement model's own uncertainty combined with that shift.
+ERROR_SIGNALS = ('spread', 'spread_and_refine_shift', 'refine_uncertainty_and_shift')
+# The error calibration's factor per measurement interval (`uncertainty.scaled_spread`): names as
+# `measurements` writes them, and no more than it has.
+MEASUREMENT_KEY = re.compile(r'[A-Za-z][A-Za-z0-9_]{0,47}')
+MAX_INTERVAL_SCALES = 64
 # Optional: what the model takes, in channel order; absent means ['rgb'] (all older files).
 # ['rgb', 'depth'] is an RGB-D model: mean/std then have a fourth value, the depth channel's.
 INPUT_KINDS = (['rgb'], ['rgb', 'depth'])
@@ -189,8 +195,17 @@ def _error_calibration(calibration: Any, count: int, bad) -> dict:
     if signal not in ERROR_SIGNALS:
         raise bad(f'error_calibration signal must be one of {", ".join(ERROR_SIGNALS)}, got '
                   f'{str(signal)[:40]!r}')
-    return {**{key: [float(v) for v in calibration[key]] for key in keys}, 'images': images,
-            'split': str(calibration.get('split', 'val'))[:20], 'signal': signal}
+    checked = {**{key: [float(v) for v in calibration[key]] for key in keys}, 'images': images,
+               'split': str(calibration.get('split', 'val'))[:20], 'signal': signal}
+    scale = calibration.get('interval_scale')   # absent in calibrations before it existed
+    if scale is not None:
+        if not isinstance(scale, Mapping) or len(scale) > MAX_INTERVAL_SCALES or not all(
+                isinstance(k, str) and MEASUREMENT_KEY.fullmatch(k) and _number(v)
+                and 0 < v <= MAX_PRIOR_VALUE for k, v in scale.items()):
+            raise bad(f'error_calibration interval_scale must map up to {MAX_INTERVAL_SCALES} '
+                      f'measurement names to positive numbers up to {MAX_PRIOR_VALUE:g}')
+        checked['interval_scale'] = {k: float(v) for k, v in scale.items()}
+    return checked
 
 
 def _face_check(face_check: Any, bad) -> dict:

@@ -8,6 +8,8 @@ batch at once. A heatmap holding NaN or infinity (a diverged or damaged model) g
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import cv2
 import numpy as np
 
@@ -82,13 +84,26 @@ def decode_heatmaps(heatmaps: np.ndarray, input_size, unbiased: bool = True,
     return keypoints.reshape(n, k, 2), scores.reshape(n, k)
 
 
-def error_signal(spread, refine_shift=None, signal: str = 'spread') -> np.ndarray:
-    """What the error calibration scales into an expected error, image pixels: the heatmap
-    spread, or, for a calibration measured with the refinement model ('spread_and_refine_shift'),
-    its root-sum-square with how far that model moved the point. Where the two models disagree the
-    point is less sure: on held-out cephalograms this ranked images by their error better than the
-    spread alone (docs/evaluation.md, Confidence)."""
+def error_signal(spread, refine_shift=None, signal: str = 'spread',
+                 refine_uncertainty=None) -> Optional[np.ndarray]:
+    """What the error calibration scales into an expected error, image pixels, by the
+    calibration's `signal`:
+
+    - 'spread': the landmark model's heatmap spread;
+    - 'spread_and_refine_shift': its root-sum-square with how far the refinement model moved the
+      point (calibrations of sessions before the next one);
+    - 'refine_uncertainty_and_shift': the root-sum-square of the refinement model's own
+      uncertainty (`refinement.Refiner.postprocess`) and that shift. On held-out cephalograms and
+      demo faces this ranked landmarks and images by their error clearly better than the
+      landmark model's spread (docs/evaluation.md, Confidence); None without the refinement
+      model (its calibration says nothing about the landmark model alone).
+    """
     spread = np.asarray(spread, np.float64)
+    if signal == 'refine_uncertainty_and_shift':
+        if refine_uncertainty is None or refine_shift is None:
+            return None
+        return np.hypot(np.asarray(refine_uncertainty, np.float64),
+                        np.asarray(refine_shift, np.float64))
     if signal != 'spread_and_refine_shift' or refine_shift is None:
         return spread
     return np.hypot(spread, np.asarray(refine_shift, np.float64))

@@ -51,10 +51,16 @@ class Prediction:
     bbox: tuple = field(default=())  # x, y, w, h of the face region used
     framing: Optional[dict] = None   # how that region was found (`framing.Framing.to_dict`)
     spread: Optional[np.ndarray] = None          # (K,) heatmap spread, image pixels
+    # (K,) the refinement model's uncertainty (`refinement.Refiner.postprocess`), image pixels;
+    # None without that model.
+    refine_uncertainty: Optional[np.ndarray] = None
     # (K,) calibrated expected error and 90% radius, image pixels; None: the checkpoint has no
     # error calibration (trained before it existed), so nothing is said about its errors.
     expected_error: Optional[np.ndarray] = None
     radius90: Optional[np.ndarray] = None
+    # {measurement: width factor of its 90% interval} from the error calibration
+    # (`uncertainty.scaled_spread`); None: the checkpoint has none.
+    interval_scale: Optional[dict] = None
 
 
 def check_bbox(bbox, width: int, height: int) -> tuple:
@@ -285,19 +291,22 @@ class LandmarkPredictor:
             heatmaps = self.infer(np.stack([p[0] for p in prepared]))
             keypoints, scores = self.postprocess(heatmaps, [p[1] for p in prepared],
                                                  [p[2] for p in prepared])
-            shifts = [None] * len(chunk)
+            shifts = unsure = [None] * len(chunk)
             if self.refiner is not None:
-                refined = self.refiner([images[i] for i in chunk], keypoints,
-                                       [p[2] for p in prepared],
-                                       None if depths is None else [depths[i] for i in chunk])
+                refined, unsure = self.refiner(
+                    [images[i] for i in chunk], keypoints, [p[2] for p in prepared],
+                    None if depths is None else [depths[i] for i in chunk])
                 shifts = np.linalg.norm(np.asarray(refined) - keypoints, axis=-1)
                 keypoints = refined
             spreads = self.spread_px(heatmaps, [p[2] for p in prepared])
             for j, i in enumerate(chunk):
-                prediction = Prediction(self.names, keypoints[j], scores[j], boxes[i],
-                                        spread=spreads[j])
+                prediction = Prediction(
+                    self.names, keypoints[j], scores[j], boxes[i], spread=spreads[j],
+                    refine_uncertainty=unsure[j],
+                    interval_scale=(self.settings.get('error_calibration')
+                                    or {}).get('interval_scale'))
                 prediction.expected_error, prediction.radius90 = self.expected_errors(
-                    spreads[j], shifts[j])
+                    spreads[j], shifts[j], unsure[j])
                 results.append(prediction)
         return results
 
@@ -325,8 +334,9 @@ class LandmarkPredictor:
             image, keypoints, box = (np.ascontiguousarray(image[:, ::-1]),
                                      mirror_keypoints(keypoints, width), mirror_box(box, width))
             depth = None if depth is None else np.ascontiguousarray(np.asarray(depth)[:, ::-1])
-        refined = self.refiner([image], [keypoints], [self.box_scale(box)],
-                               None if depth is None else [depth])[0]
+        refined, unsure = self.refiner([image], [keypoints], [self.box_scale(box)],
+                                       None if depth is None else [depth])
+        refined, prediction.refine_uncertainty = refined[0], unsure[0]
         shift = np.linalg.norm(np.asarray(refined) - keypoints, axis=-1)
         if framing.mirrored:
             refined = mirror_keypoints(refined, width)
@@ -334,7 +344,7 @@ class LandmarkPredictor:
             refined = transform_points(cv2.invertAffineTransform(matrix), refined)
         prediction.keypoints = refined
         prediction.expected_error, prediction.radius90 = self.expected_errors(
-            prediction.spread, shift)
+            prediction.spread, shift, prediction.refine_uncertainty)
 
     def spread_px(self, heatmaps: np.ndarray, scales) -> np.ndarray:
         """`heatmaps.heatmap_spread` in pixels of each original image (N, K)."""
@@ -343,14 +353,19 @@ class LandmarkPredictor:
         per_pixel = (scales[:, 0] / heatmap_w + scales[:, 1] / heatmap_h) / 2
         return heatmap_spread(heatmaps) * per_pixel[:, None]
 
-    def expected_errors(self, spread: np.ndarray, refine_shift: Optional[np.ndarray] = None):
+    def expected_errors(self, spread: np.ndarray, refine_shift: Optional[np.ndarray] = None,
+                        refine_uncertainty: Optional[np.ndarray] = None):
         """(expected error, 90% radius) in image pixels from the checkpoint's error calibration,
-        or (None, None) without one. `refine_shift`: how far the refinement model moved each
-        point (px); a calibration measured on both (`error_signal`) scales their combination."""
+        or (None, None) without one, or without the refinement model its calibration was
+        measured with. `refine_shift`, `refine_uncertainty`: how far the refinement model moved
+        each point and how sure it is (px), which the calibration's `error_signal` may use."""
         calibration = self.settings.get('error_calibration')
         if not calibration:
             return None, None
-        signal = error_signal(spread, refine_shift, calibration.get('signal', 'spread'))
+        signal = error_signal(spread, refine_shift, calibration.get('signal', 'spread'),
+                              refine_uncertainty)
+        if signal is None:
+            return None, None
         return (signal * np.asarray(calibration['expected_per_spread']),
                 signal * np.asarray(calibration['radius90_per_spread']))
 

@@ -176,7 +176,8 @@ def image_record(image: str, prediction, measurements: Mapping[str, Any], *,
     if radius90 is not None:
         from cephalometric.uncertainty import tracing_certainty
         certainty = tracing_certainty(prediction.names, prediction.keypoints, radius90,
-                                      mm_per_pixel)
+                                      mm_per_pixel,
+                                      interval_scale=getattr(prediction, 'interval_scale', None))
         certainty['intervals'] = {k: [_rounded(v, 3) for v in pair]
                                   for k, pair in certainty['intervals'].items()}
         if 'class_probabilities' in certainty:
