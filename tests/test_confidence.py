@@ -205,6 +205,55 @@ def test_the_review_list_puts_the_largest_expected_error_first(tmp_path):
     assert store.detail(listing[0]['name'])['unsure'] == [True] * 19
 
 
+def test_the_review_page_states_intervals_that_narrow_where_the_reviewer_placed_a_point(
+        tmp_path):
+    """The review page's certainty: the model's 90% intervals and class probabilities for its
+    tracing, recomputed for the reviewer's; a point the reviewer moved counts as exact, so the
+    intervals it enters narrow. Nothing without a calibration, nor for a case that cannot be
+    traced."""
+    from cephalometric.landmarks import find_landmark
+    from cephalometric.review.store import ReviewStore
+    from tests.test_review_clinic import StandIn, write_photos
+    truth = write_photos(tmp_path / 'photos', count=1)
+
+    class Calibrated(StandIn):
+        def predict(self, images):
+            out = super().predict(images)
+            for prediction in out:
+                prediction.radius90 = np.full(len(prediction.names), 3.0)
+                prediction.interval_scale = {'SNB': 0.5}
+            return out
+    store = ReviewStore(str(tmp_path / 'photos'), str(tmp_path / 'reviewed'), Calibrated(truth),
+                        log=lambda text: None, model={'file': 'm.pth', 'sha256': 'ab' * 32})
+    name = store.listing()[0]['name']
+    detail = store.detail(name)
+    certainty = detail['certainty']
+    low, high = certainty['intervals']['ANB']
+    assert low < detail['measurements']['ANB'] < high
+    assert sum(certainty['class_probabilities'].values()) == pytest.approx(1.0, abs=0.02)
+    assert isinstance(certainty['class_borderline'], bool)
+    case = store.case(name)
+    points = np.array(detail['points'])
+    points[find_landmark(store.names, 'a point')] += [1.5, 0.0]    # the reviewer moves A point
+    moved = store.certainty(case, points)['intervals']
+    width = {key: pair[1] - pair[0] for key, pair in certainty['intervals'].items()}
+    assert moved['ANB'][1] - moved['ANB'][0] < 0.9 * width['ANB']
+    assert moved['SNB'][1] - moved['SNB'][0] == pytest.approx(width['SNB'], rel=1e-3, abs=0.02)
+    # the calibration's factor: SNB's interval is half what the radii alone give
+    plain = Calibrated(truth)
+    plain.predict = lambda images: [setattr(p, 'interval_scale', None) or p
+                                    for p in Calibrated.predict(plain, images)]
+    unscaled = ReviewStore(str(tmp_path / 'photos'), str(tmp_path / 'other'), plain,
+                           log=lambda text: None).detail(name)['certainty']['intervals']
+    assert width['SNB'] == pytest.approx(0.5 * (unscaled['SNB'][1] - unscaled['SNB'][0]),
+                                         abs=0.02)
+    case.status = 'cannot trace'
+    assert store.certainty(case, points) is None
+    bare = ReviewStore(str(tmp_path / 'photos'), str(tmp_path / 'bare'), StandIn(truth),
+                       log=lambda text: None)
+    assert bare.detail(name)['certainty'] is None
+
+
 def test_training_stores_a_calibration_and_evaluate_measures_it(trained_run, demo_dataset,
                                                                  tmp_path):
     from cephalometric.data.reader import load_split

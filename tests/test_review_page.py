@@ -251,6 +251,44 @@ def test_large_photo_fits_and_is_sent_scaled_down_with_a_loading_sign(tmp_path, 
             '/api/pixels/camera.jpg'
 
 
+def test_intervals_and_the_class_probability_show_and_narrow_where_a_point_is_placed(
+        photos, tmp_path, driver):
+    """With an error calibration each measurement shows its 90% interval and the class its
+    probability (`ANB 3.2 [1.9, 4.4]`, `Class I 0.71`); moving A point (now placed by a person)
+    narrows the ANB interval as the page recomputes it."""
+    folder, truth = photos
+
+    class Calibrated(StandIn):
+        def predict(self, images):
+            out = super().predict(images)
+            for prediction in out:
+                prediction.radius90 = np.full(len(prediction.names), 4.0)
+            return out
+    store = ReviewStore(str(folder), str(tmp_path / 'r'), Calibrated(truth),
+                        log=lambda text: None)
+    with running_server(store) as url:
+        open_page(driver, url)
+        anb = float(text(driver, '[data-measurement="ANB"]'))
+        shown = text(driver, '.interval[data-measurement="ANB"]')
+        low, high = (float(v) for v in shown.strip('[]').split(','))
+        assert low < anb < high
+        probability = text(driver, '.interval[data-measurement="skeletal_class"]')
+        assert probability.startswith('p ')
+        assert 0.0 <= float(probability.split()[1].rstrip(',')) <= 1.0
+        assert 'probability of each class' in js(
+            driver, 'return document.querySelector(".interval[data-measurement=skeletal_class]")'
+                    '.title')
+        a_point = STANDARD_LANDMARKS.index('A point')
+        points = js(driver, 'return window.reviewState.points')
+        points[a_point] = [points[a_point][0] + 1.0, points[a_point][1]]
+        js(driver, 'window.review.setPoints(arguments[0])', points)
+
+        def narrowed():
+            now = text(driver, '.interval[data-measurement="ANB"]').strip('[]').split(',')
+            return len(now) == 2 and float(now[1]) - float(now[0]) < 0.9 * (high - low)
+        wait(narrowed)
+
+
 # ---- picking -------------------------------------------------------------------------------------
 def test_overlapping_points_can_each_be_picked_and_dragged(page):
     driver, url, store, _ = page

@@ -7,7 +7,8 @@ asks the JSON API below; every number it shows comes from the server, which comp
     GET  /                       the page          GET  /static/<file>     its JS and CSS
     GET  /api/session            landmark names, help, lines, norms, colours, progress, the list
     GET  /api/images             {"images": the list, "progress": {"done", "total", "failure"}}
-    GET  /api/image/<name>       one image's points, predictions, scores, measurements and marks
+    GET  /api/image/<name>       one image's points, predictions, scores, measurements, marks and
+                                 certainty (90% intervals, class probabilities)
     GET  /api/pixels/<name>      the image (?max=N: scaled down to fit N px, as JPEG) for display
     POST /api/measurements       {"image", "landmarks": [[x, y] | null, ...], "calibration"}
     POST /api/save/<name>        {"landmarks", "status", "reason", "reviewer", "calibration"}
@@ -270,6 +271,7 @@ class _Api:
         calibration = store.parse_calibration(name, data.get('calibration'))
         values = store.measurements(coords, calibration)
         return JSONResponse({'measurements': values, 'marks': marks(values),
+                             'certainty': store.certainty(store.case(name), coords, calibration),
                              'points': [None if p[0] != p[0] else p for p in coords.tolist()],
                              'mm_per_pixel': store.spacing(calibration)})
 

@@ -51,6 +51,7 @@ from cephalometric.prediction.results import (
     write_json,
 )
 from cephalometric.review.clinical import landmark_help, mark
+from cephalometric.uncertainty import tracing_certainty
 
 # A corrected point differs from the prediction by more than this (pixels; records keep 0.01 px).
 CORRECTED_TOLERANCE = 0.005
@@ -87,6 +88,7 @@ class Case:
     review: dict = field(default_factory=dict)   # reviewer, date, model of the saved record
     flagged: list = field(default_factory=list)  # landmark indices the model gave no number for
     radius90: Optional[np.ndarray] = None   # (K,) calibrated 90% error radii, px; None: none
+    interval_scale: Optional[dict] = None   # the calibration's factor per measurement interval
     framing_reason: Optional[str] = None    # why framing found no reliable face, if it did not
 
 
@@ -285,6 +287,7 @@ class ReviewStore:
             self.log(f'{name}: {reason}')
         return Case(name, osp.splitext(name)[0], (width, height), bbox, keypoints, scores,
                     keypoints.copy(), False, flagged=flagged, radius90=radius90,
+                    interval_scale=getattr(prediction, 'interval_scale', None),
                     framing_reason=reason)
 
     def unsure(self, case: Case) -> np.ndarray:
@@ -436,6 +439,31 @@ class ReviewStore:
         return {k: (int(v) if k == 'skeletal_class' else round(float(v), ROUND_VALUES))
                 for k, v in values.items() if k == 'skeletal_class' or math.isfinite(float(v))}
 
+    def certainty(self, case: Case, coords: np.ndarray,
+                  calibration: Optional[dict] = None) -> Optional[dict]:
+        """The 90% interval of every measurement and the class probabilities of the tracing
+        `coords` (`uncertainty.tracing_certainty`), rounded as the measurements are: from the
+        model's 90% radii, a point the reviewer moved counting as exact (a person placed it).
+        None without an error calibration, for a case that cannot be traced, and while a point
+        the model gave no position for has not been moved."""
+        if case.radius90 is None or case.status == 'cannot trace':
+            return None
+        coords = round_points(coords)
+        moved = np.abs(coords - case.predicted).max(axis=1) > CORRECTED_TOLERANCE
+        radius = np.where(moved, 0.0, case.radius90)
+        if not np.isfinite(radius).all():
+            return None
+        found = tracing_certainty(self.names, coords, radius, self.spacing(calibration),
+                                  interval_scale=case.interval_scale)
+        out = {'intervals': {
+            key: [round(float(v), ROUND_VALUES) for v in pair]
+            for key, pair in found['intervals'].items() if all(map(math.isfinite, pair))}}
+        if 'class_probabilities' in found:
+            out['class_probabilities'] = {k: round(float(v), 2)
+                                          for k, v in found['class_probabilities'].items()}
+            out['class_borderline'] = bool(found['class_borderline'])
+        return out
+
     def record(self, case: Case, coords: Optional[np.ndarray] = None, *,
                status: Optional[str] = None, reason: Optional[str] = None,
                calibration: Optional[dict] = None, reviewer: Optional[str] = None,
@@ -538,7 +566,8 @@ class ReviewStore:
                 'calibration': case.calibration,
                 'review': case.review or None,
                 'mm_per_pixel': self.spacing(case.calibration),
-                'measurements': measurements, 'marks': marks(measurements)}
+                'measurements': measurements, 'marks': marks(measurements),
+                'certainty': self.certainty(case, case.current, case.calibration)}
 
     def session(self) -> dict:
         return {'landmarks': self.names, 'lines': self.lines,

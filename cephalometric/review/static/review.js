@@ -170,7 +170,7 @@ async function openImage(name) {
     renderImageList();
     renderLandmarkList();
     if (edit) requestMeasurements(performance.now());
-    else renderMeasurements(detail.measurements, detail.marks, detail.mm_per_pixel);
+    else renderMeasurements(detail.measurements, detail.marks, detail.mm_per_pixel, detail.certainty);
     renderReportLink();
     if (detail.flagged.length) {
       message(`the model gave no position for ${detail.flagged.map(landmarkLabel).join(', ')}: ` +
@@ -372,7 +372,29 @@ function renderLandmarkList() {
   });
 }
 
-function renderMeasurements(values, marks, mmPerPixel) {
+// The 90% interval of a measurement, or of the class its probability, from the model's expected
+// errors (the server's `certainty`; a point the reviewer moved counts as exact).
+function intervalText(key, value, certainty) {
+  if (!certainty) return ['', ''];
+  if (key === 'skeletal_class') {
+    const p = certainty.class_probabilities;
+    if (!p) return ['', ''];
+    const names = state.session.class_names;
+    const all = Object.keys(p).map((k) => `${names[k] || k} ${p[k].toFixed(2)}`).join(', ');
+    const own = p[String(value)];
+    return [(own === undefined ? '' : `p ${own.toFixed(2)}`) +
+            (certainty.class_borderline ? ', borderline' : ''),
+            `probability of each class: ${all}` +
+            (certainty.class_borderline ? '; none reaches 0.7, so the class is borderline' : '')];
+  }
+  const pair = certainty.intervals && certainty.intervals[key];
+  if (!pair) return ['', ''];
+  return [`[${pair[0].toFixed(1)}, ${pair[1].toFixed(1)}]`,
+          `90% interval [${pair[0].toFixed(2)}, ${pair[1].toFixed(2)}]: holds the true value 9 times ` +
+          'in 10, given the model\'s expected errors (a point you moved counts as exact)'];
+}
+
+function renderMeasurements(values, marks, mmPerPixel, certainty) {
   const body = $('#measurements tbody');
   body.replaceChildren();
   const info = state.session.measurement_info;
@@ -388,9 +410,13 @@ function renderMeasurements(values, marks, mmPerPixel) {
     name.className = 'name';
     name.textContent = info[key].name;
     name.title = `${key}: ${info[key].description}`;
-    const value = document.createElement('td');
-    value.className = 'value';
+    // The value, and under it the 90% interval (or the class's probability), in one cell: the
+    // panel has no room for another column.
+    const cell = document.createElement('td');
+    cell.className = 'value';
+    const value = document.createElement('span');
     value.dataset.measurement = key;
+    cell.append(value);
     const unit = document.createElement('td');
     unit.className = 'unit';
     const mark = document.createElement('td');
@@ -406,9 +432,18 @@ function renderMeasurements(values, marks, mmPerPixel) {
       mark.textContent = signs[level];
       if (level) mark.title = `outside ${Math.abs(level)} SD of the norm, ${level > 0 ? 'above' : 'below'}`;
     }
+    const [shown, why] = intervalText(key, values[key], certainty);
+    if (shown) {
+      const interval = document.createElement('span');
+      interval.className = 'interval';
+      interval.dataset.measurement = key;
+      interval.textContent = shown;
+      interval.title = why;
+      cell.append(interval);
+    }
     const norm = document.createElement('td');
     norm.className = 'norm'; norm.textContent = info[key].norm;
-    tr.append(name, value, unit, norm, mark);
+    tr.append(name, cell, unit, norm, mark);
     body.append(tr);
   }
   const note = $('#calibration-note');
@@ -429,7 +464,7 @@ function requestMeasurements(changedAt) {
                              calibration: calibrationBody(state.calibration) })
     .then((data) => {
       if (token !== state.request.token) return;
-      renderMeasurements(data.measurements, data.marks, data.mm_per_pixel);
+      renderMeasurements(data.measurements, data.marks, data.mm_per_pixel, data.certainty);
       window.reviewLatencies.push(performance.now() - since);
     })
     .catch((error) => message(error.message, true))
@@ -813,7 +848,8 @@ async function save(status, reason) {
       renderTitle();
       updateCanvas();
       renderLandmarkList();
-      renderMeasurements(data.detail.measurements, data.detail.marks, data.detail.mm_per_pixel);
+      renderMeasurements(data.detail.measurements, data.detail.marks, data.detail.mm_per_pixel,
+        data.detail.certainty);
       renderReportLink();
     }
     renderImageList();
