@@ -365,3 +365,40 @@ def test_a_refinement_input_size_hrnet_cannot_take_is_refused():
     with pytest.raises(UserError, match='refine_model.input_size must be a positive multiple '
                                         'of 32'):
         refine_codec(cfg)
+
+
+def test_a_calibration_measured_with_the_refinement_model_travels_and_needs_it(
+        refined_checkpoint, tmp_path):
+    """The refinement model's uncertainty is stated alike by PyTorch and the ONNX pair, and a
+    calibration measured with it states nothing without it: inference.py --no-refine says so."""
+    import json
+
+    import cv2
+
+    from cephalometric.model.checkpoint import set_error_calibration
+    from cephalometric.prediction.export import export_checked
+    from cephalometric.prediction.predictor import LandmarkPredictor
+    from tests.helpers import run_script
+    path = tmp_path / 'best_MRE.pth'
+    shutil.copy(refined_checkpoint, path)
+    count = len(LandmarkPredictor(str(path), device='cpu').names)
+    set_error_calibration(str(path), {'expected_per_spread': [1.0] * count,
+                                      'radius90_per_spread': [2.0] * count, 'images': 30,
+                                      'signal': 'refine_uncertainty_and_shift'})
+    export_checked(str(path), str(tmp_path / 'model.onnx'))
+    image = _face()
+    ours = LandmarkPredictor(str(path), device='cpu').predict([image], bbox='full')[0]
+    onnx = LandmarkPredictor(str(tmp_path / 'model.onnx')).predict([image], bbox='full')[0]
+    assert np.isfinite(ours.refine_uncertainty).all()
+    assert np.abs(onnx.radius90 - ours.radius90).max() < 0.05 * float(ours.radius90.max())
+    picture = tmp_path / 'face.png'
+    cv2.imwrite(str(picture), image[:, :, ::-1])
+    for extra, calibrated in (((), True), (('--no-refine',), False)):
+        out = tmp_path / f'out{len(extra)}.json'
+        result = run_script('inference.py', '--checkpoint', path, '--img-path', picture,
+                            '--bbox', 'full', '--json', out, '--out-file',
+                            tmp_path / f'out{len(extra)}.jpg', *extra)
+        record = json.loads(out.read_text())
+        record = record[0] if isinstance(record, list) else record
+        assert record['errors_calibrated'] is calibrated
+        assert ('no expected errors or intervals are stated' in result.stdout) is not calibrated

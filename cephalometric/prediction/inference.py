@@ -159,6 +159,10 @@ def main(argv=None) -> int:
 
     predictor = LandmarkPredictor(args.checkpoint, device=args.device, backend=args.backend,
                                   refine=not args.no_refine)
+    if args.no_refine and (predictor.settings.get('error_calibration') or {}).get(
+            'signal') == 'refine_uncertainty_and_shift':
+        print('note: the error calibration was measured with the refinement model; with '
+              '--no-refine no expected errors or intervals are stated')
     depth_files = check_depths(images, sizes, getattr(predictor, 'needs_depth', False),
                                args.depth_path)
     check_outputs(images, pictures, args, predictor, depth_files)
