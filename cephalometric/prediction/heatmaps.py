@@ -91,7 +91,7 @@ def error_signal(spread, refine_shift=None, signal: str = 'spread',
 
     - 'spread': the landmark model's heatmap spread;
     - 'spread_and_refine_shift': its root-sum-square with how far the refinement model moved the
-      point (calibrations of sessions before the next one);
+      point (calibrations measured before the refinement model's own uncertainty was used);
     - 'refine_uncertainty_and_shift': the root-sum-square of the refinement model's own
       uncertainty (`refinement.Refiner.postprocess`) and that shift. On held-out cephalograms and
       demo faces this ranked landmarks and images by their error clearly better than the
