@@ -48,6 +48,9 @@ def parse_args(argv):
     parser.add_argument('--epochs', type=int, default=3, help='landmark epochs (default 3)')
     parser.add_argument('--framing-epochs', type=int, default=2,
                         help='framing-model epochs (default 2)')
+    parser.add_argument('--refine-epochs', type=int,
+                        help='refinement-model epochs (default: the config\'s 30 scaled to '
+                        '--epochs, 1 here, which the check then drops as not helping)')
     parser.add_argument('--input-size', type=int, default=128, help='model input (default 128)')
     parser.add_argument('--max-persons', type=int,
                         help='use only the first N persons (a quicker, rougher check)')
@@ -159,7 +162,9 @@ def train_on_crops(args, folder: str, names: list, photos: list) -> str:
                   '--epochs', str(args.epochs), '--framing-epochs', str(args.framing_epochs),
                   '--input-size', str(args.input_size), '--batch-size', '8', '--lr', '2e-3',
                   '--sigma', '2', '--workers', '0', '--warmup-iters', '30', '--seed', '0',
-                  '--device', args.device], calibrate=calibrate_checkpoint)
+                  '--device', args.device]
+                 + ([] if args.refine_epochs is None else
+                    ['--refine-epochs', str(args.refine_epochs)]), calibrate=calibrate_checkpoint)
     if code:
         raise UserError(f'training on the curated crops failed (exit {code}); see {run_dir}')
     return osp.join(run_dir, 'best_MRE.pth')
