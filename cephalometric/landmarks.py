@@ -6,6 +6,7 @@ lacks are simply omitted. Imports only the standard library.
 """
 from __future__ import annotations
 
+import functools
 import re
 from typing import Iterable, Optional, Sequence
 
@@ -62,6 +63,14 @@ def find_landmark(names: Sequence[str], key: str) -> Optional[int]:
     An exact (normalised) name match wins over an alias match, so a set that has both 'Pogonion'
     and 'ST Pogonion' resolves each to itself.
     """
+    # Remembered per name set: measurement intervals call `compute_measurements` 2K + 1 times
+    # per tracing (the review page on every move), and the look-ups were most of its time.
+    names = names if isinstance(names, tuple) else tuple(str(n) for n in names)
+    return _find_landmark(names, str(key))
+
+
+@functools.lru_cache(maxsize=4096)
+def _find_landmark(names: tuple, key: str) -> Optional[int]:
     wanted = normalize_name(key)
     normalized = [normalize_name(n) for n in names]
     if wanted in normalized:

@@ -124,12 +124,17 @@ MEASUREMENTS: dict[str, MeasurementInfo] = {
 
 
 def angle_deg(vertex, a, b) -> float:
-    """Unsigned angle a-vertex-b in degrees (0..180)."""
-    v1 = np.asarray(a, float) - np.asarray(vertex, float)
-    v2 = np.asarray(b, float) - np.asarray(vertex, float)
-    with np.errstate(invalid='ignore', divide='ignore'):  # a zero-length side: NaN, dropped
-        cos = np.dot(v1, v2) / (np.linalg.norm(v1) * np.linalg.norm(v2))
-    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+    """Unsigned angle a-vertex-b in degrees (0..180); NaN for a zero-length side (dropped).
+
+    Plain floats, not numpy: measurement intervals evaluate every angle 2K + 1 times per tracing
+    (`uncertainty`), the review page on every move."""
+    vx, vy = float(vertex[0]), float(vertex[1])
+    x1, y1, x2, y2 = float(a[0]) - vx, float(a[1]) - vy, float(b[0]) - vx, float(b[1]) - vy
+    lengths = math.hypot(x1, y1) * math.hypot(x2, y2)
+    cos = (x1 * x2 + y1 * y2) / lengths if lengths > 0 else math.nan
+    if not math.isfinite(cos):
+        return math.nan
+    return math.degrees(math.acos(min(1.0, max(-1.0, cos))))
 
 
 def vector_angle_deg(u, v) -> float:
@@ -236,6 +241,7 @@ def compute_measurements(names: Sequence[str], coords, mm_per_pixel: Optional[fl
         raise ValueError('class_thresholds must be (lower, upper) with lower <= upper, '
                          f'got {class_thresholds!r}')
     coords = np.asarray(coords, float)
+    names = tuple(str(n) for n in names)   # one hashable name set for `find_landmark`'s cache
     cache: dict[str, Optional[np.ndarray]] = {}
 
     def pt(key: str):

@@ -43,8 +43,8 @@ def measurement_spread(names: Sequence[str], keypoints, radius90,
                        mm_per_pixel: Optional[float] = None) -> tuple[dict, dict]:
     """(measurements, their standard deviations) for landmarks with 90% error radii `radius90`.
 
-    Landmarks without a radius (NaN) count as exact; measurements that cannot be computed, or
-    whose derivative cannot, get no standard deviation.
+    Landmarks without a radius (NaN) or with radius 0 count as exact; measurements that cannot be
+    computed, or whose derivative cannot, get no standard deviation.
     """
     points = np.asarray(keypoints, np.float64).reshape(-1, 2)
     sigma = sigma_of_radius90(radius90).reshape(-1)
@@ -53,7 +53,8 @@ def measurement_spread(names: Sequence[str], keypoints, radius90,
                if k != 'skeletal_class' and isinstance(v, (int, float)) and math.isfinite(v)}
     variance = dict.fromkeys(numeric, 0.0)
     for index in range(len(points)):
-        if not (np.isfinite(points[index]).all() and np.isfinite(sigma[index])):
+        if not (np.isfinite(points[index]).all() and np.isfinite(sigma[index])
+                and sigma[index] > 0):   # an exact point adds nothing (and costs two calls)
             continue
         for axis in (0, 1):
             shifted = points.copy()
