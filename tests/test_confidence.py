@@ -249,6 +249,14 @@ def test_the_review_page_states_intervals_that_narrow_where_the_reviewer_placed_
                                          abs=0.02)
     case.status = 'cannot trace'
     assert store.certainty(case, points) is None
+    # a point the model gave no position for has no radius: no intervals until it is placed
+    unplaced = ReviewStore(str(tmp_path / 'photos'), str(tmp_path / 'unplaced'),
+                           Calibrated(truth, nan_landmarks=[find_landmark(store.names, 'a point')]),
+                           log=lambda text: None)
+    assert unplaced.detail(name)['certainty'] is None
+    placed = np.array(unplaced.detail(name)['points'])
+    placed[find_landmark(store.names, 'a point')] = points[find_landmark(store.names, 'a point')]
+    assert 'ANB' in unplaced.certainty(unplaced.case(name), placed)['intervals']
     bare = ReviewStore(str(tmp_path / 'photos'), str(tmp_path / 'bare'), StandIn(truth),
                        log=lambda text: None)
     assert bare.detail(name)['certainty'] is None

@@ -50,7 +50,7 @@ def parse_args(argv):
                         help='framing-model epochs (default 2)')
     parser.add_argument('--refine-epochs', type=int,
                         help='refinement-model epochs (default: the config\'s 30 scaled to '
-                        '--epochs, 1 here, which the check then drops as not helping)')
+                        '--epochs: 1 at --epochs 3, which does not help and is dropped)')
     parser.add_argument('--input-size', type=int, default=128, help='model input (default 128)')
     parser.add_argument('--max-persons', type=int,
                         help='use only the first N persons (a quicker, rougher check)')

@@ -449,8 +449,7 @@ class ReviewStore:
         if case.radius90 is None or case.status == 'cannot trace':
             return None
         coords = round_points(coords)
-        moved = np.abs(coords - case.predicted).max(axis=1) > CORRECTED_TOLERANCE
-        radius = np.where(moved, 0.0, case.radius90)
+        radius = np.where(corrected_points(coords, case.predicted), 0.0, case.radius90)
         if not np.isfinite(radius).all():
             return None
         found = tracing_certainty(self.names, coords, radius, self.spacing(calibration),
@@ -483,13 +482,12 @@ class ReviewStore:
         record = image_record(case.name, prediction, measurements,
                               score_threshold=self.score_threshold, size=case.size,
                               class_note=note)
-        for landmark, point, guess, estimate in zip(record['landmarks'], coords, case.predicted,
-                                                    self.estimated):
-            visible = bool(np.isfinite(point).all())
-            landmark['visible'] = visible
+        corrected = corrected_points(coords, case.predicted)
+        for landmark, point, guess, estimate, moved in zip(
+                record['landmarks'], coords, case.predicted, self.estimated, corrected):
+            landmark['visible'] = bool(np.isfinite(point).all())
             landmark['estimated'] = estimate
-            landmark['corrected'] = visible and bool(np.abs(point - guess).max()
-                                                     > CORRECTED_TOLERANCE)
+            landmark['corrected'] = bool(moved)
             landmark['predicted'] = {'x': round(float(guess[0]), 2), 'y': round(float(guess[1]), 2)}
         record['review'] = {'status': status,
                             'reason': reason if status == 'cannot trace' else None,
@@ -575,6 +573,13 @@ class ReviewStore:
                 'estimated': self.estimated,
                 'score_threshold': self.score_threshold, 'model': self.model,
                 'progress': self.progress()}
+
+
+def corrected_points(coords: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """(K,) which visible points lie off the model's by more than CORRECTED_TOLERANCE (a person
+    placed them); a point marked not visible (NaN) is not one."""
+    with np.errstate(invalid='ignore'):
+        return np.abs(np.asarray(coords, float) - predicted).max(axis=1) > CORRECTED_TOLERANCE
 
 
 def marks(measurements: dict) -> dict:
