@@ -87,6 +87,40 @@ def test_the_calibration_survives_the_checkpoint_and_onnx_round_trips(calibrated
             'disagreement_median': 0.01}
 
 
+def test_a_shape_prior_travels_and_adds_how_unusual_the_tracing_is(calibrated, tmp_path):
+    """A calibration with a shape prior states hypot(spread, weight x the tracing's deviation)
+    times the landmark's factor, from the checkpoint and from its ONNX export alike."""
+    import shutil
+
+    from cephalometric.model.checkpoint import set_error_calibration
+    from cephalometric.model.shape_prior import fit_shape_prior
+    from cephalometric.prediction.export import export_checked
+    from cephalometric.prediction.predictor import LandmarkPredictor
+    root, path, image = calibrated
+    shaped = str(tmp_path / 'best_MRE.pth')
+    shutil.copy(path, shaped)
+    count = len(LandmarkPredictor(path, device='cpu').names)
+    rng = np.random.default_rng(4)
+    template = rng.uniform(0, 80, (count, 2))
+    shapes = template + rng.normal(0, 2, (200, count, 2))
+    prior = fit_shape_prior(shapes, np.ones((200, count), bool))
+    set_error_calibration(shaped, {'expected_per_spread': [1.5] * count,
+                                   'radius90_per_spread': [3.0] * count, 'images': 30,
+                                   'shape': dict(weight=2.0, **prior.to_dict())})
+    export_checked(shaped, str(tmp_path / 'model.onnx'))
+    ours = LandmarkPredictor(shaped, device='cpu').predict([image], 'full')[0]
+    onnx = LandmarkPredictor(str(tmp_path / 'model.onnx'), device='cpu').predict(
+        [image], 'full')[0]
+    deviation = prior.deviation(ours.keypoints)
+    assert deviation > 0
+    assert ours.expected_error == pytest.approx(1.5 * np.hypot(ours.spread, 2.0 * deviation))
+    assert np.abs(onnx.expected_error - ours.expected_error).max() < 0.1
+    # a tracing like no training shape is less sure than the same heatmaps on a usual one
+    usual, _ = LandmarkPredictor(shaped, device='cpu').expected_errors(
+        ours.spread, keypoints=template)
+    assert (ours.expected_error > usual).all()
+
+
 @pytest.mark.parametrize('scale', [{'ANB': -1.0}, {'ANB': float('nan')}, {'__import__("os")': 1.0},
                                    ['ANB', 1.0], {f'm{i}': 1.0 for i in range(100)}])
 def test_an_impossible_interval_scale_is_one_line(scale):

@@ -6,6 +6,9 @@ how each landmark's error signal (the heatmap spread; when the refinement model 
 model's own uncertainty combined with its shift of the point: `prediction.heatmaps.error_signal`)
 scales into its expected error and its 90% radius (the ratio of real error to that signal: its
 mean, and its 90th percentile), so that inference can say how far off each point probably is.
+With the training annotations at hand it also stores their shape prior (`model.shape_prior`):
+how far the tracing's points lie from where the others put them joins every landmark's signal,
+with the weight the validation errors fit best (`shape_weight`).
 The other functions are pure: `expected` and `actual` are (N images, K landmarks) errors in one
 unit, `radius90` the stated 90% radii; NaN entries (a landmark without truth or without a
 statement) are left out of every number.
@@ -17,9 +20,13 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from cephalometric.errors import UserError
+
 # Per-landmark ratios are pulled towards the ratio pooled over all landmarks as if the pool
 # counted this many images: a validation split of 30 images gives a noisy 90th percentile alone.
 POOL_WEIGHT = 20
+# Weights of the shape deviation tried by `shape_weight` (0: none; then 1/4 to 16, 25 steps).
+SHAPE_WEIGHTS = (0.0, *np.geomspace(0.25, 16.0, 25))
 
 
 def spread_ratios(errors: np.ndarray, spreads: np.ndarray) -> dict:
@@ -70,6 +77,54 @@ def fit_interval_scale(names: Sequence[str], predicted, radius90, truth) -> dict
     return scale
 
 
+def shape_weight(errors: np.ndarray, signals: np.ndarray, deviations: np.ndarray) -> float:
+    """The weight of the shape deviation in the signal (`heatmaps.error_signal`) under which the
+    validation errors are most likely, each landmark's error taken as Rayleigh distributed with a
+    scale of its own factor times the combined signal (the factor at its best for each weight):
+    a fit of the error model, not of the rank figures evaluate.py reports. 0: no weight helps."""
+    errors, signals = np.asarray(errors, np.float64), np.asarray(signals, np.float64)
+    deviations = np.broadcast_to(np.asarray(deviations, np.float64), errors.shape)
+    usable = np.isfinite(errors) & np.isfinite(signals) & np.isfinite(deviations)
+    best, best_likelihood = 0.0, -np.inf
+    for weight in SHAPE_WEIGHTS:
+        scale = np.hypot(signals, weight * deviations)
+        likelihood = 0.0
+        for column in range(errors.shape[1]):
+            keep = usable[:, column] & (scale[:, column] > 0)
+            if not keep.any():
+                continue
+            error, sigma = errors[keep, column], scale[keep, column]
+            factor = np.mean(error ** 2 / (2 * sigma ** 2))   # the best factor, squared
+            if factor <= 0:
+                continue
+            likelihood += float(np.sum(-np.log(factor * sigma ** 2)
+                                       - error ** 2 / (2 * factor * sigma ** 2)))
+        if likelihood > best_likelihood:
+            best, best_likelihood = float(weight), likelihood
+    return best
+
+
+def fit_shape_term(data_root: str, predicted, errors: np.ndarray,
+                   signals: np.ndarray) -> Optional[dict]:
+    """The shape prior of the training annotations (`model.shape_prior`) with its fitted weight
+    (`shape_weight`) and the validation tracings' `deviations` (N, 1), or None: no training
+    annotations, too few complete ones, or a weight of 0."""
+    from cephalometric.data.reader import load_split
+    from cephalometric.model.shape_prior import fit_shape_prior
+    try:
+        train = load_split(data_root, 'train')
+    except UserError:
+        return None
+    prior = fit_shape_prior(train.keypoints, train.visible)
+    if prior is None:
+        return None
+    deviations = np.array([[prior.deviation(points)] for points in predicted])
+    weight = shape_weight(errors, signals, deviations)
+    if weight <= 0:
+        return None
+    return dict(weight=weight, **prior.to_dict(), deviations=deviations)
+
+
 def calibrate_checkpoint(checkpoint: str, data_root: str, split: str = 'val',
                          batch_size: int = 8) -> Optional[dict]:
     """Measure the error calibration of `checkpoint` on `split` of `data_root` (whole image as the
@@ -113,7 +168,12 @@ def calibrate_checkpoint(checkpoint: str, data_root: str, split: str = 'val',
         uncertainty = np.stack([p.refine_uncertainty for p in predictions])
         signal = 'refine_uncertainty_and_shift'
     signals = error_signal(spreads, shifts, signal, uncertainty)
-    calibration = dict(spread_ratios(errors, signals), split=split, signal=signal)
+    shape = fit_shape_term(data_root, [p.keypoints for p in predictions], errors, signals)
+    if shape is not None:
+        signals = error_signal(spreads, shifts, signal, uncertainty, shape.pop('deviations'),
+                               shape['weight'])
+    calibration = dict(spread_ratios(errors, signals), split=split, signal=signal,
+                       **({} if shape is None else {'shape': shape}))
     truth = np.where(data.visible[..., None], data.keypoints, np.nan)
     calibration['interval_scale'] = fit_interval_scale(
         data.names, [p.keypoints for p in predictions],

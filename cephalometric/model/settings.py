@@ -13,6 +13,7 @@ import re
 from typing import Any, Mapping, Sequence
 
 from cephalometric.errors import UserError
+from cephalometric.model.shape_prior import MAX_SHAPE_LANDMARKS
 
 SETTINGS_KEYS = ('landmark_names', 'input_size', 'bbox_padding', 'mean', 'std', 'decoder')
 # Optional: absent in older files, which then get the defaults (RGB input; framing.FramingPrior()).
@@ -34,6 +35,9 @@ MAX_METADATA_CHARS = 1 << 20    # one settings value as JSON text; real ones are
 MAX_METADATA_DEPTH = 8          # the settings nest three levels at most
 MAX_PIXEL_STATISTIC = 1e4       # normalisation mean/std of 0..255 pixel values
 MAX_PRIOR_VALUE = 100.0         # framing prior offsets and ratios, in landmark-box sizes
+# The shape prior's precision matrix: inverse variances of unit-size shapes' coordinates, whose
+# ridge (`shape_prior.RIDGE`) keeps them near 1e4-1e6.
+MAX_SHAPE_PRECISION = 1e12
 
 
 def _pipeline_step(config: Mapping, name: str) -> Mapping:
@@ -205,7 +209,38 @@ def _error_calibration(calibration: Any, count: int, bad) -> dict:
             raise bad(f'error_calibration interval_scale must map up to {MAX_INTERVAL_SCALES} '
                       f'measurement names to positive numbers up to {MAX_PRIOR_VALUE:g}')
         checked['interval_scale'] = {k: float(v) for k, v in scale.items()}
+    shape = calibration.get('shape')   # absent in calibrations before it existed
+    if shape is not None:
+        checked['shape'] = _shape_prior(shape, count, bad)
     return checked
+
+
+def _numbers(values: Any, count: int, limit: float) -> bool:
+    return (isinstance(values, (list, tuple)) and len(values) == count
+            and all(_number(v) and abs(v) <= limit for v in values))
+
+
+def _shape_prior(shape: Any, count: int, bad) -> dict:
+    """The error calibration's shape prior (`model.shape_prior`) and its weight, checked: a
+    unit-size mean shape, the aligned shapes' mean and precision matrix."""
+    size = 2 * count
+    if not isinstance(shape, Mapping) or not (
+            _number(shape.get('weight')) and 0 < shape['weight'] <= MAX_PRIOR_VALUE
+            and count <= MAX_SHAPE_LANDMARKS
+            and isinstance(shape.get('reference'), (list, tuple))
+            and len(shape['reference']) == count
+            and all(_numbers(point, 2, 10.0) for point in shape['reference'])
+            and _numbers(shape.get('mean'), size, 10.0)
+            and isinstance(shape.get('precision'), (list, tuple))
+            and len(shape['precision']) == size
+            and all(_numbers(row, size, MAX_SHAPE_PRECISION) for row in shape['precision'])):
+        raise bad(f'error_calibration shape must hold a weight up to {MAX_PRIOR_VALUE:g}, a '
+                  f'reference of {count} points, a mean of {size} numbers and a {size} x {size} '
+                  f'precision matrix (at most {MAX_SHAPE_LANDMARKS} landmarks)')
+    return {'weight': float(shape['weight']),
+            'reference': [[float(v) for v in point] for point in shape['reference']],
+            'mean': [float(v) for v in shape['mean']],
+            'precision': [[float(v) for v in row] for row in shape['precision']]}
 
 
 def _face_check(face_check: Any, bad) -> dict:

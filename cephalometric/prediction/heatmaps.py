@@ -85,7 +85,8 @@ def decode_heatmaps(heatmaps: np.ndarray, input_size, unbiased: bool = True,
 
 
 def error_signal(spread, refine_shift=None, signal: str = 'spread',
-                 refine_uncertainty=None) -> Optional[np.ndarray]:
+                 refine_uncertainty=None, shape_deviation=None,
+                 shape_weight: float = 0.0) -> Optional[np.ndarray]:
     """What the error calibration scales into an expected error, image pixels, by the
     calibration's `signal`:
 
@@ -97,16 +98,26 @@ def error_signal(spread, refine_shift=None, signal: str = 'spread',
       demo faces this ranked landmarks and images by their error clearly better than the
       landmark model's spread (docs/evaluation.md, Confidence); None without the refinement
       model (its calibration says nothing about the landmark model alone).
+
+    `shape_deviation` (the image's, `model.shape_prior.ShapePrior.deviation`; (N, 1) for N
+    images) times `shape_weight` is added to every landmark's signal as a root-sum-square: how
+    unusual the whole tracing is (calibrations with a shape prior; where it is NaN, the signal
+    alone).
     """
     spread = np.asarray(spread, np.float64)
     if signal == 'refine_uncertainty_and_shift':
         if refine_uncertainty is None or refine_shift is None:
             return None
-        return np.hypot(np.asarray(refine_uncertainty, np.float64),
+        base = np.hypot(np.asarray(refine_uncertainty, np.float64),
                         np.asarray(refine_shift, np.float64))
-    if signal != 'spread_and_refine_shift' or refine_shift is None:
-        return spread
-    return np.hypot(spread, np.asarray(refine_shift, np.float64))
+    elif signal != 'spread_and_refine_shift' or refine_shift is None:
+        base = spread
+    else:
+        base = np.hypot(spread, np.asarray(refine_shift, np.float64))
+    if not shape_weight or shape_deviation is None:
+        return base
+    deviation = np.asarray(shape_deviation, np.float64)
+    return np.where(np.isfinite(deviation), np.hypot(base, shape_weight * deviation), base)
 
 
 def heatmap_spread(heatmaps: np.ndarray, radius: int = 4) -> np.ndarray:

@@ -25,6 +25,7 @@ from cephalometric.cli import BACKENDS, FRAMING_MODES  # noqa: F401  (the choice
 from cephalometric.data.depth import check_depth_size, depth_channel
 from cephalometric.errors import UserError
 from cephalometric.model.settings import refine_settings, settings_from_metadata
+from cephalometric.model.shape_prior import ShapePrior
 from cephalometric.prediction.backends import (  # noqa: F401
     OnnxRuntimeBackend,
     PyTorchBackend,
@@ -212,6 +213,9 @@ class LandmarkPredictor:
         self.refiner = None if self.refine_network is None else Refiner(
             self.refine_network, self.settings['refinement'], self.prepare,
             getattr(self, 'source', 'the model'))
+        shape = (self.settings.get('error_calibration') or {}).get('shape')
+        # (checked as data by `model.settings`)
+        self.shape_prior = None if shape is None else ShapePrior.from_dict(shape)
 
     # -- the three stages ------------------------------------------------------------------------
     def preprocess(self, image: np.ndarray, bbox: Optional[Sequence[float]] = None,
@@ -306,7 +310,7 @@ class LandmarkPredictor:
                     interval_scale=(self.settings.get('error_calibration')
                                     or {}).get('interval_scale'))
                 prediction.expected_error, prediction.radius90 = self.expected_errors(
-                    spreads[j], shifts[j], unsure[j])
+                    spreads[j], shifts[j], unsure[j], keypoints[j])
                 results.append(prediction)
         return results
 
@@ -344,7 +348,7 @@ class LandmarkPredictor:
             refined = transform_points(cv2.invertAffineTransform(matrix), refined)
         prediction.keypoints = refined
         prediction.expected_error, prediction.radius90 = self.expected_errors(
-            prediction.spread, shift, prediction.refine_uncertainty)
+            prediction.spread, shift, prediction.refine_uncertainty, refined)
 
     def spread_px(self, heatmaps: np.ndarray, scales) -> np.ndarray:
         """`heatmaps.heatmap_spread` in pixels of each original image (N, K)."""
@@ -354,16 +358,22 @@ class LandmarkPredictor:
         return heatmap_spread(heatmaps) * per_pixel[:, None]
 
     def expected_errors(self, spread: np.ndarray, refine_shift: Optional[np.ndarray] = None,
-                        refine_uncertainty: Optional[np.ndarray] = None):
+                        refine_uncertainty: Optional[np.ndarray] = None,
+                        keypoints: Optional[np.ndarray] = None):
         """(expected error, 90% radius) in image pixels from the checkpoint's error calibration,
         or (None, None) without one, or without the refinement model its calibration was
         measured with. `refine_shift`, `refine_uncertainty`: how far the refinement model moved
-        each point and how sure it is (px), which the calibration's `error_signal` may use."""
+        each point and how sure it is (px), which the calibration's `error_signal` may use;
+        `keypoints` (K, 2): the tracing, which a calibration with a shape prior judges whole."""
         calibration = self.settings.get('error_calibration')
         if not calibration:
             return None, None
+        deviation = None
+        if self.shape_prior is not None and keypoints is not None:
+            deviation = self.shape_prior.deviation(keypoints)
         signal = error_signal(spread, refine_shift, calibration.get('signal', 'spread'),
-                              refine_uncertainty)
+                              refine_uncertainty, deviation,
+                              (calibration.get('shape') or {}).get('weight', 0.0))
         if signal is None:
             return None, None
         return (signal * np.asarray(calibration['expected_per_spread']),
