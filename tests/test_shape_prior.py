@@ -55,6 +55,8 @@ def test_no_prior_from_too_few_shapes_and_no_deviation_without_every_point(prior
     prior, template = prior
     shapes = np.stack([template] * 10)
     assert fit_shape_prior(shapes, np.ones(shapes.shape[:2], bool)) is None
+    spots = np.zeros((100, COUNT, 2))     # enough tracings, but none has a shape
+    assert fit_shape_prior(spots, np.ones(spots.shape[:2], bool)) is None
     tracing = template * 100
     tracing[3] = np.nan
     assert np.isnan(prior.deviations(tracing)).all()

@@ -99,10 +99,10 @@ def fit_shape_prior(keypoints: np.ndarray, visible: np.ndarray) -> Optional[Shap
     keypoints = np.asarray(keypoints, np.float64)
     complete = np.asarray(visible, bool).all(1) & np.isfinite(keypoints).all((1, 2))
     shapes = keypoints[complete]
+    shapes = shapes[np.ptp(shapes, 1).max(1) > 0]   # (all points on one spot: no shape)
     count = keypoints.shape[1]
     if not 3 <= count <= MAX_SHAPE_LANDMARKS or len(shapes) < MIN_SHAPES_PER_DIMENSION * 2 * count:
         return None
-    shapes = shapes[np.ptp(shapes, 1).max(1) > 0]
     reference = shapes[0] - shapes[0].mean(0)
     reference /= np.linalg.norm(reference)
     for _ in range(ALIGN_ROUNDS):   # generalised Procrustes: align to the mean, renew it
