@@ -12,6 +12,7 @@ from cephalometric.evaluation.real_photos import (
     CROP_EXTENT,
     CROP_SIDE,
     crop_matrix,
+    crop_unsure,
     curated_crop,
     read_landmarks,
     summary,
@@ -83,19 +84,58 @@ def test_the_curated_crop_holds_the_points_at_the_training_framing(facing):
 
 def test_summary_counts_failures_flags_and_what_is_left_unflagged():
     rows = [dict(person='a', crop_error=2.0, taken_error=2.2, facing_right=True, flagged=False,
-                 single_s=0.01, framing_s=0.05),
+                 crop_unsure=True, single_s=0.01, framing_s=0.05),
             dict(person='b', crop_error=2.0, taken_error=20.0, facing_right=False, flagged=True,
-                 single_s=0.01, framing_s=0.05),
+                 crop_unsure=True, single_s=0.01, framing_s=0.05),
             dict(person='c', crop_error=2.0, taken_error=2.0, facing_right=True, flagged=True,
-                 single_s=0.01, framing_s=0.05)]
+                 crop_unsure=False, single_s=0.01, framing_s=0.05),
+            dict(person='d', crop_error=2.0, taken_error=9.0, facing_right=True, flagged=True,
+                 crop_unsure=False, single_s=0.01, framing_s=0.05)]
     for row in rows:
         row['ratio'] = row['taken_error'] / row['crop_error']
     result = summary(rows)
-    assert result['failed'] == 1 and result['failed_flagged_share'] == 1.0
+    assert result['failed'] == 2 and result['failed_flagged_share'] == 1.0
     assert result['others_flagged_share'] == 0.5
     assert result['unflagged'] == 1 and result['unflagged_taken_over_crop'] == pytest.approx(1.1)
-    assert result['facing_right_share'] == pytest.approx(2 / 3)
+    assert result['facing_right_share'] == pytest.approx(3 / 4)
     assert result['framing_over_single_pass'] == pytest.approx(5.0)
+    # of the two failures, one is a face the model does not recognise on its own crop either
+    # (a good photo whose crop fails the check does not count)
+    assert result['failed_crop_unsure'] == 1
+
+
+class FakeModel:
+    """A predictor that places its landmarks `offset` px from fixed points at confidence `score`."""
+
+    def __init__(self, score, offset=0.0, finder=None, face_check=None):
+        self.score, self.offset, self.finder = score, offset, finder
+        self.settings = {'face_check': face_check}
+
+    def __call__(self, images, bboxes, batch_size=1):
+        class Found:
+            keypoints = np.array([[50.0, 60.0], [120.0, 80.0], [90.0, 170.0]]) + self.offset
+            scores = np.full(3, self.score)
+        return [Found() for _ in images]
+
+    def framing_predictor(self):
+        return self.finder or self
+
+    def coarse_predictor(self):
+        return self
+
+
+@pytest.mark.parametrize('score, offset, unsure', [
+    (0.9, 0.0, False),      # confident, and both models agree: a face it recognises
+    (0.5, 0.0, True),       # under the validation faces' least confidence
+    (0.9, 20.0, True),      # the framing and landmark models 13% of the crop apart (ceiling 4%)
+])
+def test_a_crop_the_model_does_not_recognise_is_told_apart(score, offset, unsure):
+    check = {'landmark_score_floor': 0.7, 'disagreement_ceiling': 0.04}
+    model = FakeModel(score, finder=FakeModel(0.9, offset), face_check=check)
+    assert crop_unsure(model, np.zeros((CROP_SIDE, CROP_SIDE, 3), np.uint8)) is unsure
+    # without a face check, or without a framing model to compare with, it cannot be told
+    assert crop_unsure(FakeModel(score, face_check=check), np.zeros((8, 8, 3), np.uint8)) is None
+    assert crop_unsure(FakeModel(score, finder=FakeModel(0.9)), np.zeros((8, 8, 3))) is None
 
 
 def test_a_work_dir_holding_files_is_refused_before_any_work(tmp_path, capsys):

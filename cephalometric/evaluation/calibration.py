@@ -201,9 +201,9 @@ def measure_face_check(measured, found, mirrored=None) -> Optional[dict]:
     model's predictions of them mirrored, whose highest mean confidence (`mirrored_score_ceiling`)
     a photograph must beat for framing to skip looking at it mirrored."""
     scores = np.array([np.nanmean(p.scores) for p in measured])
-    disagreement = np.array([
-        np.nanmean(np.linalg.norm(np.asarray(m.keypoints) - np.asarray(f.keypoints), axis=1))
-        / m.bbox[2] for m, f in zip(measured, found)])
+    from cephalometric.prediction.framing import models_disagreement
+    disagreement = np.array([models_disagreement(m.keypoints, f.keypoints, m.bbox[2])
+                             for m, f in zip(measured, found)])
     keep = np.isfinite(scores) & np.isfinite(disagreement)
     if not keep.any():
         return None

@@ -12,7 +12,9 @@ default), and each held-out photograph is predicted twice: on its curated crop (
 as taken (automatic framing, either side). Both errors are in pixels of the 224 px crop. A photo
 whose error as taken is over 3x its crop's has failed; the check counts how many failed, how many of
 those were flagged for review, how many of the others were, whether the facing direction was right,
-and what framing costs against one landmark pass. Not part of the test suite (it needs the folder).
+how many failures fail the face check on their own crop too (faces the model does not recognise
+even framed right), and what framing costs against one landmark pass. Not part of the test suite
+(it needs the folder).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import os
 import os.path as osp
 import sys
 import time
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -176,6 +179,22 @@ def mean_error(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.nanmean(np.linalg.norm(found - truth, axis=1)))
 
 
+def crop_unsure(predictor, crop: np.ndarray) -> Optional[bool]:
+    """Whether the photo's curated crop fails the checkpoint's face check (None: no face check):
+    a failure whose crop fails it too is a face the model does not recognise even framed right,
+    rather than a framing gone wrong."""
+    from cephalometric.prediction.framing import face_check_doubt, models_disagreement
+    check, finder = predictor.settings.get('face_check'), predictor.framing_predictor()
+    if not check or finder is predictor:
+        return None
+    box = [0.0, 0.0, float(crop.shape[1]), float(crop.shape[0])]
+    measured = predictor.coarse_predictor()([crop], bboxes=[box], batch_size=1)[0]
+    found = finder([crop], bboxes=[box], batch_size=1)[0]
+    return face_check_doubt(float(np.nanmean(measured.scores)),
+                            models_disagreement(measured.keypoints, found.keypoints, box[2]),
+                            check) is not None
+
+
 def check_photos(predictor, folder: str, photos: list, part: str = 'test') -> list[dict]:
     """One row per photo of `part`: crop and as-taken errors (crop pixels), facing, flag, the
     framing's signals, times."""
@@ -200,6 +219,7 @@ def check_photos(predictor, folder: str, photos: list, part: str = 'test') -> li
                          ratio=taken_error / max(crop_error, 1e-6),
                          facing_right=bool(framing.get('mirrored')) == (photo['facing'] == 'left'),
                          flagged=bool(framing.get('review_reason')),
+                         crop_unsure=crop_unsure(predictor, crop),
                          reason=framing.get('review_reason') or '',
                          framing_score=framing.get('mean_score'),
                          landmark_score=float(np.mean(taken.scores)),
@@ -233,6 +253,9 @@ def summary(rows: list[dict]) -> dict:
         'unflagged_taken_over_crop': float(taken[~flagged].mean() / crop[~flagged].mean())
         if (~flagged).any() else None,
         'unflagged_failed': int((failed & ~flagged).sum()),
+        # failures that framing is not to blame for: their own crop fails the face check too
+        'failed_crop_unsure': int(sum(bool(r.get('crop_unsure')) for r, f in zip(rows, failed)
+                                      if f)),
     }
 
 
@@ -254,7 +277,9 @@ def report(result: dict) -> str:
         f'not flagged: {result["unflagged"]} photos, as taken '
         + ('n/a' if result['unflagged_taken_over_crop'] is None else
            f'{result["unflagged_taken_over_crop"]:.2f}x their crops\' MRE')
-        + f', {result["unflagged_failed"]} of them worse than {FAILED_RATIO:g}x'])
+        + f', {result["unflagged_failed"]} of them worse than {FAILED_RATIO:g}x',
+        f'failures whose own curated crop fails the face check too (a face the model does not '
+        f'recognise even framed right): {result["failed_crop_unsure"]} of {result["failed"]}'])
 
 
 def main(argv=None) -> int:

@@ -393,8 +393,7 @@ class FaceFramer:
         index = int(result.flipped) if len(views) > 1 else 0
         extra = {} if depths is None else {'depths': [depths[index]]}
         measured = self.measurer([views[index]], bboxes=[box], batch_size=1, **extra)[0]
-        disagreement = float(np.nanmean(np.linalg.norm(
-            np.asarray(measured.keypoints) - np.asarray(prediction.keypoints), axis=1))) / box[2]
+        disagreement = models_disagreement(measured.keypoints, prediction.keypoints, box[2])
         # The face check keeps the framing model's score (MIN_FACE_SCORE is calibrated on it);
         # the landmarks and their scores are the landmark model's.
         return result._replace(prediction=measured, disagreement=disagreement)
@@ -408,26 +407,12 @@ class FaceFramer:
 
     def _doubt(self, result: Settled) -> Optional[str]:
         """Why a settled result is not taken for a correctly framed face (None when it is, or
-        when there is no face check to tell): the landmark model's confidence, and its agreement
-        with the framing model, against what the checkpoint's validation faces gave."""
-        check, disagreement = self.face_check, result.disagreement
+        when there is no face check to tell): `face_check_doubt` of the landmark model's
+        confidence and its agreement with the framing model."""
         if not self.checked:
             return None
-        score = float(np.nanmean(result.prediction.scores))
-        if not score >= check['landmark_score_floor']:
-            return (f'framing unsure: landmark confidence {score:.2f} is below '
-                    f'{check["landmark_score_floor"]:.2f}, the least its validation faces gave; '
-                    'check the face, or give its box with --bbox')
-        if not disagreement <= check['disagreement_ceiling']:
-            return (f'framing unsure: the framing and landmark models place the landmarks '
-                    f'{100 * disagreement:.0f}% of the face box apart (validation faces: up to '
-                    f'{100 * check["disagreement_ceiling"]:.0f}%); check the face, or give its '
-                    'box with --bbox')
-        if joint_margin(score, disagreement, check) < JOINT_MARGIN:
-            return (f'framing unsure: landmark confidence {score:.2f} and the models\' '
-                    f'disagreement {100 * disagreement:.1f}% of the face box are both near the '
-                    'limits of its validation faces; check the face, or give its box with --bbox')
-        return None
+        return face_check_doubt(float(np.nanmean(result.prediction.scores)), result.disagreement,
+                                self.face_check)
 
     def _preferred(self, retry: Settled, result: Settled) -> bool:
         """Whether the retried result replaces the first: with the face check, one that passes
@@ -498,6 +483,33 @@ def clear_lead(scores: Sequence[float]) -> Optional[int]:
     if len(scores) > 1 and abs(scores[0] - scores[1]) < DIRECTION_MARGIN:
         return None
     return int(np.argmax(scores))
+
+
+def models_disagreement(measured, found, box_width: float) -> float:
+    """The mean distance between the landmark model's landmarks (`measured`) and the framing
+    model's (`found`) on one face box, as a share of its width."""
+    return float(np.nanmean(np.linalg.norm(np.asarray(measured, np.float64)
+                                           - np.asarray(found, np.float64), axis=1))) / box_width
+
+
+def face_check_doubt(score: float, disagreement: float, check: dict) -> Optional[str]:
+    """Why a face box is not taken for a correctly framed face, or None: the landmark model's mean
+    confidence `score` on it and its `disagreement` with the framing model (mean landmark
+    distance / box width), against what the checkpoint's validation faces gave (`check`)."""
+    if not score >= check['landmark_score_floor']:
+        return (f'framing unsure: landmark confidence {score:.2f} is below '
+                f'{check["landmark_score_floor"]:.2f}, the least its validation faces gave; '
+                'check the face, or give its box with --bbox')
+    if not disagreement <= check['disagreement_ceiling']:
+        return (f'framing unsure: the framing and landmark models place the landmarks '
+                f'{100 * disagreement:.0f}% of the face box apart (validation faces: up to '
+                f'{100 * check["disagreement_ceiling"]:.0f}%); check the face, or give its '
+                'box with --bbox')
+    if joint_margin(score, disagreement, check) < JOINT_MARGIN:
+        return (f'framing unsure: landmark confidence {score:.2f} and the models\' '
+                f'disagreement {100 * disagreement:.1f}% of the face box are both near the '
+                'limits of its validation faces; check the face, or give its box with --bbox')
+    return None
 
 
 def joint_margin(score: float, disagreement: float, check: dict) -> float:
