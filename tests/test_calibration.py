@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from cephalometric.evaluation.calibration import (
+    bootstrap_intervals,
     brier_score,
     error_calibration,
     interval_coverage,
@@ -24,6 +25,35 @@ def test_a_calibrated_radius_covers_ninety_percent_and_ranks_the_errors():
     assert numbers['spearman_landmarks'] > 0.5
     # a radius half as large covers far less: the coverage number can fail
     assert error_calibration(expected, actual, radius90 / 2)['radius90_coverage'] < 0.5
+
+
+def calibrated_case(images, seed):
+    rng = np.random.default_rng(seed)
+    hardness = rng.uniform(0.5, 3.0, (images, 1))          # images differ in difficulty
+    expected = hardness * rng.uniform(1, 4, (images, 19))
+    sigma = expected / np.sqrt(np.pi / 2)
+    actual = np.linalg.norm(rng.normal(size=(images, 19, 2)) * sigma[..., None], axis=-1)
+    return expected, actual, sigma / sigma_of_radius90(1.0)
+
+
+def test_each_confidence_figure_comes_with_how_far_other_images_could_move_it():
+    few, many = (error_calibration(*calibrated_case(n, 3)) for n in (30, 600))
+    for key in ('spearman_landmarks', 'spearman_images', 'radius90_coverage'):
+        low, high = few[f'{key}_interval']
+        assert low <= few[key] <= high
+        # twenty times the images: a far narrower interval
+        assert np.ptp(many[f'{key}_interval']) < 0.5 * (high - low)
+    assert 0.8 < few['radius90_coverage_interval'][0] < few['radius90_coverage_interval'][1] < 1
+    # seeded: the same report twice
+    assert error_calibration(*calibrated_case(30, 3)) == few
+
+
+def test_a_bootstrap_interval_of_a_figure_that_cannot_be_had_is_none():
+    values = np.arange(10.0)
+    intervals = bootstrap_intervals(lambda rows: (float(values[rows].mean()), None), 10,
+                                    rounds=200)
+    assert intervals[0][0] < 4.5 < intervals[0][1] and intervals[1] is None
+    assert bootstrap_intervals(lambda rows: (1.0,), 0) == []
 
 
 def test_an_uninformative_statement_ranks_nothing():

@@ -319,3 +319,7 @@ def test_training_stores_a_calibration_and_evaluate_measures_it(trained_run, dem
     report = (out / 'report.md').read_text()
     assert '## Confidence' in report and 'split-half Spearman' in report
     assert 'images_split_half' in confidence
+    # each figure's 90% interval over resamples of the images, in the JSON and the table
+    low, high = confidence['radius90_coverage_interval']
+    assert low <= confidence['radius90_coverage'] <= high
+    assert f'[{100 * low:.1f}%, {100 * high:.1f}%]' in report

@@ -301,13 +301,17 @@ def confidence_section(confidence, files: dict) -> list:
         return ['', '## Confidence', '', 'No error calibration for these predictions: the '
                 'checkpoint has none (trained before it existed; train it again to have one), or '
                 'it was measured with the refinement model that --no-refine skipped.']
+    def interval(key, shown):   # the figure's 90% bootstrap interval over the images
+        bounds = confidence.get(f'{key}_interval')
+        return shown(confidence[key]) + ('' if not bounds else
+                                         f' [{shown(bounds[0])}, {shown(bounds[1])}]')
     rows = [['Spearman, expected vs actual error (each landmark of each image)',
-             _fmt(confidence['spearman_landmarks'])],
+             interval('spearman_landmarks', _fmt)],
             ['Spearman, expected vs actual mean error per image',
-             _fmt(confidence['spearman_images'])],
+             interval('spearman_images', _fmt)],
             ['consistency of the per-image error (split-half Spearman; the most a per-image '
              'ranking can show)', _fmt(confidence['images_split_half'])],
-            ['true positions inside the 90% radius', _percent(confidence['radius90_coverage'])],
+            ['true positions inside the 90% radius', interval('radius90_coverage', _percent)],
             ['true ANB inside the 90% interval', _percent(confidence['anb_interval_coverage'])],
             ['worst 10% of images among the top 20% by expected error',
              _percent(confidence['worst10_in_top20'])],
@@ -316,7 +320,8 @@ def confidence_section(confidence, files: dict) -> list:
     out = ['', '## Confidence', '',
            f'Each landmark\'s expected error and 90% radius come from the error calibration in '
            f'the checkpoint (measured on the validation split after training); '
-           f'{confidence["num_images"]} images.', '',
+           f'{confidence["num_images"]} images. In brackets: the 90% interval of a figure over '
+           f'resamples of these images (how much another set like them could move it).', '',
            markdown_table(['', 'value'], rows, 'lr')]
     if 'reliability' in files:
         out += ['', f'![Reliability of the class probabilities]({files["reliability"]})']
