@@ -246,8 +246,8 @@ def error_calibration(expected, actual, radius90) -> dict:
         'worst10_in_top20': worst_in_top(per_image_expected, per_image_actual),
         'images_split_half': split_half_consistency(actual),
     }
-    # How far these figures could move on another set of images like these: on 30 images a
-    # per-image Spearman of 0.57 and one of 0.36 can be the same statement (docs/evaluation.md).
+    # How far these figures could move on another set of images like these: on 30 images the
+    # per-image Spearman's interval can be 0.5 wide (docs/evaluation.md, Confidence).
     intervals = bootstrap_intervals(lambda rows: (
         _spearman(expected[rows].ravel(), actual[rows].ravel()),
         _spearman(per_image_expected[rows], per_image_actual[rows]),
