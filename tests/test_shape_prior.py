@@ -123,3 +123,18 @@ def test_the_calibration_weighs_the_tracings_shapes_by_their_errors(tmp_path):
     run_script('prepare_cephalometric_data.py', '--input',
                write_demo_pickle(tmp_path / 'few.pkl', num_patients=24, seed=1), '--out-dir', few)
     assert fit_shape_term(str(few), list(traced), errors, np.ones_like(errors)) is None
+
+
+def test_a_dataset_without_a_train_split_gets_no_shape_prior(tmp_path):
+    from cephalometric.evaluation.calibration import fit_shape_term
+    errors = np.ones((4, 19))
+    assert fit_shape_term(str(tmp_path), [np.zeros((19, 2))] * 4, errors, errors) is None
+
+
+def test_a_tracing_without_a_deviation_keeps_its_heatmap_signal():
+    from cephalometric.prediction.heatmaps import error_signal
+    spread = np.array([[3.0, 4.0], [3.0, 4.0]])
+    deviation = np.array([[4.0], [np.nan]])     # the second tracing lacks a point
+    signal = error_signal(spread, shape_deviation=deviation, shape_weight=1.0)
+    assert np.allclose(signal, [[5.0, np.hypot(4, 4)], [3.0, 4.0]])
+    assert np.allclose(error_signal(spread, shape_deviation=deviation, shape_weight=0.0), spread)
