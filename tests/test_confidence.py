@@ -87,6 +87,22 @@ def test_the_calibration_survives_the_checkpoint_and_onnx_round_trips(calibrated
             'disagreement_median': 0.01}
 
 
+def test_the_framing_model_gets_no_expected_errors(calibrated):
+    """The calibration was measured on the landmark model: framing's passes of the framing model
+    state none (and spend nothing on them); the landmark model's still do."""
+    from cephalometric.prediction.predictor import LandmarkPredictor
+    root, path, image = calibrated
+    plain = LandmarkPredictor(path, device='cpu')
+    predictor = LandmarkPredictor.from_backend(plain.settings, plain.network,
+                                               framing_network=plain.network)
+    finder = predictor.framing_predictor()
+    assert finder is not predictor and 'error_calibration' in predictor.settings
+    assert predictor([image])[0].expected_error is not None
+    found = finder([image])[0]
+    assert found.expected_error is None and found.radius90 is None
+    assert np.allclose(found.keypoints, predictor([image])[0].keypoints)
+
+
 def test_a_shape_prior_travels_and_adds_how_unusual_the_tracing_is(calibrated, tmp_path):
     """A calibration with a shape prior states hypot(spread, weight x the tracing's deviation)
     times the landmark's factor, from the checkpoint and from its ONNX export alike."""

@@ -185,7 +185,11 @@ class LandmarkPredictor:
         if self.framing_network is None:
             return self
         if getattr(self, '_framing_predictor', None) is None:
-            self._framing_predictor = LandmarkPredictor.from_backend(self.settings,
+            # The error calibration was measured on the landmark model: the framing model's
+            # passes get no expected errors (nothing reads them, and each costs a shape solve).
+            settings = {key: value for key, value in self.settings.items()
+                        if key != 'error_calibration'}
+            self._framing_predictor = LandmarkPredictor.from_backend(settings,
                                                                      self.framing_network)
         return self._framing_predictor
 
