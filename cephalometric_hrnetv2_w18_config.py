@@ -144,8 +144,9 @@ val_pipeline = [
 # of picture measured the crops ~15% worse (docs/inference.md).
 # `flip` (off: prob 0; on: --cfg-options framing_model.flip.prob=0.5) also teaches it faces looking
 # the other way (landmarks keep their names: a profile has no left/right pairs); framing then reads
-# the direction from where its landmarks lie and needs no mirrored pass: faster, but on real
-# photographs it framed worse at the same epochs (docs/inference.md, Real photographs as taken).
+# the direction from where its landmarks lie and needs no mirrored pass: 2.0x one landmark pass
+# instead of 3.0x, but on real photographs it needs more epochs to frame as well (worse at 2 and 4;
+# about as well at 8, with more of the good photos flagged: docs/inference.md, Real photographs).
 framing_model = dict(
     max_epochs=framing_epochs,
     zoom_out=dict(type='RandomZoomOut', prob=0.5, max_ratio=3.0),
