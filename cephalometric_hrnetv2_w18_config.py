@@ -146,7 +146,8 @@ val_pipeline = [
 # the other way (landmarks keep their names: a profile has no left/right pairs); framing then reads
 # the direction from where its landmarks lie and needs no mirrored pass: 2.0x one landmark pass
 # instead of 3.0x, but on real photographs it needs more epochs to frame as well (worse at 2 and 4;
-# about as well at 8, with more of the good photos flagged: docs/inference.md, Real photographs).
+# about as well at 8 on development photos, yet 2 of its 6 held-out failures went unflagged:
+# docs/inference.md, Real photographs as taken).
 framing_model = dict(
     max_epochs=framing_epochs,
     zoom_out=dict(type='RandomZoomOut', prob=0.5, max_ratio=3.0),
